@@ -1,0 +1,41 @@
+"""Licet's proof kernel: policies, Z3 decisions with proofs, certificates, evidence-log maths.
+
+Pure: no network, no database, and no clock or randomness except through arguments.
+"""
+
+from kernel.canonical import canonical_json
+from kernel.certificate import certificate_leaf, issue_certificate, theorem_hash, verify_certificate
+from kernel.decision import Decision, PresentedApproval, decide
+from kernel.errors import InvalidRequest, KernelFault, LicetError, PolicyError
+from kernel.ids import uuid7
+from kernel.keys import PublicKey, Signer, parse_public_key, parse_signer
+from kernel.policy import Policy, load_policy
+from kernel.report import Check, all_ok
+from kernel.requests import Request, normalise_request, request_hash
+
+__all__ = [
+    "Check",
+    "Decision",
+    "InvalidRequest",
+    "KernelFault",
+    "LicetError",
+    "Policy",
+    "PolicyError",
+    "PresentedApproval",
+    "PublicKey",
+    "Request",
+    "Signer",
+    "all_ok",
+    "canonical_json",
+    "certificate_leaf",
+    "decide",
+    "issue_certificate",
+    "load_policy",
+    "normalise_request",
+    "parse_public_key",
+    "parse_signer",
+    "request_hash",
+    "theorem_hash",
+    "uuid7",
+    "verify_certificate",
+]

@@ -1,0 +1,267 @@
+"""Decisions: `decide` a request against a policy, with Z3's proof of the outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from typing import Any, Literal
+
+import z3
+
+from kernel import facts as F
+from kernel.compiler import Bucket, CompiledPolicy, FactKey, Verdict, compiled
+from kernel.errors import InvalidRequest
+from kernel.policy import Approval, Policy, Rule
+from kernel.requests import Request, normalise_request, normalise_resource, request_hash
+
+Outcome = Literal["permit", "forbid", "require_approval", "deny"]
+SOLVER = f"z3 {z3.get_version_string()}"
+
+
+@dataclass(frozen=True)
+class PresentedApproval:
+    """A granted approval the caller (the server) has validated and consumed for this request."""
+
+    id: str
+    request_hash: str
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one request, the rules that determined it, and the proof."""
+
+    outcome: Outcome
+    rules: tuple[str, ...]
+    proof: Mapping[str, Any]
+    request: Request
+    request_hash: str
+    policy_id: str
+    policy_version: str | None
+    policy_hash: str
+    diagnostics: tuple[str, ...] = ()
+    approval: Approval | None = None
+    approval_used: PresentedApproval | None = None
+    decided_at: float = 0.0
+    delegation: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as printed by `licet decide --json` and returned by the API."""
+        return {
+            "decision": self.outcome,
+            "rules": list(self.rules),
+            "proof": self.proof,
+            "request": self.request.to_json(),
+            "request_hash": self.request_hash,
+            "policy": {"id": self.policy_id, "version": self.policy_version, "hash": self.policy_hash},
+            "diagnostics": list(self.diagnostics),
+            "approval": self.approval.to_json() if self.approval else None,
+            "approval_used": None if self.approval_used is None else {
+                "id": self.approval_used.id, "approvers": list(self.approval_used.approvers)},
+        }
+
+
+def epoch_seconds(now: datetime | float | int) -> float:
+    """`now` as epoch seconds; naive datetimes are refused (they hide a time zone bug)."""
+    if isinstance(now, datetime):
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        return now.timestamp()
+    if isinstance(now, bool) or not isinstance(now, (int, float)):
+        raise TypeError("now must be a datetime or epoch seconds")
+    return float(now)
+
+
+def decide(policy: Policy, request: Mapping[str, Any], *, state: Mapping[str, Any] | None = None,
+           now: datetime | float, approval: PresentedApproval | None = None) -> Decision:
+    """Decide `request` under `policy` (forbid > require_approval > permit > deny), with proof."""
+    at = epoch_seconds(now)
+    req = normalise_request(request, lower_resource=policy.lower_resources)
+    cp = compiled(policy)
+    indices = cp.candidates(req.action, req.resource)
+    bucket = cp.bucket(indices)
+    subject = F.Subject(req.principal, req.action, req.resource, req.args, req.context)
+    inv_state = _invariant_state(cp, bucket, subject, state, at)
+    verdict, values = cp.evaluate(bucket, subject, inv_state, explain=_explain)
+    outcome, winners = _outcome(bucket, verdict)
+    digest = request_hash(req)
+    used = None
+    if outcome == "require_approval" and approval is not None and approval.request_hash == digest:
+        outcome, used = "permit", approval
+    total = len(policy.rules) + len(policy.invariants)
+    proof = _proof(cp, bucket, verdict, values, outcome, winners, total - len(indices))
+    if used is not None:
+        proof = {**proof, "approval": {"id": used.id, "approvers": list(used.approvers)}}
+    approval_spec = None
+    if outcome == "require_approval":
+        approval_spec = _merge_approvals([policy.rule(w) for w in winners])  # type: ignore[misc]
+    return Decision(
+        outcome, winners, proof, req, digest, policy.id, policy.version, policy.hash,
+        _diagnostics(bucket, values, subject), approval_spec, used, at,
+    )
+
+
+def _explain(bucket: Bucket, applying: list[str]) -> dict[str, bool]:
+    effects = {item.id: item.effect for item in bucket.items}
+    for group in (("forbid", "invariant"), ("require_approval",), ("permit",)):
+        chosen = [i for i in applying if effects[i] in group]
+        if chosen:
+            return dict.fromkeys(chosen, True)
+    return {item.id: False for item in bucket.items if item.effect == "permit"}
+
+
+def _outcome(bucket: Bucket, verdict: Verdict) -> tuple[Outcome, tuple[str, ...]]:
+    effects = {item.id: item.effect for item in bucket.items}
+    applying = verdict.applying
+    forbids = sorted(i for i in applying if effects[i] in ("forbid", "invariant"))
+    if forbids:
+        return "forbid", tuple(forbids)
+    approvals = sorted(i for i in applying if effects[i] == "require_approval")
+    if approvals:
+        return "require_approval", tuple(approvals)
+    permits = sorted(i for i in applying if effects[i] == "permit")
+    if permits:
+        return "permit", tuple(permits)
+    return "deny", ()
+
+
+def _merge_approvals(rules: Sequence[Rule]) -> Approval:
+    # Several approval rules apply: the strictest requirement of each kind wins.
+    quorums = [r.approval.quorum for r in rules if r.approval and r.approval.quorum]
+    ttls = [r.approval.ttl_seconds for r in rules if r.approval and r.approval.ttl_seconds]
+    roles = sorted({r.approval.role for r in rules if r.approval and r.approval.role})
+    return Approval(max(quorums) if quorums else None, ",".join(roles) if roles else None,
+                    min(ttls) if ttls else None)
+
+
+def _json_number(value: Fraction) -> int | str:
+    return value.numerator if value.denominator == 1 else str(value)
+
+
+def _render_fact(cp: CompiledPolicy, key: FactKey, values: Mapping[FactKey, Any],
+                 subject: F.Subject | None = None) -> dict[str, Any]:
+    fact = cp.facts[key]
+    value = values[key]
+    if fact.numeric:
+        shown: Any = "absent or not a number" if value is None else _json_number(value)
+        return {"fact": fact.label, "value": shown}
+    return {"fact": fact.label, "value": bool(value)}
+
+
+def _proof(cp: CompiledPolicy, bucket: Bucket, verdict: Verdict, values: Mapping[FactKey, Any],
+           outcome: Outcome, winners: tuple[str, ...], indexed_out: int) -> dict[str, Any]:
+    effects = {item.id: item.effect for item in bucket.items}
+    proof: dict[str, Any] = {
+        "solver": SOLVER,
+        "candidates": [item.id for item in bucket.items],
+        "indexed_out": indexed_out,
+    }
+    if outcome == "deny":
+        proof["kind"] = "no_permit_applies"
+        proof["refutations"] = [
+            {"rule": rid, "failed": [_render_fact(cp, k, values) for k in verdict.cores[rid]]}
+            for rid in sorted(verdict.cores)
+        ]
+    else:
+        ids = winners if outcome != "permit" or not any(
+            effects.get(w) == "require_approval" for w in verdict.applying) else winners
+        proof["kind"] = "witness"
+        proof["witnesses"] = [
+            {"rule": rid, "effect": "forbid" if effects[rid] == "invariant" else effects[rid],
+             "invariant": effects[rid] == "invariant",
+             "facts": [_render_fact(cp, k, values) for k in verdict.cores.get(rid, ())]}
+            for rid in ids
+        ]
+    return proof
+
+
+def _diagnostics(bucket: Bucket, values: Mapping[FactKey, Any], subject: F.Subject) -> tuple[str, ...]:
+    notes = []
+    for fact in bucket.facts:
+        if fact.key[0] != "ok" or values[fact.key] or fact.attr is None:
+            continue
+        observed = subject.lookup(fact.attr)
+        kind = fact.label.rsplit(" ", 1)[-1]
+        if observed is F.Missing:
+            notes.append(f"{fact.attr.name}: absent (a rule reads it as {kind})")
+        else:
+            notes.append(f"{fact.attr.name}: expected {kind}, got {_json_type(observed)}")
+    return tuple(notes)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "map"}.get(type(value), type(value).__name__)
+
+
+# --- invariant state -------------------------------------------------------------------------
+def _events(state: Mapping[str, Any] | None, lower: bool) -> list[tuple[float, F.Subject | None]]:
+    if state is None:
+        return []
+    if not isinstance(state, Mapping):
+        raise InvalidRequest("state", "must be a JSON object")
+    history = state.get("history", [])
+    if not isinstance(history, list):
+        raise InvalidRequest("state.history", "must be a list")
+    out: list[tuple[float, F.Subject | None]] = []
+    for i, event in enumerate(history):
+        where = f"state.history[{i}]"
+        if not isinstance(event, Mapping):
+            raise InvalidRequest(where, "must be a JSON object")
+        time = event.get("time")
+        if isinstance(time, bool) or not isinstance(time, (int, float)):
+            raise InvalidRequest(f"{where}.time", "must be epoch seconds")
+        action, args = event.get("action"), event.get("args", {})
+        if not isinstance(action, str):
+            raise InvalidRequest(f"{where}.action", "must be a string")
+        if not isinstance(args, Mapping):
+            raise InvalidRequest(f"{where}.args", "must be a JSON object")
+        try:
+            resource = normalise_resource(event.get("resource", "/"), lower=lower)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{where}.resource", exc.message) from exc
+        out.append((float(time), F.Subject(
+            event.get("principal", {}) or {}, action, resource, args, event.get("context", {}) or {})))
+    return out
+
+
+def _invariant_state(cp: CompiledPolicy, bucket: Bucket, subject: F.Subject,
+                     state: Mapping[str, Any] | None, now: float) -> dict[FactKey, Any]:
+    invariants = [item.invariant for item in bucket.items if item.invariant is not None]
+    if not invariants:
+        return {}
+    events = _events(state, cp.policy.lower_resources)
+    result: dict[FactKey, Any] = {}
+    for inv in invariants:
+        window = inv.window_seconds
+        history = cp.history_bucket(inv.id)
+        matched: list[F.Subject] = []
+        for time, event in events:
+            if time > now or (window is not None and time <= now - window):
+                continue
+            assert event is not None
+            # Events inherit the session's principal and context unless they carry their own.
+            seen = F.Subject(event.principal or subject.principal, event.action, event.resource,
+                             event.args, event.context or subject.context)
+            verdict, _ = cp.evaluate(history, seen, {})
+            if verdict.applying:
+                matched.append(seen)
+        if inv.kind == "flow":
+            result[("tainted", inv.id)] = bool(matched)
+        elif inv.kind == "count":
+            result[("count", inv.id)] = Fraction(len(matched))
+        else:
+            assert inv.sum is not None
+            amounts = [F.linear_value(inv.sum, e, cp.policy.types) for e in matched]
+            bad = any(a is None or a < 0 for a in amounts)
+            result[("spent", inv.id)] = sum((a for a in amounts if a is not None and a >= 0),
+                                            Fraction(0))
+            result[("bad_history", inv.id)] = bad
+    return result

@@ -1,0 +1,150 @@
+"""YAML/JSON documents read into plain values that remember where each value came from."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from kernel.errors import PolicyError
+
+
+@dataclass(frozen=True)
+class Located:
+    """A parsed document plus the (line, column) of every value, keyed by its field path."""
+
+    value: Any
+    positions: Mapping[str, tuple[int, int]]
+    file: str
+    # Where a string value's first character sits and how many columns its quote adds, for
+    # pointing inside it (a condition's own line/column): (line, column, quote_width, block).
+    text_starts: Mapping[str, tuple[int, int, int, bool]] = field(default_factory=dict)
+
+    def inner_position(self, field: str, line: int, column: int) -> tuple[int, int]:
+        """File position of (line, column) inside the string value at `field` (both 1-based)."""
+        start = self.text_starts.get(field)
+        if start is None:
+            return self.positions.get(field, (1, 1))
+        first_line, first_column, quote, block = start
+        if block:
+            return first_line + line, column + first_column - 1
+        if line == 1:
+            return first_line, first_column + quote + column - 1
+        return first_line + line - 1, column
+
+    def error(self, field: str, message: str) -> PolicyError:
+        """A `PolicyError` pointing at `field` (or its nearest located ancestor)."""
+        probe = field
+        while probe and probe not in self.positions:
+            probe = _parent(probe)
+        line, column = self.positions.get(probe, (1, 1))
+        return PolicyError(message, file=self.file, line=line, column=column, field=field)
+
+
+def _parent(field: str) -> str:
+    cut = max(field.rfind("."), field.rfind("["))
+    return field[:cut] if cut > 0 else ""
+
+
+def child(path: str, key: str | int) -> str:
+    """The field path of `key` inside `path` (`rules[2].when`)."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+_BOOLS = {"true": True, "false": False}
+
+
+def _scalar(node: yaml.ScalarNode, where: str, doc_error: Any) -> Any:
+    # YAML 1.2 core schema: only true/false are booleans, so `no` or `on` stay strings.
+    tag, text = node.tag, node.value
+    if node.style is not None and node.style in "'\"":
+        return text
+    if tag.endswith(":bool"):
+        return _BOOLS.get(text.lower(), text)
+    if tag.endswith(":int"):
+        try:
+            return int(text.replace("_", ""), 0)
+        except ValueError:
+            return text
+    if tag.endswith(":float"):
+        value = float(text.replace("_", ""))
+        if not math.isfinite(value):
+            raise doc_error(where, f"number {text!r} is not finite")
+        return value
+    if tag.endswith(":null"):
+        return None
+    if tag.endswith(":str"):
+        return text
+    raise doc_error(where, f"unsupported YAML tag {tag}")
+
+
+def load_document(text: str, file: str) -> Located:
+    """Parse YAML (and so JSON) text; duplicate keys and anchors/aliases are errors."""
+    positions: dict[str, tuple[int, int]] = {}
+    text_starts: dict[str, tuple[int, int, int, bool]] = {}
+
+    def fail(where: str, message: str, node: yaml.Node | None = None) -> PolicyError:
+        if node is not None:
+            return PolicyError(
+                message, file=file, line=node.start_mark.line + 1,
+                column=node.start_mark.column + 1, field=where,
+            )
+        return Located(None, positions, file).error(where, message)
+
+    seen: set[int] = set()
+
+    def build(node: yaml.Node, where: str) -> Any:
+        # The composer hands back the anchored node itself for every alias; refusing a second
+        # visit rules out alias bombs and shared structure alike.
+        if id(node) in seen:
+            raise fail(where, "YAML aliases are not allowed in policies", node)
+        seen.add(id(node))
+        positions[where] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            style = node.style or ""
+            text_starts[where] = (node.start_mark.line + 1, node.start_mark.column + 1,
+                                  1 if style in ("'", '"') and style else 0, style in ("|", ">") and bool(style))
+            return _scalar(node, where, fail)
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, child(where, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise fail(where, "mapping keys must be strings", key_node)
+                key = key_node.value
+                if key in out:
+                    raise fail(child(where, key), f"duplicate key {key!r}", key_node)
+                out[key] = build(value_node, child(where, key))
+                # Point errors about a field at its key, where a reader looks for it.
+                positions[child(where, key)] = (key_node.start_mark.line + 1,
+                                                key_node.start_mark.column + 1)
+            return out
+        raise fail(where, "unsupported YAML node", node)
+
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise PolicyError(f"not valid YAML/JSON: {exc.problem or exc}", file=file,
+                          line=line, column=column) from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"not valid YAML/JSON: {exc}", file=file, line=1, column=1) from exc
+    if root is None:
+        raise PolicyError("the document is empty", file=file, line=1, column=1)
+    return Located(build(root, ""), positions, file, text_starts)
+
+
+def locate_value(value: Any, file: str) -> Located:
+    """Wrap an already-parsed document (no positions are known; errors point at line 1)."""
+    return Located(value, {}, file)
