@@ -29,9 +29,10 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def issue_certificate(decision: Decision, *, signer: Signer, tenant: str, issued_at: datetime,
-                      certificate_id: str, delegation: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+                      certificate_id: str, delegation: Iterable[Mapping[str, Any]] = (),
+                      ) -> dict[str, Any]:
     """Build and sign the certificate of a decision (DESIGN.md, "Certificates and evidence")."""
-    approval = None
+    approval: dict[str, Any] | None = None
     if decision.approval_used is not None:
         approval = {"id": decision.approval_used.id,
                     "approvers": list(decision.approval_used.approvers)}
@@ -51,6 +52,7 @@ def issue_certificate(decision: Decision, *, signer: Signer, tenant: str, issued
         "rules": list(decision.rules),
         "proof": decision.proof,
         "diagnostics": list(decision.diagnostics),
+        "session": {k: dict(v) for k, v in decision.session.items()},
         "approval": approval,
         "delegation": [dict(link) for link in delegation] or None,
         "theorem_hash": theorem_hash(decision.policy_hash, decision.request_hash,

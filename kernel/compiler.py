@@ -117,7 +117,9 @@ class CompiledPolicy:
             guard_keys = tuple(("ok", g.name) for g in guards if not g.always_present)
             self.facts[key] = Fact(key, label, False, read, attr, guard_keys)
             self.vars[key] = z3.Bool("|".join(key), self.ctx)
-        return self.vars[key]  # type: ignore[return-value]
+        found = self.vars[key]
+        assert isinstance(found, z3.BoolRef)
+        return found
 
     def _real(self, key: FactKey, label: str,
               read: Callable[[F.Subject, InvariantState], Any]) -> z3.ArithRef:
@@ -126,7 +128,9 @@ class CompiledPolicy:
         if key not in self.facts:
             self.facts[key] = Fact(key, label, True, read)
             self.vars[key] = z3.Real("|".join(key), self.ctx)
-        return self.vars[key]  # type: ignore[return-value]
+        found = self.vars[key]
+        assert isinstance(found, z3.ArithRef)
+        return found
 
     def _type(self, attr: Attr) -> Type:
         return "string" if attr.always_present else self.policy.types[attr.name]
@@ -239,8 +243,8 @@ class CompiledPolicy:
             label = (f"{subject.name} == {literal}" if test.op == "eq" else
                      f"{subject.name} in {literal}" if test.op == "in" else
                      f"{subject.name}.{test.op}({literal})")
-            key = ("str", test.op, subject.name, repr(test.literal))
-            return self._bool(key, label, read_str, guards=[subject]), [subject]
+            str_key: FactKey = ("str", test.op, subject.name, repr(test.literal))
+            return self._bool(str_key, label, read_str, guards=[subject]), [subject]
         if isinstance(cond, ListHas):
             has = cond
 
@@ -249,8 +253,8 @@ class CompiledPolicy:
                 return isinstance(value, list) and F.list_has(has, value)
 
             label = f"{_quote(has.literal)} in {has.attr.name}"
-            key = ("list", has.attr.name, repr(has.literal))
-            return self._bool(key, label, read_list, guards=[has.attr]), [has.attr]
+            list_key: FactKey = ("list", has.attr.name, repr(has.literal))
+            return self._bool(list_key, label, read_list, guards=[has.attr]), [has.attr]
         if isinstance(cond, SameValue):
             same = cond
 
@@ -258,8 +262,8 @@ class CompiledPolicy:
                 return F.same_value(same, s.lookup(same.left), s.lookup(same.right))
 
             label = f"{same.left.name} == {same.right.name}"
-            key = ("same", same.left.name, same.right.name)
-            return self._bool(key, label, read_same, guards=[same.left, same.right]), [
+            same_key: FactKey = ("same", same.left.name, same.right.name)
+            return self._bool(same_key, label, read_same, guards=[same.left, same.right]), [
                 same.left, same.right]
         raise KernelFault(f"unexpected condition node {cond!r}")
 
@@ -318,11 +322,12 @@ class CompiledPolicy:
         return Item(inv.id, "invariant", term, keys, compares, inv)
 
     # --- index and buckets ---------------------------------------------------------------------
-    def candidates(self, action: str, resource: str) -> tuple[int, ...]:
-        """Indices into rules+invariants that can apply to this action and resource."""
+    def candidates(self, action: str, resource: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Indices into rules+invariants that can apply to this action and resource, and those
+        whose actions match but whose resource patterns' literal prefixes cannot."""
+        everything: tuple[Rule | Invariant, ...] = (*self.policy.rules, *self.policy.invariants)
         by_action = self._action_index.get(action)
         if by_action is None:
-            everything = (*self.policy.rules, *self.policy.invariants)
             by_action = tuple(
                 i for i, item in enumerate(everything)
                 if any(g.matches(action) for g in item.selector.actions)
@@ -331,12 +336,14 @@ class CompiledPolicy:
             if len(self._action_index) > 4096:
                 self._action_index.popitem(last=False)
         parts = resource.split("/")
-        everything = (*self.policy.rules, *self.policy.invariants)
-        return tuple(
-            i for i in by_action
-            if everything[i].selector.resources is None
-            or any(_prefix_fits(g, parts) for g in everything[i].selector.resources)  # type: ignore[union-attr]
-        )
+        fits, misses = [], []
+        for i in by_action:
+            resources = everything[i].selector.resources
+            if resources is None or any(_prefix_fits(g, parts) for g in resources):
+                fits.append(i)
+            else:
+                misses.append(i)
+        return tuple(fits), tuple(misses)
 
     def bucket(self, indices: tuple[int, ...]) -> Bucket:
         """The solver and cache for one candidate set (built on first use, LRU-bounded)."""

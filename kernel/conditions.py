@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ast
 import re
-import sre_parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
-from typing import Literal, Union
+from re import _parser as sre_parse  # the stdlib regex parser: the only exact way to vet a pattern
+from typing import Literal
 
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
@@ -59,8 +59,8 @@ class SizeOf:
     attr: Attr
 
 
-NumLeaf = Union[Attr, SizeOf]
-Scalar = Union[str, Fraction, bool]
+NumLeaf = Attr | SizeOf
+Scalar = str | Fraction | bool
 
 
 @dataclass(frozen=True)
@@ -172,8 +172,7 @@ class Compare:
     expr: Linear
 
 
-Cond = Union[Const, Not, And, Or, Has, BoolAttr, StringTest, ListHas, SameValue, Compare]
-Leaf = Union[Has, BoolAttr, StringTest, ListHas, SameValue, Compare]
+Cond = Const | Not | And | Or | Has | BoolAttr | StringTest | ListHas | SameValue | Compare
 
 
 @cache
@@ -190,8 +189,7 @@ def parse(text: str) -> Tree[Token]:
         lines = text.split("\n")
         raise ConditionError("unexpected end of condition", len(lines), len(lines[-1]) + 1) from exc
     except UnexpectedCharacters as exc:
-        raise ConditionError(f"unexpected character {text[exc.pos_in_stream]!r}",
-                             exc.line, exc.column) from exc
+        raise ConditionError(f"unexpected character {exc.char!r}", exc.line, exc.column) from exc
     except UnexpectedInput as exc:
         token = getattr(exc, "token", None)
         shown = f" {token.value!r}" if token is not None and token.value else ""
@@ -430,6 +428,8 @@ class Checker:
         attr = self._attr(left)
         if isinstance(lit_r, str):
             if attr is None:
+                if isinstance(left, Tree) and left.data == "method":
+                    self._method(left)  # raises the precise complaint about the method
                 raise _fail(left, "a string can only be compared with an attribute")
             self._demand(attr, "string", left)
             return StringTest("eq", attr, lit_r)
@@ -473,7 +473,7 @@ class Checker:
     def _in(self, node: Tree[Token]) -> Cond:
         left, right = node.children
         if isinstance(right, Tree) and right.data == "list_lit":
-            items = [] if right.children[0] is None else list(right.children[0].children)
+            items = _arguments(right.children[0])
             values = [self._literal(item) for item in items]
             for item, value in zip(items, values, strict=True):
                 if value is None:
@@ -510,7 +510,7 @@ class Checker:
     def _method(self, node: Tree[Token]) -> Cond:
         receiver, name_token, arglist = node.children
         name = str(name_token)
-        args = [] if arglist is None else list(arglist.children)
+        args = _arguments(arglist)
         if name == "size":
             raise _fail(node, "size() is a number, not a condition")
         if name not in _METHODS:
@@ -537,7 +537,7 @@ class Checker:
     def _call_bool(self, node: Tree[Token]) -> Cond:
         name_token, arglist = node.children
         name = str(name_token)
-        args = [] if arglist is None else list(arglist.children)
+        args = _arguments(arglist)
         if name == "has":
             if len(args) != 1:
                 raise _fail(node, "has() takes one attribute")
@@ -580,7 +580,7 @@ class Checker:
             target = node.children[1] if kind == "call" else node.children[0]
             if kind == "call":
                 arglist = node.children[1]
-                args = [] if arglist is None else list(arglist.children)
+                args = _arguments(arglist)
                 if len(args) != 1:
                     raise _fail(node, "size() takes one attribute")
                 target = args[0]
@@ -604,6 +604,11 @@ class Checker:
     def _is_size(node: Tree[Token]) -> bool:
         name = node.children[0] if node.data == "call" else node.children[1]
         return str(name) == "size"
+
+
+def _arguments(arglist: Tree[Token] | Token | None) -> list[Tree[Token] | Token]:
+    """The argument nodes of a call (an absent list is no arguments)."""
+    return [] if not isinstance(arglist, Tree) else list(arglist.children)
 
 
 def _string_value(token: Token | Tree[Token]) -> str:

@@ -45,7 +45,7 @@ class Decision:
     approval: Approval | None = None
     approval_used: PresentedApproval | None = None
     decided_at: float = 0.0
-    delegation: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    session: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The decision as printed by `licet decide --json` and returned by the API."""
@@ -60,6 +60,7 @@ class Decision:
             "approval": self.approval.to_json() if self.approval else None,
             "approval_used": None if self.approval_used is None else {
                 "id": self.approval_used.id, "approvers": list(self.approval_used.approvers)},
+            "session": {k: dict(v) for k, v in self.session.items()},
         }
 
 
@@ -80,7 +81,7 @@ def decide(policy: Policy, request: Mapping[str, Any], *, state: Mapping[str, An
     at = epoch_seconds(now)
     req = normalise_request(request, lower_resource=policy.lower_resources)
     cp = compiled(policy)
-    indices = cp.candidates(req.action, req.resource)
+    indices, misses = cp.candidates(req.action, req.resource)
     bucket = cp.bucket(indices)
     subject = F.Subject(req.principal, req.action, req.resource, req.args, req.context)
     inv_state = _invariant_state(cp, bucket, subject, state, at)
@@ -92,6 +93,11 @@ def decide(policy: Policy, request: Mapping[str, Any], *, state: Mapping[str, An
         outcome, used = "permit", approval
     total = len(policy.rules) + len(policy.invariants)
     proof = _proof(cp, bucket, verdict, values, outcome, winners, total - len(indices))
+    if outcome == "deny":
+        # Permit rules the index set aside for their resource prefix are the near misses.
+        near = [policy.rules[i].id for i in misses
+                if i < len(policy.rules) and policy.rules[i].effect == "permit"]
+        proof["excluded_by_resource"] = sorted(near)
     if used is not None:
         proof = {**proof, "approval": {"id": used.id, "approvers": list(used.approvers)}}
     approval_spec = None
@@ -99,7 +105,7 @@ def decide(policy: Policy, request: Mapping[str, Any], *, state: Mapping[str, An
         approval_spec = _merge_approvals([policy.rule(w) for w in winners])  # type: ignore[misc]
     return Decision(
         outcome, winners, proof, req, digest, policy.id, policy.version, policy.hash,
-        _diagnostics(bucket, values, subject), approval_spec, used, at,
+        _diagnostics(bucket, values, subject), approval_spec, used, at, _summary(inv_state),
     )
 
 
@@ -165,14 +171,12 @@ def _proof(cp: CompiledPolicy, bucket: Bucket, verdict: Verdict, values: Mapping
             for rid in sorted(verdict.cores)
         ]
     else:
-        ids = winners if outcome != "permit" or not any(
-            effects.get(w) == "require_approval" for w in verdict.applying) else winners
         proof["kind"] = "witness"
         proof["witnesses"] = [
             {"rule": rid, "effect": "forbid" if effects[rid] == "invariant" else effects[rid],
              "invariant": effects[rid] == "invariant",
              "facts": [_render_fact(cp, k, values) for k in verdict.cores.get(rid, ())]}
-            for rid in ids
+            for rid in winners
         ]
     return proof
 
@@ -198,7 +202,9 @@ def _json_type(value: Any) -> str:
         return "bool"
     if isinstance(value, (int, float)):
         return "number"
-    return {str: "string", list: "list", dict: "map"}.get(type(value), type(value).__name__)
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "map" if isinstance(value, dict) else type(value).__name__
 
 
 # --- invariant state -------------------------------------------------------------------------
@@ -207,6 +213,9 @@ def _events(state: Mapping[str, Any] | None, lower: bool) -> list[tuple[float, F
         return []
     if not isinstance(state, Mapping):
         raise InvalidRequest("state", "must be a JSON object")
+    unknown = sorted(set(state) - {"history"})
+    if unknown:
+        raise InvalidRequest(f"state.{unknown[0]}", "unknown field (expected history or summary)")
     history = state.get("history", [])
     if not isinstance(history, list):
         raise InvalidRequest("state.history", "must be a list")
@@ -232,11 +241,49 @@ def _events(state: Mapping[str, Any] | None, lower: bool) -> list[tuple[float, F
     return out
 
 
+_SUMMARY_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "flow": {"tainted": bool}, "count": {"count": int},
+    "budget": {"spent": (int, str), "bad_history": bool},
+}
+
+
+def _summary(inv_state: Mapping[FactKey, Any]) -> dict[str, dict[str, Any]]:
+    """The session facts the invariants used, as recorded in certificates for re-decision."""
+    out: dict[str, dict[str, Any]] = {}
+    for (name, inv_id), value in inv_state.items():
+        shown = _json_number(value) if isinstance(value, Fraction) else value
+        out.setdefault(inv_id, {})[name] = shown
+    return out
+
+
+def _from_summary(invariants: Sequence[Any], summary: Any) -> dict[FactKey, Any]:
+    # A summary restates invariant facts (as certified); anything missing fails closed.
+    if not isinstance(summary, Mapping):
+        raise InvalidRequest("state.summary", "must be a JSON object")
+    result: dict[FactKey, Any] = {}
+    for inv in invariants:
+        entry = summary.get(inv.id)
+        where = f"state.summary.{inv.id}"
+        if not isinstance(entry, Mapping):
+            raise InvalidRequest(where, "missing: a summary must cover every invariant involved")
+        for name, kinds in _SUMMARY_FIELDS[inv.kind].items():
+            value = entry.get(name)
+            if isinstance(value, bool) != (kinds is bool) or not isinstance(value, kinds):
+                raise InvalidRequest(f"{where}.{name}", "missing or of the wrong type")
+            try:
+                result[(name, inv.id)] = value if kinds is bool else Fraction(str(value))
+            except (ValueError, ZeroDivisionError) as exc:
+                raise InvalidRequest(f"{where}.{name}", "not a number") from exc
+    return result
+
+
 def _invariant_state(cp: CompiledPolicy, bucket: Bucket, subject: F.Subject,
                      state: Mapping[str, Any] | None, now: float) -> dict[FactKey, Any]:
     invariants = [item.invariant for item in bucket.items if item.invariant is not None]
     if not invariants:
         return {}
+    if isinstance(state, Mapping) and "summary" in state:
+        return _from_summary(invariants, state["summary"])
     events = _events(state, cp.policy.lower_resources)
     result: dict[FactKey, Any] = {}
     for inv in invariants:

@@ -159,6 +159,27 @@ class CompactRange:
                 size += 1
         self._size = size
 
+    def push_subtree(
+        self, level: int, value: bytes, completed: list[tuple[int, int, bytes]] | None = None
+    ) -> None:
+        """Add a whole complete subtree of `2**level` leaves (its hash) at an aligned position;
+        `completed` receives the nodes above it that this finishes."""
+        size = self._size
+        if level < 0 or size & ((1 << level) - 1):
+            raise ValueError(f"a subtree of level {level} cannot start at leaf {size}")
+        stack = self._hashes
+        start = size
+        width = 1 << level
+        bits = size >> level
+        while bits & 1:
+            value = _sha256(_NODE_PREFIX + stack.pop() + value).digest()
+            level += 1
+            bits >>= 1
+            if completed is not None:
+                completed.append((level, start >> level, value))
+        stack.append(value)
+        self._size = size + width
+
     def root(self) -> bytes:
         """The tree hash of the covered leaves."""
         return fold_subtrees(self._hashes)
@@ -173,7 +194,7 @@ class InclusionProof:
     hashes: tuple[bytes, ...]
 
     def root_for(self, leaf_hash_value: bytes) -> bytes:
-        """The tree hash this proof yields for `leaf_hash_value`; raises `ProofError` if malformed."""
+        """The root this proof implies for `leaf_hash_value`; `ProofError` if malformed."""
         return root_from_inclusion_proof(self.index, self.size, leaf_hash_value, self.hashes)
 
     def verify(self, leaf_hash_value: bytes, root: bytes) -> None:
@@ -282,7 +303,7 @@ def inclusion_proof_nodes(index: int, size: int) -> ProofPlan:
 
 
 def consistency_proof_nodes(old_size: int, new_size: int) -> ProofPlan:
-    """The O(log n) stored nodes from which the consistency proof `old_size -> new_size` is built."""
+    """The O(log n) stored nodes the consistency proof `old_size -> new_size` is built from."""
     return _plan(consistency_proof_ranges(old_size, new_size))
 
 

@@ -91,7 +91,8 @@ class Policy:
 
     def rule(self, rule_id: str) -> Rule | Invariant:
         """The rule or invariant with this id."""
-        for item in (*self.rules, *self.invariants):
+        items: tuple[Rule | Invariant, ...] = (*self.rules, *self.invariants)
+        for item in items:
             if item.id == rule_id:
                 return item
         raise KeyError(rule_id)

@@ -616,19 +616,15 @@ class _Parser:
         return node
 
     def rel(self) -> object:
+        """Relations are left-associative in CEL: `a == b == c` is `(a == b) == c`."""
         node = self.add()
-        tok = self.peek()
-        if (tok.kind == "op" and tok.text in ("==", "!=", "<", "<=", ">", ">=")) or (
-            tok.kind == "ident" and tok.text == "in"
-        ):
+        while True:
+            tok = self.peek()
+            if not ((tok.kind == "op" and tok.text in ("==", "!=", "<", "<=", ">", ">="))
+                    or (tok.kind == "ident" and tok.text == "in")):
+                return node
             self.take()
             node = _Binary(tok.text, node, self.add())
-            nxt = self.peek()
-            if (nxt.kind == "op" and nxt.text in ("==", "!=", "<", "<=", ">", ">=")) or (
-                nxt.kind == "ident" and nxt.text == "in"
-            ):
-                raise ReferencePolicyError(f"col {nxt.pos + 1}", "chained relation")
-        return node
 
     def add(self) -> object:
         node = self.mul()

@@ -1,0 +1,5 @@
+"""`python -m licet` runs the CLI."""
+
+from licet.cli import app
+
+app()
