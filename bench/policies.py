@@ -24,9 +24,11 @@ that the Cedar translation is exact, including Licet's "an absent attribute neve
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,20 +147,29 @@ class SynthInvariant:
 # --------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _glob_regex(pattern: str, sep: str) -> re.Pattern[str]:
+    """A segment-aligned glob as a regex: `*` one non-empty segment, `**` zero or more."""
+    segs = [s for s in pattern.split(sep) if s] if sep == "/" else pattern.split(sep)
+    one = f"[^{re.escape(sep)}]+"
+    lead = "/" if sep == "/" else ""
+    out = "^" + lead
+    for i, seg in enumerate(segs):
+        first = i == 0
+        if seg == "**":
+            # zero or more segments, each with its separator
+            out += f"(?:{one}(?:{re.escape(sep)}{one})*)?" if first else \
+                f"(?:{re.escape(sep)}{one})*"
+            continue
+        piece = one if seg == "*" else re.escape(seg)
+        out += piece if first else re.escape(sep) + piece
+    return re.compile(out + "$")
+
+
 def glob_match(pattern: str, text: str, sep: str) -> bool:
-    p = pattern.strip(sep).split(sep) if pattern.strip(sep) else []
-    t = text.strip(sep).split(sep) if text.strip(sep) else []
-
-    def go(i: int, j: int) -> bool:
-        if i == len(p):
-            return j == len(t)
-        if p[i] == "**":
-            return any(go(i + 1, k) for k in range(j, len(t) + 1))
-        if j == len(t):
-            return False
-        return (p[i] == "*" or p[i] == t[j]) and go(i + 1, j + 1)
-
-    return go(0, 0)
+    if sep == "/" and text != "/":
+        text = text.rstrip("/")
+    return _glob_regex(pattern, sep).match(text) is not None
 
 
 def action_match(pattern: str, action: str) -> bool:

@@ -24,32 +24,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kernel.canonical import canonical_json
+from kernel.certificate import certificate_leaf
 from kernel.checkpoint import (
     Checkpoint,
     CheckpointError,
+    LogKey,
     origin_matches_tenant,
     parse_checkpoint,
+    verify_checkpoint,
 )
 from kernel.errors import LicetError
-from kernel.keys import PublicKey
 from kernel.merkle import HASH_SIZE, InclusionProof, ProofError, leaf_hash, verify_inclusion
-from kernel.note import (
-    NoteError,
-    NoteVerifier,
-    decode_base64,
-    open_note,
-    parse_note,
-    parse_verifier_key,
-)
+from kernel.note import NoteError, decode_base64, parse_note
 from kernel.report import Check
 
 TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 _INDEX = re.compile(r"index (0|[1-9][0-9]*)")
-
-LogKey = NoteVerifier | PublicKey | str
-"""A trusted checkpoint key: a `NoteVerifier`, a verifier key string, or a bare Ed25519 public key
-(which then verifies a signature line under any key name, its key hash computed for that name)."""
 
 
 class BundleError(LicetError):
@@ -92,23 +82,15 @@ class EvidenceBundle:
         return value
 
 
-def certificate_leaf(certificate: Mapping[str, Any]) -> bytes:
-    """The log leaf of a certificate: its RFC 8785 canonical JSON, signature included."""
-    return canonical_json(dict(certificate))
-
-
-def make_bundle(certificate: Mapping[str, Any], proof: InclusionProof, checkpoint_note: str) -> str:
-    """The tlog-proof bundle of a certificate proven by `proof` against a signed checkpoint."""
+def make_bundle(certificate: Mapping[str, Any] | bytes, proof: InclusionProof, checkpoint_note: str) -> str:
+    """The tlog-proof bundle of a certificate (or its stored leaf bytes) proven by `proof` against a
+    signed checkpoint; refuses to build one that does not verify."""
     checkpoint = parse_checkpoint(checkpoint_note)
     if checkpoint.size != proof.size:
-        raise BundleError(
-            f"proof is for tree size {proof.size} but the checkpoint is for {checkpoint.size}"
-        )
-    leaf = certificate_leaf(certificate)
+        raise BundleError(f"proof is for tree size {proof.size} but the checkpoint is for {checkpoint.size}")
+    leaf = certificate if isinstance(certificate, bytes) else certificate_leaf(certificate)
     try:
-        verify_inclusion(
-            proof.index, proof.size, leaf_hash(leaf), proof.hashes, checkpoint.root_hash
-        )
+        verify_inclusion(proof.index, proof.size, leaf_hash(leaf), proof.hashes, checkpoint.root_hash)
     except ProofError as exc:
         raise BundleError(f"refusing to build a bundle that does not verify: {exc}") from exc
     return EvidenceBundle(proof.index, proof.hashes, checkpoint_note, leaf).render()
@@ -157,23 +139,6 @@ def parse_bundle(data: str | bytes) -> EvidenceBundle:
     return EvidenceBundle(index, tuple(proof), note, extra)
 
 
-def _resolve_log_keys(log_keys: Sequence[LogKey], names: Sequence[str]) -> list[NoteVerifier]:
-    """Turn trusted log keys into note verifiers; bare public keys get the names in the note."""
-    verifiers: list[NoteVerifier] = []
-    for key in log_keys:
-        if isinstance(key, NoteVerifier):
-            verifiers.append(key)
-        elif isinstance(key, PublicKey):
-            for name in dict.fromkeys(names):
-                try:
-                    verifiers.append(NoteVerifier(name, key))
-                except NoteError:
-                    continue  # not a usable key name; the note parser rejected it already
-        else:
-            verifiers.append(parse_verifier_key(key))
-    return verifiers
-
-
 def verify_bundle(
     certificate: Mapping[str, Any],
     bundle: str | bytes,
@@ -205,19 +170,15 @@ def verify_bundle(
             checks.append(Check("leaf", False, _describe_leaf_mismatch(certificate, parsed)))
         else:
             cert_id = certificate.get("id", "?")
-            checks.append(
-                Check("leaf", True, f"certificate {cert_id}: leaf hash {leaf_hash(leaf).hex()}")
-            )
+            checks.append(Check("leaf", True, f"certificate {cert_id}: leaf hash {leaf_hash(leaf).hex()}"))
 
     checkpoint: Checkpoint | None = None
     try:
-        note = parse_note(parsed.checkpoint_note)
-        verifiers = _resolve_log_keys(log_keys, [s.name for s in note.signatures])
-        opened = open_note(parsed.checkpoint_note, verifiers)
-        checkpoint = Checkpoint.from_text(opened.text)
-        keys = ", ".join(v.vkey() for v in opened.verified_by)
+        signed = verify_checkpoint(parsed.checkpoint_note, log_keys)
+        checkpoint = signed.checkpoint
+        keys = ", ".join(v.vkey() for v in signed.verified_by)
         checks.append(Check("checkpoint-signature", True, f"signed by {keys}"))
-    except (NoteError, CheckpointError) as exc:
+    except CheckpointError as exc:
         checks.append(Check("checkpoint-signature", False, str(exc)))
         try:
             checkpoint = parsed.checkpoint  # still report origin and inclusion, unsigned
@@ -232,15 +193,12 @@ def verify_bundle(
         checks.append(Check("inclusion", False, "no leaf to prove: the certificate is unusable"))
     else:
         try:
-            verify_inclusion(
-                parsed.index, checkpoint.size, leaf_hash(leaf), parsed.proof, checkpoint.root_hash
-            )
+            verify_inclusion(parsed.index, checkpoint.size, leaf_hash(leaf), parsed.proof, checkpoint.root_hash)
             checks.append(
                 Check(
                     "inclusion",
                     True,
-                    f"leaf {parsed.index} of {checkpoint.size} under root "
-                    f"{checkpoint.root_hash.hex()}",
+                    f"leaf {parsed.index} of {checkpoint.size} under root {checkpoint.root_hash.hex()}",
                 )
             )
         except ProofError as exc:
@@ -248,9 +206,7 @@ def verify_bundle(
     return checks
 
 
-def _check_origin(
-    certificate: Mapping[str, Any], checkpoint: Checkpoint, origin: str | None
-) -> Check:
+def _check_origin(certificate: Mapping[str, Any], checkpoint: Checkpoint, origin: str | None) -> Check:
     if origin is not None:
         ok = checkpoint.origin == origin
         detail = f"log {checkpoint.origin}" + ("" if ok else f", expected {origin}")
@@ -263,8 +219,7 @@ def _check_origin(
     return Check(
         "checkpoint-origin",
         False,
-        f"checkpoint is of log {checkpoint.origin}, not of tenant {tenant!r}'s log "
-        "(<deployment>/licet/<tenant>)",
+        f"checkpoint is of log {checkpoint.origin}, not of tenant {tenant!r}'s log (<deployment>/licet/<tenant>)",
     )
 
 

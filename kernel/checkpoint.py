@@ -15,25 +15,51 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from kernel.errors import LicetError
+from kernel.keys import PublicKey
 from kernel.merkle import HASH_SIZE, ProofError, verify_consistency
 from kernel.note import (
+    Note,
     NoteError,
     NoteSigner,
     NoteVerifier,
-    VerifiedNote,
     decode_base64,
     open_note,
     parse_note,
+    parse_verifier_key,
     sign_note,
 )
+from kernel.report import Check
 
 MAX_TREE_SIZE = 2**64 - 1
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")  # ASCII digits, no leading zeroes
 _TENANT_SEGMENT = "/licet/"
 
 
+LogKey = NoteVerifier | PublicKey | str
+"""A trusted log key: a `NoteVerifier`, a verifier key string `<name>+<hash>+<key>`, or a bare
+Ed25519 `PublicKey`, which verifies signature lines under any key name (the name only selects the
+key; the signature is still checked with the trusted key)."""
+
+
 class CheckpointError(LicetError):
     """A checkpoint is malformed, not trusted, or not the one expected."""
+
+
+def note_verifiers(log_keys: Iterable[LogKey], note: Note) -> list[NoteVerifier]:
+    """The note verifiers that trusted `log_keys` stand for, for the signature lines of `note`."""
+    names = list(dict.fromkeys(sig.name for sig in note.signatures))
+    verifiers: list[NoteVerifier] = []
+    for key in log_keys:
+        if isinstance(key, NoteVerifier):
+            verifiers.append(key)
+        elif isinstance(key, PublicKey):
+            verifiers.extend(NoteVerifier(name, key) for name in names)
+        else:
+            try:
+                verifiers.append(parse_verifier_key(key))
+            except NoteError as exc:
+                raise CheckpointError(f"log key {key[:60]!r}: {exc}") from exc
+    return verifiers
 
 
 def tenant_origin(deployment: str, tenant: str) -> str:
@@ -141,7 +167,7 @@ def parse_checkpoint(note: str | bytes) -> Checkpoint:
 
 def verify_checkpoint(
     note: str | bytes,
-    verifiers: Iterable[NoteVerifier],
+    log_keys: Iterable[LogKey],
     *,
     origin: str | None = None,
     size: int | None = None,
@@ -150,20 +176,17 @@ def verify_checkpoint(
     """Verify a signed checkpoint against trusted keys and, if given, the expected origin, size
     and root; raise `CheckpointError` saying what does not match."""
     try:
-        opened: VerifiedNote = open_note(note, verifiers)
+        verifiers = note_verifiers(log_keys, parse_note(note))
+        opened = open_note(note, verifiers)
     except NoteError as exc:
         raise CheckpointError(f"checkpoint signature: {exc}") from exc
     checkpoint = Checkpoint.from_text(opened.text)
     if origin is not None and checkpoint.origin != origin:
-        raise CheckpointError(
-            f"checkpoint is for log {checkpoint.origin!r}, not the expected {origin!r}"
-        )
+        raise CheckpointError(f"checkpoint is for log {checkpoint.origin!r}, not the expected {origin!r}")
     if size is not None and checkpoint.size != size:
         raise CheckpointError(f"checkpoint is for tree size {checkpoint.size}, not {size}")
     if root_hash is not None and checkpoint.root_hash != root_hash:
-        raise CheckpointError(
-            f"checkpoint root {checkpoint.root_hash.hex()} is not the expected {root_hash.hex()}"
-        )
+        raise CheckpointError(f"checkpoint root {checkpoint.root_hash.hex()} is not the expected {root_hash.hex()}")
     text = note.decode() if isinstance(note, bytes) else note
     return SignedCheckpoint(checkpoint, text, opened.verified_by)
 
@@ -172,9 +195,7 @@ def verify_checkpoint_consistency(old: Checkpoint, new: Checkpoint, proof: Seque
     """Raise `CheckpointError` unless `new` extends `old`: same log, not smaller, and the
     consistency proof links their roots (both checkpoints should already be verified)."""
     if old.origin != new.origin:
-        raise CheckpointError(
-            f"checkpoints are of different logs: {old.origin!r} and {new.origin!r}"
-        )
+        raise CheckpointError(f"checkpoints are of different logs: {old.origin!r} and {new.origin!r}")
     if new.size < old.size:
         raise CheckpointError(
             f"the 'new' checkpoint is for a smaller tree ({new.size} < {old.size}): "
@@ -184,3 +205,51 @@ def verify_checkpoint_consistency(old: Checkpoint, new: Checkpoint, proof: Seque
         verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
     except ProofError as exc:
         raise CheckpointError(f"log {new.origin}: {exc}") from exc
+
+
+def check_consistency(
+    old_note: str | bytes,
+    new_note: str | bytes,
+    proof: Sequence[bytes],
+    log_keys: Sequence[LogKey],
+    *,
+    origin: str | None = None,
+) -> list[Check]:
+    """Check that the log behind `new_note` extends the one behind `old_note`, one `Check` per
+    step: `old-checkpoint` and `new-checkpoint` (signatures, and `origin` if given), `same-log`,
+    `not-smaller` and `consistency` (the proof links the two roots)."""
+    checks: list[Check] = []
+    heads: list[Checkpoint] = []
+    for name, note in (("old-checkpoint", old_note), ("new-checkpoint", new_note)):
+        try:
+            signed = verify_checkpoint(note, log_keys, origin=origin)
+        except CheckpointError as exc:
+            checks.append(Check(name, False, str(exc)))
+            continue
+        head = signed.checkpoint
+        heads.append(head)
+        keys = ", ".join(v.vkey() for v in signed.verified_by)
+        checks.append(Check(name, True, f"{head.origin} size {head.size}, signed by {keys}"))
+    if len(heads) != 2:
+        return checks
+    old, new = heads
+    same = old.origin == new.origin
+    checks.append(Check("same-log", same, f"{old.origin} and {new.origin}"))
+    bigger = new.size >= old.size
+    checks.append(
+        Check(
+            "not-smaller",
+            bigger,
+            f"{old.size} -> {new.size}"
+            if bigger
+            else f"the 'new' checkpoint is for a smaller tree ({new.size} < {old.size}): "
+            "it is older, or the log dropped entries",
+        )
+    )
+    if same and bigger:
+        try:
+            verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+            checks.append(Check("consistency", True, f"{len(proof)} hashes link the two roots"))
+        except ProofError as exc:
+            checks.append(Check("consistency", False, str(exc)))
+    return checks

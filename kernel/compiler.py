@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import z3
 
@@ -41,6 +41,7 @@ from kernel.globs import Glob
 from kernel.policy import Invariant, Policy, Rule, Selector
 
 FactKey = tuple[str, ...]
+T = TypeVar("T")
 InvariantState = Mapping[FactKey, Any]
 
 
@@ -104,6 +105,9 @@ class CompiledPolicy:
         self.history_matchers = {
             inv.id: self._selector_item(f"history:{inv.id}", inv.source or inv.selector)
             for inv in policy.invariants
+        }
+        self.amounts = {
+            inv.id: self._amount(inv.sum) for inv in policy.invariants if inv.sum is not None
         }
         self._action_index: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._buckets: OrderedDict[tuple[str, ...], Bucket] = OrderedDict()
@@ -277,7 +281,7 @@ class CompiledPolicy:
         return z3.And(*parts)
 
     # --- items ---------------------------------------------------------------------------------
-    def _tracking(self, build: Callable[[], z3.BoolRef]) -> tuple[z3.BoolRef, tuple[FactKey, ...]]:
+    def _tracking(self, build: Callable[[], T]) -> tuple[T, tuple[FactKey, ...]]:
         """Build a term and list the facts it reads (in first-use order)."""
         self._used = []
         try:
@@ -294,6 +298,12 @@ class CompiledPolicy:
     def _selector_item(self, item_id: str, selector: Selector) -> Item:
         term, keys = self._tracking(lambda: self._match(selector, permit_style=False))
         return Item(item_id, "selector", term, keys, _compares(selector.when))
+
+    def _amount(self, expr: Linear) -> tuple[z3.BoolRef, z3.ArithRef, tuple[FactKey, ...]]:
+        """A budget's `sum`: (is-valid, value) terms and the facts they read."""
+        (valid, value), keys = self._tracking(
+            lambda: (self._valid(self._attrs(expr)), self._linear(expr)))
+        return valid, value, keys
 
     def _invariant_item(self, inv: Invariant) -> Item:
         def build() -> z3.BoolRef:

@@ -13,7 +13,7 @@ import z3
 from kernel import facts as F
 from kernel.compiler import Bucket, CompiledPolicy, FactKey, Verdict, compiled
 from kernel.errors import InvalidRequest
-from kernel.policy import Approval, Policy, Rule
+from kernel.policy import Approval, Invariant, Policy, Rule
 from kernel.requests import Request, normalise_request, normalise_resource, request_hash
 
 Outcome = Literal["permit", "forbid", "require_approval", "deny"]
@@ -84,7 +84,8 @@ def decide(policy: Policy, request: Mapping[str, Any], *, state: Mapping[str, An
     indices, misses = cp.candidates(req.action, req.resource)
     bucket = cp.bucket(indices)
     subject = F.Subject(req.principal, req.action, req.resource, req.args, req.context)
-    inv_state = _invariant_state(cp, bucket, subject, state, at)
+    involved = [item.invariant for item in bucket.items if item.invariant is not None]
+    inv_state = invariant_state(cp, involved, subject, state, at)
     verdict, values = cp.evaluate(bucket, subject, inv_state, explain=_explain)
     outcome, winners = _outcome(bucket, verdict)
     digest = request_hash(req)
@@ -277,9 +278,9 @@ def _from_summary(invariants: Sequence[Any], summary: Any) -> dict[FactKey, Any]
     return result
 
 
-def _invariant_state(cp: CompiledPolicy, bucket: Bucket, subject: F.Subject,
-                     state: Mapping[str, Any] | None, now: float) -> dict[FactKey, Any]:
-    invariants = [item.invariant for item in bucket.items if item.invariant is not None]
+def invariant_state(cp: CompiledPolicy, invariants: Sequence[Invariant], subject: F.Subject,
+                    state: Mapping[str, Any] | None, now: float) -> dict[FactKey, Any]:
+    """The session facts (sums, counts, taint) of `invariants` from a history or a summary."""
     if not invariants:
         return {}
     if isinstance(state, Mapping) and "summary" in state:

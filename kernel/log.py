@@ -10,14 +10,16 @@ the size the appender started from, which serialises concurrent appenders of the
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from kernel.checkpoint import (
     Checkpoint,
     CheckpointError,
+    LogKey,
     check_origin,
     parse_checkpoint,
     sign_checkpoint,
@@ -35,7 +37,10 @@ from kernel.merkle import (
     root_at,
     subtree_ids,
 )
-from kernel.note import NoteSigner, NoteVerifier
+from kernel.note import NoteSigner
+
+_sha256 = hashlib.sha256
+_NODE = b"\x01"
 
 CompletedNode = tuple[int, int, bytes]
 """`(level, index, hash)` of a complete subtree, as an append hands it to the store."""
@@ -69,8 +74,8 @@ class LogStore(Protocol):
         """The stored hashes of nodes `start..end-1` of one level (a contiguous run)."""
         ...
 
-    def read_leaves(self, start: int, end: int) -> list[bytes]:
-        """The leaves `start..end-1` (fewer if the log is shorter)."""
+    def read_entries(self, start: int, end: int) -> list[tuple[bytes, bytes]]:
+        """`(leaf hash, leaf)` of entries `start..end-1` (fewer if the log is shorter)."""
         ...
 
     def save_checkpoint(self, size: int, note: str) -> None:
@@ -131,9 +136,10 @@ class MemoryLogStore:
         stop = min(end * HASH_SIZE, len(data))
         return [bytes(data[i : i + HASH_SIZE]) for i in range(start * HASH_SIZE, stop, HASH_SIZE)]
 
-    def read_leaves(self, start: int, end: int) -> list[bytes]:
-        """The leaves `start..end-1`."""
-        return self._leaves[start:end]
+    def read_entries(self, start: int, end: int) -> list[tuple[bytes, bytes]]:
+        """`(leaf hash, leaf)` of entries `start..end-1`."""
+        leaves = self._leaves[start:end]
+        return list(zip(self.read_level(0, start, start + len(leaves)), leaves, strict=True))
 
     def save_checkpoint(self, size: int, note: str) -> None:
         """Keep a signed checkpoint."""
@@ -178,7 +184,7 @@ class TransparencyLog:
             # Work on a copy: if the store refuses the batch the cached border stays valid.
             grown = CompactRange(frontier.size, frontier.hashes)
             completed: list[CompletedNode] = []
-            grown.extend((hashlib.sha256(b"\x00" + leaf).digest() for leaf in leaves), completed)
+            grown.extend([_sha256(b"\x00" + leaf).digest() for leaf in leaves], completed)
             try:
                 self.store.append(start, leaves, completed)
             except LogConflict:
@@ -191,10 +197,10 @@ class TransparencyLog:
 
     def leaf(self, index: int) -> bytes:
         """The entry at `index`."""
-        found = self.store.read_leaves(index, index + 1) if index >= 0 else []
+        found = self.store.read_entries(index, index + 1) if index >= 0 else []
         if not found:
             raise LogError(f"no entry {index} in a log of {self.size}")
-        return found[0]
+        return found[0][1]
 
     def root(self, size: int | None = None) -> bytes:
         """The tree hash at `size` (default: now), from O(log n) stored hashes."""
@@ -244,9 +250,7 @@ class TransparencyLog:
         if latest is not None:
             previous = parse_checkpoint(latest)
             if previous.origin != self.origin:
-                raise LogError(
-                    f"kept checkpoint is for log {previous.origin!r}, not {self.origin!r}"
-                )
+                raise LogError(f"kept checkpoint is for log {previous.origin!r}, not {self.origin!r}")
             if previous.size > current.size:
                 raise LogError(
                     f"a checkpoint was signed at size {previous.size} but the log has only "
@@ -285,71 +289,141 @@ EntryCheck = Callable[[int, bytes], "str | None"]
 """Called with each entry's index and bytes; returns what is wrong with it, or None."""
 
 
+@dataclass(frozen=True)
+class ChunkAudit:
+    """The audit of one aligned complete subtree of `2**level` entries starting at `start`."""
+
+    start: int
+    level: int
+    root: bytes
+    """The recomputed subtree hash (empty when entries are missing)."""
+    bad_leaves: tuple[int, ...] = ()
+    bad_nodes: tuple[NodeId, ...] = ()
+    entry_problems: tuple[tuple[int, str], ...] = ()
+    first_missing: int | None = None
+
+
+ChunkMapper = Callable[[Sequence[tuple[int, int]]], Iterable[ChunkAudit]]
+"""Runs `audit_chunk` over `(start, level)` pairs and yields the results in order (it may run
+them in parallel, e.g. in worker processes each with their own store)."""
+
+
+def audit_chunk(store: LogStore, start: int, level: int, check_entry: EntryCheck | None = None) -> ChunkAudit:
+    """Recompute one aligned complete subtree from its stored entries and compare every leaf hash
+    and subtree hash inside it with the store."""
+    end = start + (1 << level)
+    entries = store.read_entries(start, end)
+    if len(entries) != end - start:
+        return ChunkAudit(start, level, b"", first_missing=start + len(entries))
+    stored = [entry[0] for entry in entries]
+    leaves = [entry[1] for entry in entries]
+    hashes = [_sha256(b"\x00" + leaf).digest() for leaf in leaves]
+    bad_leaves = _differences(0, start, hashes, stored) if hashes != stored else []
+    problems: list[tuple[int, str]] = []
+    if check_entry is not None:
+        for i, leaf in enumerate(leaves):
+            problem = check_entry(start + i, leaf)
+            if problem is not None:
+                problems.append((start + i, problem))
+    # A complete subtree hashes level by level: much cheaper than leaf-by-leaf merging.
+    bad_nodes: list[NodeId] = []
+    level_hashes = hashes
+    for height in range(1, level + 1):
+        lefts, rights = level_hashes[0::2], level_hashes[1::2]
+        level_hashes = [_sha256(_NODE + a + b).digest() for a, b in zip(lefts, rights, strict=True)]
+        first = start >> height
+        kept = store.read_level(height, first, first + len(level_hashes))
+        if kept != level_hashes:
+            bad_nodes.extend(_differences(height, first, level_hashes, kept))
+    return ChunkAudit(
+        start,
+        level,
+        level_hashes[0],
+        tuple(index for _level, index in bad_leaves),
+        tuple(bad_nodes),
+        tuple(problems),
+    )
+
+
 def audit_log(
     store: LogStore,
     *,
     origin: str | None = None,
-    verifiers: Sequence[NoteVerifier] = (),
+    log_keys: Sequence[LogKey] = (),
     trusted: Sequence[Checkpoint] = (),
     check_entry: EntryCheck | None = None,
     progress: Callable[[int], None] | None = None,
-    chunk: int = 8192,
+    map_chunks: ChunkMapper | None = None,
+    chunk_level: int = 13,
 ) -> AuditReport:
     """Recompute every leaf hash, every stored subtree hash and the root from the stored entries,
     streaming, and compare them with the store and with every kept (and every `trusted`)
-    checkpoint. Kept checkpoints' signatures are checked when `verifiers` are given."""
+    checkpoint. Kept checkpoints' signatures are checked when `log_keys` are given.
+
+    Whole aligned chunks of `2**chunk_level` entries go through `map_chunks` (default: in turn,
+    here); the few partial ones (the tail, around checkpoint sizes) are done here.
+    """
     report = AuditReport()
     size = store.size()
     report.size = size
-    heads = _audit_heads(store, origin, verifiers, trusted, size, report)
+    heads = _audit_heads(store, origin, log_keys, trusted, size, report)
+    chunk = 1 << chunk_level
+
+    segments: list[tuple[int, int]] = []
+    position = 0
+    for stop in sorted({s for s in heads if 0 < s <= size} | {size}):
+        while position < stop:
+            end = min(stop, (position // chunk + 1) * chunk)
+            segments.append((position, end))
+            position = end
+    whole = [(start, chunk_level) for start, end in segments if end - start == chunk]
+    if map_chunks is None:
+        results: Iterable[ChunkAudit] = (audit_chunk(store, start, level, check_entry) for start, level in whole)
+    else:
+        results = map_chunks(whole)
+    chunk_results = iter(results)
 
     frontier = CompactRange()
     last_good_head = 0
-    stops = sorted({s for s in heads if 0 < s <= size} | {size})
-    position = 0
-    sha = hashlib.sha256
     bad_leaves: list[int] = []
     bad_nodes: list[NodeId] = []
-    for stop in stops:
-        while position < stop:
-            end = min(stop, (position // chunk + 1) * chunk)
-            leaves = store.read_leaves(position, end)
-            if len(leaves) != end - position:
-                missing = position + len(leaves)
-                report.problems.append(f"entries {missing}..{end - 1} are missing from the store")
-                report.first_bad_index = _first(report.first_bad_index, missing)
-                report.root_hash = frontier.root()
-                return report
-            hashes = [sha(b"\x00" + leaf).digest() for leaf in leaves]
-            stored = store.read_level(0, position, end)
-            if hashes != stored:
-                stored += [b""] * (len(hashes) - len(stored))
-                bad_leaves.extend(position + i for i, h in enumerate(hashes) if h != stored[i])
-            if check_entry is not None:
-                for i, leaf in enumerate(leaves):
-                    problem = check_entry(position + i, leaf)
-                    if problem is not None:
-                        report.problems.append(f"entry {position + i}: {problem}")
-                        report.first_bad_index = _first(report.first_bad_index, position + i)
-            completed: list[CompletedNode] = []
-            frontier.extend(hashes, completed)
-            bad_nodes.extend(_mismatched_interior(store, completed))
-            position = end
-            if progress is not None:
-                progress(position)
-        expected = heads.get(stop)
+    for start, end in segments:
+        completed: list[CompletedNode] = []
+        if end - start == chunk:
+            result = next(chunk_results)
+            missing = result.first_missing
+            if missing is None:
+                bad_leaves.extend(result.bad_leaves)
+                bad_nodes.extend(result.bad_nodes)
+                for index, problem in result.entry_problems:
+                    report.problems.append(f"entry {index}: {problem}")
+                    report.first_bad_index = _first(report.first_bad_index, index)
+                frontier.push_subtree(chunk_level, result.root, completed)
+        else:
+            missing = _audit_partial(store, start, end, frontier, completed, check_entry, report, bad_leaves)
+        if missing is not None:
+            report.problems.append(f"entries {missing}..{end - 1} are missing from the store")
+            report.first_bad_index = _first(report.first_bad_index, missing)
+            break
+        bad_nodes.extend(_mismatched_interior(store, completed))
+        if progress is not None:
+            progress(end)
+        expected = heads.get(end)
         if expected is not None:
             report.checkpoints_checked += 1
             root = frontier.root()
             if root != expected:
                 report.problems.append(
-                    f"the tree of the first {stop} entries has root {root.hex()}, but the "
-                    f"checkpoint signed at size {stop} says {expected.hex()}: an entry in "
-                    f"{last_good_head}..{stop - 1} was rewritten after it was signed"
+                    f"the tree of the first {end} entries has root {root.hex()}, but the "
+                    f"checkpoint signed at size {end} says {expected.hex()}: an entry in "
+                    f"{last_good_head}..{end - 1} was rewritten after it was signed"
                 )
-                report.first_bad_index = _first(report.first_bad_index, last_good_head)
-            elif not report.problems and not bad_leaves:
-                last_good_head = stop
+                # Unless a changed entry already found in that range explains it, the first bad
+                # entry is only known to be at or after the last checkpoint that still matches.
+                if not any(last_good_head <= bad < end for bad in bad_leaves):
+                    report.first_bad_index = _first(report.first_bad_index, last_good_head)
+            else:
+                last_good_head = end
     if bad_leaves:
         report.problems.insert(
             0,
@@ -357,8 +431,10 @@ def audit_log(
             f"(the entry or its hash was changed; {len(bad_leaves)} such entries)",
         )
         report.first_bad_index = _first(report.first_bad_index, bad_leaves[0])
+    # Subtree hashes over a changed entry differ because of it; only the others are corrupt.
+    bad_nodes = [node for node in bad_nodes if not _covers_any(node, bad_leaves)]
     if bad_nodes:
-        level, index = bad_nodes[0]
+        level, index = min(bad_nodes, key=lambda node: node[1] << node[0])
         report.problems.append(
             f"stored subtree hash ({level}, {index}) over entries {index << level}.."
             f"{((index + 1) << level) - 1} does not match the entries ({len(bad_nodes)} such "
@@ -368,6 +444,45 @@ def audit_log(
     return report
 
 
+def _audit_partial(
+    store: LogStore,
+    start: int,
+    end: int,
+    frontier: CompactRange,
+    completed: list[CompletedNode],
+    check_entry: EntryCheck | None,
+    report: AuditReport,
+    bad_leaves: list[int],
+) -> int | None:
+    """Recompute entries `start..end-1` leaf by leaf into `frontier`, noting bad leaf hashes;
+    returns the first missing index, if any."""
+    entries = store.read_entries(start, end)
+    if len(entries) != end - start:
+        return start + len(entries)
+    for i, (stored_hash, leaf) in enumerate(entries):
+        value = _sha256(b"\x00" + leaf).digest()
+        if value != stored_hash:
+            bad_leaves.append(start + i)
+        if check_entry is not None:
+            problem = check_entry(start + i, leaf)
+            if problem is not None:
+                report.problems.append(f"entry {start + i}: {problem}")
+                report.first_bad_index = _first(report.first_bad_index, start + i)
+        frontier.append(value, completed)
+    return None
+
+
+def _differences(level: int, first: int, computed: list[bytes], kept: list[bytes]) -> list[NodeId]:
+    kept = kept + [b""] * (len(computed) - len(kept))
+    return [(level, first + i) for i, value in enumerate(computed) if value != kept[i]]
+
+
+def _covers_any(node: NodeId, sorted_indices: list[int]) -> bool:
+    level, index = node
+    at = bisect.bisect_left(sorted_indices, index << level)
+    return at < len(sorted_indices) and sorted_indices[at] < (index + 1) << level
+
+
 def _first(current: int | None, candidate: int) -> int:
     return candidate if current is None else min(current, candidate)
 
@@ -375,7 +490,7 @@ def _first(current: int | None, candidate: int) -> int:
 def _audit_heads(
     store: LogStore,
     origin: str | None,
-    verifiers: Sequence[NoteVerifier],
+    log_keys: Sequence[LogKey],
     trusted: Sequence[Checkpoint],
     size: int,
     report: AuditReport,
@@ -385,24 +500,18 @@ def _audit_heads(
     candidates: list[tuple[str, Checkpoint]] = []
     for kept_size, note in store.checkpoints():
         try:
-            if verifiers:
-                checkpoint = verify_checkpoint(note, verifiers).checkpoint
-            else:
-                checkpoint = parse_checkpoint(note)
+            checkpoint = verify_checkpoint(note, log_keys).checkpoint if log_keys else parse_checkpoint(note)
         except CheckpointError as exc:
             report.problems.append(f"kept checkpoint at size {kept_size}: {exc}")
             continue
         if checkpoint.size != kept_size:
-            report.problems.append(
-                f"kept checkpoint filed under size {kept_size} is for size {checkpoint.size}"
-            )
+            report.problems.append(f"kept checkpoint filed under size {kept_size} is for size {checkpoint.size}")
         candidates.append(("kept", checkpoint))
     candidates.extend(("trusted", checkpoint) for checkpoint in trusted)
     for kind, checkpoint in candidates:
         if origin is not None and checkpoint.origin != origin:
             report.problems.append(
-                f"{kind} checkpoint at size {checkpoint.size} is for log {checkpoint.origin!r}, "
-                f"not {origin!r}"
+                f"{kind} checkpoint at size {checkpoint.size} is for log {checkpoint.origin!r}, not {origin!r}"
             )
             continue
         if checkpoint.size > size:
@@ -413,9 +522,7 @@ def _audit_heads(
             report.first_bad_index = _first(report.first_bad_index, size)
             continue
         if heads.setdefault(checkpoint.size, checkpoint.root_hash) != checkpoint.root_hash:
-            report.problems.append(
-                f"two different roots were signed for size {checkpoint.size}: the log forked"
-            )
+            report.problems.append(f"two different roots were signed for size {checkpoint.size}: the log forked")
     return heads
 
 
@@ -430,9 +537,8 @@ def _mismatched_interior(store: LogStore, completed: list[CompletedNode]) -> lis
             else:
                 run[1].append(value)
     bad: list[NodeId] = []
-    for level, (start, values) in sorted(runs.items()):
-        stored = store.read_level(level, start, start + len(values))
-        if stored != values:
-            stored += [b""] * (len(values) - len(stored))
-            bad.extend((level, start + i) for i, v in enumerate(values) if v != stored[i])
+    for level, (first, values) in sorted(runs.items()):
+        kept = store.read_level(level, first, first + len(values))
+        if kept != values:
+            bad.extend(_differences(level, first, values, kept))
     return bad

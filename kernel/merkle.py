@@ -119,15 +119,11 @@ class CompactRange:
         """The border hashes, largest subtree first (the nodes of `subtree_ids(0, size)`)."""
         return tuple(self._hashes)
 
-    def append(
-        self, leaf_hash_value: bytes, completed: list[tuple[int, int, bytes]] | None = None
-    ) -> None:
+    def append(self, leaf_hash_value: bytes, completed: list[tuple[int, int, bytes]] | None = None) -> None:
         """Add one leaf hash; if `completed` is given, add each finished `(level, index, hash)`."""
         self.extend((leaf_hash_value,), completed)
 
-    def extend(
-        self, leaf_hashes: Iterable[bytes], completed: list[tuple[int, int, bytes]] | None = None
-    ) -> None:
+    def extend(self, leaf_hashes: Iterable[bytes], completed: list[tuple[int, int, bytes]] | None = None) -> None:
         """Add leaf hashes in order (see `append`)."""
         # Inlined `append`: this is the hot loop of batched appends and of the audit.
         size = self._size
@@ -159,9 +155,7 @@ class CompactRange:
                 size += 1
         self._size = size
 
-    def push_subtree(
-        self, level: int, value: bytes, completed: list[tuple[int, int, bytes]] | None = None
-    ) -> None:
+    def push_subtree(self, level: int, value: bytes, completed: list[tuple[int, int, bytes]] | None = None) -> None:
         """Add a whole complete subtree of `2**level` leaves (its hash) at an aligned position;
         `completed` receives the nodes above it that this finishes."""
         size = self._size
@@ -334,9 +328,7 @@ def _check_hashes(hashes: Sequence[bytes], what: str) -> None:
             raise ProofError(f"{what}[{i}] is {len(value)} bytes, not a {HASH_SIZE}-byte hash")
 
 
-def root_from_inclusion_proof(
-    index: int, size: int, leaf_hash_value: bytes, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(index: int, size: int, leaf_hash_value: bytes, proof: Sequence[bytes]) -> bytes:
     """The root an inclusion proof implies for this leaf hash; raises `ProofError` if malformed."""
     if index < 0 or size < 0:
         raise ProofError(f"negative leaf index or tree size ({index}, {size})")
@@ -349,9 +341,7 @@ def root_from_inclusion_proof(
     acc = leaf_hash_value
     for sibling in proof:
         if sn == 0:
-            raise ProofError(
-                f"inclusion proof too long: {len(proof)} hashes for leaf {index} of {size}"
-            )
+            raise ProofError(f"inclusion proof too long: {len(proof)} hashes for leaf {index} of {size}")
         if fn & 1 or fn == sn:
             acc = _sha256(_NODE_PREFIX + sibling + acc).digest()
             if not fn & 1:
@@ -364,28 +354,21 @@ def root_from_inclusion_proof(
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise ProofError(
-            f"inclusion proof too short: {len(proof)} hashes for leaf {index} of {size}"
-        )
+        raise ProofError(f"inclusion proof too short: {len(proof)} hashes for leaf {index} of {size}")
     return acc
 
 
-def verify_inclusion(
-    index: int, size: int, leaf_hash_value: bytes, proof: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(index: int, size: int, leaf_hash_value: bytes, proof: Sequence[bytes], root: bytes) -> None:
     """Raise `ProofError` unless `proof` shows leaf `index` of the tree `root` of `size` leaves
     has hash `leaf_hash_value`."""
     computed = root_from_inclusion_proof(index, size, leaf_hash_value, proof)
     if computed != root:
         raise ProofError(
-            f"inclusion proof for leaf {index} of {size} leads to root {computed.hex()}, "
-            f"not the expected {root.hex()}"
+            f"inclusion proof for leaf {index} of {size} leads to root {computed.hex()}, not the expected {root.hex()}"
         )
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> None:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
     """Raise `ProofError` unless `proof` shows the tree `old_root` of `old_size` leaves is a prefix
     of the tree `new_root` of `new_size` leaves."""
     if old_size < 0 or new_size < 0:
@@ -423,9 +406,7 @@ def verify_consistency(
     fr = sr = path[0]
     for c in path[1:]:
         if sn == 0:
-            raise ProofError(
-                f"consistency proof too long: {len(proof)} hashes for {old_size} -> {new_size}"
-            )
+            raise ProofError(f"consistency proof too long: {len(proof)} hashes for {old_size} -> {new_size}")
         if fn & 1 or fn == sn:
             fr = _sha256(_NODE_PREFIX + c + fr).digest()
             sr = _sha256(_NODE_PREFIX + c + sr).digest()
@@ -438,9 +419,7 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise ProofError(
-            f"consistency proof too short: {len(proof)} hashes for {old_size} -> {new_size}"
-        )
+        raise ProofError(f"consistency proof too short: {len(proof)} hashes for {old_size} -> {new_size}")
     if fr != old_root:
         raise ProofError(
             f"consistency proof does not lead to the old root at size {old_size}: "

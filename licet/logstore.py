@@ -16,13 +16,26 @@ power cut (`durable=False` trades that for speed, e.g. in benchmarks of the hash
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
-from kernel.log import CompletedNode, LogConflict, LogError, TransparencyLog
+from kernel.log import (
+    ChunkAudit,
+    ChunkMapper,
+    CompletedNode,
+    EntryCheck,
+    LogConflict,
+    LogError,
+    TransparencyLog,
+    audit_chunk,
+)
 from kernel.merkle import NodeId
 
 LOG_FILE = "log.sqlite3"
@@ -42,11 +55,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT 
 class SQLiteLogStore:
     """A `kernel.log.LogStore` in one SQLite file."""
 
-    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
         # One connection shared under a lock: the store may be used from several threads, and
         # sqlite3 connections must not be used concurrently.
         self._lock = threading.RLock()
+        if read_only:
+            uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=10000")
+            return
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -57,9 +75,7 @@ class SQLiteLogStore:
             if found is None:
                 self.set_meta("schema", SCHEMA_VERSION)
             elif found != SCHEMA_VERSION:
-                raise LogError(
-                    f"{self.path}: log schema {found}, this Licet reads {SCHEMA_VERSION}"
-                )
+                raise LogError(f"{self.path}: log schema {found}, this Licet reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close the database."""
@@ -118,9 +134,7 @@ class SQLiteLogStore:
                 if level == 0:
                     row = db.execute("SELECT hash FROM leaves WHERE idx = ?", (index,)).fetchone()
                 else:
-                    row = db.execute(
-                        "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)
-                    ).fetchone()
+                    row = db.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)).fetchone()
                 if row is None:
                     raise LogError(f"node ({level}, {index}) is not stored")
                 out.append(row[0])
@@ -140,20 +154,18 @@ class SQLiteLogStore:
                 )
             return [row[0] for row in cursor]
 
-    def read_leaves(self, start: int, end: int) -> list[bytes]:
-        """The leaves `start..end-1`."""
+    def read_entries(self, start: int, end: int) -> list[tuple[bytes, bytes]]:
+        """`(leaf hash, leaf)` of entries `start..end-1`."""
         with self._lock:
-            cursor = self._db.execute(
-                "SELECT data FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
-            )
-            return [row[0] for row in cursor]
+            return self._db.execute(
+                "SELECT hash, data FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, end),
+            ).fetchall()
 
     def save_checkpoint(self, size: int, note: str) -> None:
         """Keep a signed checkpoint."""
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)", (size, note)
-            )
+            self._db.execute("INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)", (size, note))
 
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every kept checkpoint, smallest size first."""
@@ -201,3 +213,53 @@ def open_log(
     except BaseException:
         store.close()
         raise
+
+
+# --- parallel audit ------------------------------------------------------------------------------
+# Hashing dominates an audit and hashlib holds the GIL for certificate-sized inputs, so whole
+# chunks are audited in worker processes, each reading the SQLite file through its own read-only
+# connection; the parent only combines chunk roots and checks checkpoints.
+
+_worker: tuple[SQLiteLogStore, EntryCheck | None] | None = None
+
+
+def _start_worker(path: str, check_entry: EntryCheck | None) -> None:
+    global _worker  # one store per worker process, opened once
+    _worker = (SQLiteLogStore(path, read_only=True), check_entry)
+
+
+def _ready() -> bool:
+    return _worker is not None
+
+
+def _audit_in_worker(spec: tuple[int, int]) -> ChunkAudit:
+    if _worker is None:
+        raise LogError("audit worker was not initialised")
+    store, check_entry = _worker
+    return audit_chunk(store, spec[0], spec[1], check_entry)
+
+
+@contextmanager
+def parallel_chunk_mapper(
+    path: str | Path, processes: int, check_entry: EntryCheck | None = None
+) -> Iterator[ChunkMapper]:
+    """A `kernel.log.ChunkMapper` auditing chunks of the SQLite log at `path` in `processes`
+    worker processes (`check_entry` must be picklable: a module-level function)."""
+    # Fork is cheap (no re-import) but unsafe once the parent runs other threads (a lock held
+    # at fork time stays held in the child): then spawn. Open this before any progress display.
+    forkable = "fork" in multiprocessing.get_all_start_methods()
+    method = "fork" if forkable and threading.active_count() == 1 else "spawn"
+    with ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_start_worker,
+        initargs=(str(path), check_entry),
+    ) as pool:
+        # Start every worker now, while the parent is still single-threaded.
+        for future in [pool.submit(_ready) for _ in range(processes)]:
+            future.result()
+
+        def mapper(specs: Sequence[tuple[int, int]]) -> Iterable[ChunkAudit]:
+            return pool.map(_audit_in_worker, specs)
+
+        yield mapper

@@ -662,10 +662,8 @@ class _Parser:
             tok = self.take()
             if tok.kind != "ident":
                 raise ReferencePolicyError(f"col {tok.pos + 1}", "expected a field name")
-            if self.at_op("("):
-                node = _Call(tok.text, node, self.call_args())
-            else:
-                node = _Select(node, tok.text)
+            is_call = self.at_op("(")
+            node = _Call(tok.text, node, self.call_args()) if is_call else _Select(node, tok.text)
         return node
 
     def call_args(self) -> tuple[object, ...]:

@@ -12,6 +12,7 @@ the kernel rejects it.
 from __future__ import annotations
 
 import copy
+import random
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,6 +94,10 @@ class Case:
 
     policy: dict[str, Any]
     requests: list[tuple[dict[str, Any], dict[str, Any] | None, float | datetime]]
+
+    def __repr__(self) -> str:
+        # Hypothesis prints the falsifying Case; the failing request itself is in the assertion.
+        return f"Case(policy={self.policy!r}, requests=<{len(self.requests)} requests>)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,10 +233,8 @@ def atom(draw: st.DrawFn, ctx: PolicyCtx, args_only: bool = False) -> str:
     if kind == "streq":
         left = draw(str_operand(ctx, args_only))
         op = draw(st.sampled_from(["==", "!="]))
-        if draw(st.integers(0, 4)) == 0:
-            right = draw(str_operand(ctx, args_only))
-        else:
-            right = draw(str_literal(ctx, left))
+        two_operands = draw(st.integers(0, 4)) == 0
+        right = draw(str_operand(ctx, args_only)) if two_operands else draw(str_literal(ctx, left))
         return f"{left} {op} {right}" if draw(st.booleans()) else f"{right} {op} {left}"
     if kind == "strfn":
         subject = draw(str_operand(ctx, args_only))
@@ -432,13 +435,18 @@ def policy(draw: st.DrawFn, ctx: PolicyCtx) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------------
 # Requests
+#
+# Requests and histories are built from a per-request seed with `random.Random`: drawing each of their
+# hundreds of small choices through Hypothesis costs ~0.2 ms apiece, which would make 10 000
+# decisions take many minutes. The shrinker still shrinks the policy and drops requests, so a failure
+# ends as one policy with a single request.
 # --------------------------------------------------------------------------------------------------
 
 
-def _number_value(draw: st.DrawFn, ctx: PolicyCtx) -> int | float:
-    text = draw(st.sampled_from(ctx.numbers))
+def _number_value(rnd: random.Random, ctx: PolicyCtx) -> int | float:
+    text = rnd.choice(ctx.numbers)
     base: int | float = float(text) if "." in text else int(text)
-    op = draw(st.integers(0, 9))
+    op = rnd.randint(0, 9)
     if op == 0:
         return base + 1
     if op == 1:
@@ -450,48 +458,45 @@ def _number_value(draw: st.DrawFn, ctx: PolicyCtx) -> int | float:
     if op == 4:
         return float(base)
     if op == 5:
-        return draw(st.integers(-10, 6000))
+        return rnd.randint(-10, 6000)
     if op == 6:
-        return draw(st.sampled_from([0.1, 0.2, 0.30000000000000004, 1e-7, 2.5e3, -0.0]))
+        return rnd.choice([0.1, 0.2, 0.30000000000000004, 1e-7, 2.5e3, -0.0])
     return base
 
 
-def _string_value(draw: st.DrawFn, ctx: PolicyCtx) -> str:
-    op = draw(st.integers(0, 9))
-    s = draw(st.sampled_from(ctx.strings))
+_TEXT_ALPHABET = "ab/.:_ -%é😀\\'\"0"
+
+
+def _string_value(rnd: random.Random, ctx: PolicyCtx) -> str:
+    op = rnd.randint(0, 9)
+    s = rnd.choice(ctx.strings)
     if op <= 4:
         return s
     if op == 5:
-        return s + draw(st.sampled_from(["x", "/y", "1"]))
+        return s + rnd.choice(["x", "/y", "1"])
     if op == 6:
-        return draw(st.sampled_from(["x", "pre-"])) + s
+        return rnd.choice(["x", "pre-"]) + s
     if op == 7:
-        return draw(st.sampled_from(EXTRA_REQUEST_STRINGS))
+        return rnd.choice(EXTRA_REQUEST_STRINGS)
     if op == 8:
-        return draw(st.sampled_from(STRING_CONSTS))
-    return draw(st.text(max_size=6))
+        return rnd.choice(STRING_CONSTS)
+    return "".join(rnd.choice(_TEXT_ALPHABET) for _ in range(rnd.randint(0, 6)))
 
 
-def _list_value(draw: st.DrawFn, ctx: PolicyCtx) -> list[Any]:
-    pool = [*ctx.strings, *ctx.list_literals, "other"]
-    out: list[Any] = draw(st.lists(st.sampled_from(pool), max_size=4))
-    return out
-
-
-def _value_of(draw: st.DrawFn, ctx: PolicyCtx, typ: str) -> Any:
+def _value_of(rnd: random.Random, ctx: PolicyCtx, typ: str) -> Any:
     if typ == "string":
-        return _string_value(draw, ctx)
+        return _string_value(rnd, ctx)
     if typ == "number":
-        return _number_value(draw, ctx)
+        return _number_value(rnd, ctx)
     if typ == "bool":
-        return draw(st.booleans())
+        return rnd.random() < 0.5
     if typ == "list":
-        return _list_value(draw, ctx)
-    kind = draw(st.sampled_from(["string", "list", "map"]))
+        pool = [*ctx.strings, *ctx.list_literals, "other"]
+        return [rnd.choice(pool) for _ in range(rnd.randint(0, 4))]
+    kind = rnd.choice(["string", "list", "map"])
     if kind == "map":
-        return draw(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 3),
-                                    max_size=3))
-    return _value_of(draw, ctx, kind)
+        return {k: rnd.randint(0, 3) for k in rnd.sample(["a", "b", "c"], rnd.randint(0, 3))}
+    return _value_of(rnd, ctx, kind)
 
 
 _WRONG: dict[str, tuple[Any, ...]] = {
@@ -507,72 +512,78 @@ def _set_path(roots: dict[str, Any], path: str, value: Any) -> None:
     root, *fields = path.split(".")
     cur = roots[root]
     for f in fields[:-1]:
-        nxt = cur.get(f)
-        if nxt is None and f not in cur:
-            nxt = cur[f] = {}
+        if f not in cur:
+            cur[f] = {}
+        nxt = cur[f]
         if not isinstance(nxt, dict):
             return
         cur = nxt
     cur[fields[-1]] = value
 
 
-@st.composite
-def _attributes(draw: st.DrawFn, ctx: PolicyCtx, paths: dict[str, str]) -> dict[str, Any]:
+def _attributes(rnd: random.Random, ctx: PolicyCtx, paths: dict[str, str]) -> dict[str, Any]:
     roots: dict[str, Any] = {"principal": {}, "args": {}, "context": {}}
     for path, typ in paths.items():
-        mode = draw(st.integers(0, 9))
+        mode = rnd.randint(0, 9)
         if mode <= 1:
             continue  # absent
         if mode == 2 and path.count(".") == 2:
-            _set_path(roots, path.rsplit(".", 1)[0], draw(st.sampled_from(["x", 1, None, []])))
+            _set_path(roots, path.rsplit(".", 1)[0], rnd.choice(["x", 1, None, []]))
             continue  # an intermediate that is not a map
         if mode == 3:
-            _set_path(roots, path, draw(st.sampled_from(_WRONG[typ])))
+            _set_path(roots, path, copy.deepcopy(rnd.choice(_WRONG[typ])))
             continue
-        _set_path(roots, path, _value_of(draw, ctx, typ))
+        _set_path(roots, path, _value_of(rnd, ctx, typ))
     for extra in HAS_ONLY_PATHS:
-        if draw(st.integers(0, 2)) == 0:
-            _set_path(roots, extra, draw(st.sampled_from([None, "v", 0, {"k": 1}])))
+        if rnd.randint(0, 2) == 0:
+            _set_path(roots, extra, copy.deepcopy(rnd.choice([None, "v", 0, {"k": 1}])))
     return roots
 
 
-def _instantiate_action(draw: st.DrawFn, ctx: PolicyCtx, glob: str) -> str:
+def _instantiate_action(rnd: random.Random, ctx: PolicyCtx, glob: str) -> str:
+    pool = [*ctx.services, *ctx.verbs]
     segs: list[str] = []
     for seg in glob.split("."):
         if seg == "*":
-            segs.append(draw(st.sampled_from([*ctx.services, *ctx.verbs])))
+            segs.append(rnd.choice(pool))
         elif seg == "**":
-            segs.extend(draw(st.lists(st.sampled_from([*ctx.services, *ctx.verbs]), max_size=2)))
+            segs.extend(rnd.choice(pool) for _ in range(rnd.randint(0, 2)))
         else:
             segs.append(seg)
-    return ".".join(segs) or draw(st.sampled_from(ctx.verbs))
+    return ".".join(segs) or rnd.choice(ctx.verbs)
 
 
-@st.composite
-def request_action(draw: st.DrawFn, ctx: PolicyCtx) -> Any:
-    mode = draw(st.integers(0, 19))
+_NEAR_MISS_ACTIONS = ("db.delete_all", "a.b.delete", "db", "DB.read", "db.read-x", "db.sub.read",
+                      "payments.transfer")
+_INVALID_ACTIONS = ("", "db..read", ".db", "db.", "db read", "db.ré", "db/read", 5, None, "db.*")
+
+
+def request_action(rnd: random.Random, ctx: PolicyCtx) -> Any:
+    mode = rnd.randint(0, 19)
     if mode < 12 and ctx.action_globs:
-        return _instantiate_action(draw, ctx, draw(st.sampled_from(ctx.action_globs)))
+        return _instantiate_action(rnd, ctx, rnd.choice(ctx.action_globs))
     if mode < 16:
-        return f"{draw(st.sampled_from(ctx.services))}.{draw(st.sampled_from(ctx.verbs))}"
+        return f"{rnd.choice(ctx.services)}.{rnd.choice(ctx.verbs)}"
     if mode < 19:
-        return draw(st.sampled_from(["db.delete_all", "a.b.delete", "db", "DB.read", "db.read-x",
-                                     "db.sub.read", "payments.transfer"]))
-    return draw(st.sampled_from(["", "db..read", ".db", "db.", "db read", "db.ré", "db/read", 5,
-                                 None, "db.*"]))
+        return rnd.choice(_NEAR_MISS_ACTIONS)
+    return rnd.choice(_INVALID_ACTIONS)
 
 
-def _instantiate_resource(draw: st.DrawFn, ctx: PolicyCtx, glob: str) -> str:
-    prefix = ""
+def _split_uri(resource: str) -> tuple[str, str]:
     for p in URI_PREFIXES:
-        if glob.startswith(p):
-            prefix, glob = p, glob[len(p):]
+        if resource.startswith(p):
+            return p, resource[len(p):]
+    return "", resource
+
+
+def _instantiate_resource(rnd: random.Random, ctx: PolicyCtx, glob: str) -> str:
+    prefix, glob = _split_uri(glob)
     out: list[str] = []
     for seg in glob.split("/")[1:]:
         if seg == "*":
-            out.append(draw(st.sampled_from(ctx.segments)))
+            out.append(rnd.choice(ctx.segments))
         elif seg == "**":
-            out.extend(draw(st.lists(st.sampled_from(ctx.segments), max_size=2)))
+            out.extend(rnd.choice(ctx.segments) for _ in range(rnd.randint(0, 2)))
         else:
             out.append(seg)
     return prefix + "/" + "/".join(out)
@@ -583,20 +594,14 @@ def _percent_encode(s: str) -> str:
                    for i, b in enumerate(s.encode("utf-8")))
 
 
-@st.composite
-def _obfuscate(draw: st.DrawFn, resource: str, insensitive: bool) -> str:
-    """Rewrite a resource into an equivalent non-normal form."""
-    prefix = ""
-    for p in URI_PREFIXES:
-        if resource.startswith(p):
-            prefix, resource = p, resource[len(p):]
-    if prefix and draw(st.booleans()):
-        prefix = prefix.upper() if draw(st.booleans()) else prefix.lower()
-    path = resource
-    for _ in range(draw(st.integers(0, 2))):
-        trick = draw(st.integers(0, 7))
-        slashes = [i for i, c in enumerate(path) if c == "/"]
-        at = draw(st.sampled_from(slashes))
+def _obfuscate(rnd: random.Random, resource: str, insensitive: bool) -> str:
+    """Rewrite a resource into a non-normal form (usually an equivalent one)."""
+    prefix, path = _split_uri(resource)
+    if prefix and rnd.random() < 0.5:
+        prefix = prefix.upper() if rnd.random() < 0.5 else prefix.lower()
+    for _ in range(rnd.randint(0, 2)):
+        trick = rnd.randint(0, 7)
+        at = rnd.choice([i for i, c in enumerate(path) if c in "/\\"] or [0])
         if trick == 0:
             path = path[:at] + "/." + path[at:]
         elif trick == 1:
@@ -608,7 +613,7 @@ def _obfuscate(draw: st.DrawFn, resource: str, insensitive: bool) -> str:
         elif trick == 4:
             path = path + "/"
         elif trick == 5 and len(path) > 1:
-            i = draw(st.integers(0, len(path) - 1))
+            i = rnd.randint(0, len(path) - 1)
             path = path[:i] + _percent_encode(path[i]) + path[i + 1:]
         elif trick == 6:
             path = path[:at] + "/%2e" + path[at:]
@@ -617,52 +622,52 @@ def _obfuscate(draw: st.DrawFn, resource: str, insensitive: bool) -> str:
     return prefix + path
 
 
-@st.composite
-def request_resource(draw: st.DrawFn, ctx: PolicyCtx) -> Any:
-    mode = draw(st.integers(0, 19))
+_ODD_RESOURCES: tuple[Any, ...] = (
+    "/..", "/a/../..", "/%2e%2e/x", "/%2E%2E", "/a/%2e%2e/%2e%2e/b", "/a\\..\\..\\b",
+    "", "a/b", "data", "mailto:x@y", "/a\x00b", "/a%00b", "/a\nb", "/a%0ab", "/a%1Fb",
+    "\t/a", 5, None, ["/a"], "https://h/../x", "/%252e%252e/x", "/a/%2e%2e/b",
+    "//a\\b", "/a/./b/", "/a/.../b", "/%2F%2Fx",
+)
+
+
+def request_resource(rnd: random.Random, ctx: PolicyCtx) -> Any:
+    mode = rnd.randint(0, 19)
     if mode < 11 and ctx.resource_globs:
-        base = _instantiate_resource(draw, ctx, draw(st.sampled_from(ctx.resource_globs)))
+        base = _instantiate_resource(rnd, ctx, rnd.choice(ctx.resource_globs))
     elif mode < 13:
-        base = draw(st.sampled_from(ctx.uri_prefixes)) + "/" + "/".join(
-            draw(st.lists(st.sampled_from(ctx.segments), max_size=3)))
+        base = rnd.choice(ctx.uri_prefixes) + "/" + "/".join(
+            rnd.choice(ctx.segments) for _ in range(rnd.randint(0, 3)))
     elif mode < 17:
-        base = "/" + "/".join(draw(st.lists(st.sampled_from(ctx.segments), max_size=3)))
+        base = "/" + "/".join(rnd.choice(ctx.segments) for _ in range(rnd.randint(0, 3)))
     else:
-        return draw(st.sampled_from([
-            "/..", "/a/../..", "/%2e%2e/x", "/%2E%2E", "/a/%2e%2e/%2e%2e/b", "/a\\..\\..\\b",
-            "", "a/b", "data", "mailto:x@y", "/a\x00b", "/a%00b", "/a\nb", "/a%0ab", "/a%1Fb",
-            "\t/a", 5, None, ["/a"], "https://h/../x", "/%252e%252e/x", "/a/%2e%2e/b",
-            "//a\\b", "/a/./b/", "/a/.../b", "/%2F%2Fx",
-        ]))
-    if draw(st.integers(0, 2)) > 0:
-        return draw(_obfuscate(base, ctx.insensitive))
+        return copy.deepcopy(rnd.choice(_ODD_RESOURCES))
+    if rnd.randint(0, 2) > 0:
+        return _obfuscate(rnd, base, ctx.insensitive)
     return base
 
 
-@st.composite
-def _invalid_numbers(draw: st.DrawFn, roots: dict[str, Any]) -> None:
-    bad = draw(st.sampled_from([2**53, -(2**53), 10**20, float("inf"), float("-inf"),
-                                float("nan"), 2**53 - 1, -(2**53 - 1)]))
-    where = draw(st.sampled_from(["principal", "args", "context"]))
-    if draw(st.booleans()):
-        roots[where]["big"] = bad
-    else:
-        roots[where]["nested"] = {"list": [1, bad]}
+_BAD_NUMBERS = (2**53, -(2**53), 10**20, float("inf"), float("-inf"), float("nan"), 2**53 - 1,
+                -(2**53 - 1))
 
 
-@st.composite
-def request(draw: st.DrawFn, ctx: PolicyCtx) -> dict[str, Any]:
-    roots = draw(_attributes(ctx, ctx.types))
-    if draw(st.integers(0, 39)) == 0:
-        draw(_invalid_numbers(roots))
-    req: dict[str, Any] = {"action": draw(request_action(ctx)),
-                           "resource": draw(request_resource(ctx))}
+def request(rnd: random.Random, ctx: PolicyCtx) -> dict[str, Any]:
+    """A request drawn around the policy's vocabulary."""
+    roots = _attributes(rnd, ctx, ctx.types)
+    if rnd.randint(0, 39) == 0:
+        bad = rnd.choice(_BAD_NUMBERS)
+        where = roots[rnd.choice(["principal", "args", "context"])]
+        if rnd.random() < 0.5:
+            where["big"] = bad
+        else:
+            where["nested"] = {"list": [1, bad]}
+    req: dict[str, Any] = {"action": request_action(rnd, ctx),
+                           "resource": request_resource(rnd, ctx)}
     for part in ("principal", "args", "context"):
-        mode = draw(st.integers(0, 59))
+        mode = rnd.randint(0, 59)
         if mode < 3 and not roots[part]:
             continue  # missing = {}
         if mode == 59:
-            req[part] = draw(st.sampled_from([None, "x", [], 1]))
+            req[part] = copy.deepcopy(rnd.choice([None, "x", [], 1]))
         else:
             req[part] = roots[part]
     return req
@@ -673,58 +678,70 @@ def request(draw: st.DrawFn, ctx: PolicyCtx) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _clean_resource(draw: st.DrawFn, ctx: PolicyCtx) -> str:
+def _clean_resource(rnd: random.Random, ctx: PolicyCtx) -> str:
     """An already-normalised resource (as stored in history)."""
-    segs = [s for s in ctx.segments if "%" not in s and s not in (".", "..", "...")] or ["data"]
-    if ctx.resource_globs and draw(st.booleans()):
-        glob = draw(st.sampled_from(ctx.resource_globs))
-        out = _instantiate_resource(draw, ctx, glob)
-        # normalise the cosmetic forms of the pattern by hand
-        prefix = ""
-        for p in URI_PREFIXES:
-            if out.startswith(p):
-                prefix, out = p.lower(), out[len(p):]
+    segs = [s for s in ctx.segments if "%" not in s] or ["data"]
+    if ctx.resource_globs and rnd.random() < 0.5:
+        prefix, path = _split_uri(_instantiate_resource(rnd, ctx, rnd.choice(ctx.resource_globs)))
         parts: list[str] = []
-        for seg in out.split("/"):
+        for seg in path.split("/"):  # normalise the pattern's cosmetic forms by hand
             if seg in ("", "."):
                 continue
             if seg == "..":
                 if parts:
                     parts.pop()
                 continue
-            if "%" in seg:
-                seg = "x"
-            parts.append(seg)
-        res = prefix + "/" + "/".join(parts)
+            parts.append("x" if "%" in seg else seg)
+        res = prefix.lower() + "/" + "/".join(parts)
     else:
-        res = "/" + "/".join(draw(st.lists(st.sampled_from(segs), max_size=3)))
+        res = "/" + "/".join(rnd.choice(segs) for _ in range(rnd.randint(0, 3)))
     return res.lower() if ctx.insensitive else res
 
 
-@st.composite
-def history(draw: st.DrawFn, ctx: PolicyCtx, now: float, windows: list[int],
+def history(rnd: random.Random, ctx: PolicyCtx, now: float, windows: list[int],
             allow_future: bool) -> dict[str, Any]:
+    """Session state: permitted events around the invariants' windows."""
     events = []
     arg_paths = {p: t for p, t in ctx.types.items() if p.startswith("args.")}
-    for _ in range(draw(st.integers(0, 6))):
-        window = draw(st.sampled_from(windows or [3600]))
-        offset = draw(st.sampled_from([0, 1, 0.5, window - 1, window, window + 1, window / 2]))
-        if allow_future and draw(st.integers(0, 9)) == 0:
-            offset = -draw(st.sampled_from([1, 0.5, 100]))
-        roots = draw(_attributes(ctx, arg_paths))
-        if "args.amount" in arg_paths and draw(st.integers(0, 9)) == 0:
-            roots["args"]["amount"] = -draw(st.sampled_from([1, 0.5]))
-        action = draw(request_action(ctx))
+    for _ in range(rnd.randint(0, 6)):
+        window = rnd.choice(windows or [3600])
+        offset = rnd.choice([0, 1, 0.5, window - 1, window, window + 1, window / 2])
+        if allow_future and rnd.randint(0, 9) == 0:
+            offset = -rnd.choice([1, 0.5, 100])
+        args = _attributes(rnd, ctx, arg_paths)["args"]
+        if "args.amount" in arg_paths and rnd.randint(0, 9) == 0:
+            args["amount"] = -rnd.choice([1, 0.5])
+        action = request_action(rnd, ctx)
         if not isinstance(action, str) or not _ACTION_RE.fullmatch(action):
             action = f"{ctx.services[0]}.{ctx.verbs[0]}"
         events.append({"time": now - offset, "action": action,
-                       "resource": _clean_resource(draw, ctx), "args": roots["args"]})
+                       "resource": _clean_resource(rnd, ctx), "args": args})
     return {"history": events}
 
 
 # --------------------------------------------------------------------------------------------------
 # Top level
 # --------------------------------------------------------------------------------------------------
+
+
+def decision_input(seed: int, ctx: PolicyCtx, doc: dict[str, Any]
+                   ) -> tuple[dict[str, Any], dict[str, Any] | None, float | datetime]:
+    """(request, state, now) for one seed."""
+    rnd = random.Random(seed)
+    req = request(rnd, ctx)
+    now = NOW_BASE + rnd.choice([0, 0.5, 12345])
+    state: dict[str, Any] | None = None
+    invs = doc.get("invariants", [])
+    if ctx.stateful:
+        windows = [WINDOW_SECONDS[inv["window"]] for inv in invs if "window" in inv]
+        allow_future = all("window" in inv for inv in invs)
+        state = history(rnd, ctx, now, windows, allow_future)
+    elif rnd.randint(0, 4) == 0:
+        state = rnd.choice([None, {"history": []}])
+    when: float | datetime = float(now)
+    if rnd.randint(0, 9) == 0:
+        when = datetime.fromtimestamp(now, tz=UTC)
+    return req, state, when
 
 
 @st.composite
@@ -735,25 +752,9 @@ def policy_and_requests(draw: st.DrawFn, *, stateful: bool = False, min_requests
     doc = draw(policy(ctx))
     if not ctx.action_globs:
         ctx.action_globs.extend(["db.read", "db.delete"])
-    invs = doc.get("invariants", [])
-    allow_future = all("window" in inv for inv in invs)
-    windows = [WINDOW_SECONDS[inv["window"]] for inv in invs if "window" in inv]
-    n = draw(st.integers(min_requests, max_requests))
-    triples: list[tuple[dict[str, Any], dict[str, Any] | None, float | datetime]] = []
-    for _ in range(n):
-        req = draw(request(ctx))
-        now = NOW_BASE + draw(st.sampled_from([0, 0.5, 12345]))
-        state: dict[str, Any] | None = None
-        if stateful:
-            state = draw(history(ctx, now, windows, allow_future))
-        elif draw(st.integers(0, 4)) == 0:
-            state = draw(st.sampled_from([None, {"history": []}]))
-        when: float | datetime = float(now)
-        if draw(st.integers(0, 9)) == 0:
-            when = datetime.fromtimestamp(now, tz=UTC)
-        triples.append((req, state, when))
-    return Case(doc, triples)
-
+    seeds = draw(st.lists(st.integers(0, 2**32 - 1), min_size=min_requests,
+                          max_size=max_requests))
+    return Case(doc, [decision_input(seed, ctx, doc) for seed in seeds])
 
 # --------------------------------------------------------------------------------------------------
 # Invalid policies

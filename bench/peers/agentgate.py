@@ -57,6 +57,26 @@ def find_python313() -> str | None:
     return None
 
 
+def _env() -> dict[str, str]:
+    # ea-agentgate ships a top-level package named `server`, like this repository: run the
+    # peer away from the repo (cwd, PYTHONPATH) so ours never shadows its own.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                          cwd=VENV.parent, env=_env())
+
+
+def _checked(cmd: list[str], timeout: float) -> None:
+    done = _run(cmd, timeout)
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, cmd, done.stdout, done.stderr)
+
+
 def ensure_venv(log: Any = print) -> Path:
     """Create the venv and install the peer unless a previous run already did."""
     python = _venv_python()
@@ -69,15 +89,11 @@ def ensure_venv(log: Any = print) -> Path:
     log(f"setting up {VENV.relative_to(BENCH.parent)} with {base} (one-time)...")
     try:
         if not python.exists():
-            subprocess.run([base, "-m", "venv", str(VENV)], check=True, capture_output=True,
-                           text=True, timeout=300)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", *REQUIREMENTS],
-                       check=True, capture_output=True, text=True, timeout=900)
-        subprocess.run([str(python), "-c",
-                        "import ea_agentgate.verification, "
-                        "server.policy_governance.kernel.solver_engine"],
-                       check=True, capture_output=True, text=True, timeout=300)
+            _checked([base, "-m", "venv", str(VENV)], 300)
+        _checked([str(python), "-m", "pip", "install", "--quiet",
+                  "--disable-pip-version-check", *REQUIREMENTS], 900)
+        _checked([str(python), "-c", "import ea_agentgate.verification, "
+                  "server.policy_governance.kernel.solver_engine"], 300)
     except subprocess.CalledProcessError as exc:
         tail = (exc.stderr or exc.stdout or "").strip().splitlines()[-3:]
         raise PeerUnavailable(f"installing ea-agentgate failed: {' | '.join(tail)}") from exc
@@ -91,12 +107,10 @@ def run(workload: dict[str, Any], *, mode: str = "enforce", log: Any = print,
         timeout: float = 900) -> dict[str, Any]:
     """Run the driver on `workload` in the peer venv; its parsed JSON report."""
     python = ensure_venv(log)
-    VENV.parent.mkdir(parents=True, exist_ok=True)
     path = VENV.parent / "agentgate-workload.json"
     path.write_text(json.dumps(workload))
     try:
-        done = subprocess.run([str(python), str(DRIVER), str(path), "--mode", mode],
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        done = _run([str(python), str(DRIVER), str(path), "--mode", mode], timeout)
     except subprocess.TimeoutExpired as exc:
         raise PeerUnavailable(f"agentgate driver timed out after {timeout:.0f} s") from exc
     if done.returncode != 0:

@@ -1,0 +1,546 @@
+"""The kernel agrees with an independent reference evaluator on generated policies and requests.
+
+`tests/reference.py` re-implements the policy language from `docs/policy-language.md` alone (plain
+Python: a hand-written CEL-subset parser, glob matcher, resource normaliser, RE2-style regex matcher
+and invariant evaluation). Here we
+
+1. test the reference itself against the spec's own examples (example-based, no kernel needed);
+2. check, for thousands of generated (policy, request, state, now), that `kernel.decide` returns the
+   reference's outcome and `Decision.rules`, that requests the reference calls invalid make the
+   kernel raise `kernel.InvalidRequest`, and that policies it calls invalid make the kernel raise
+   `kernel.PolicyError`.
+
+The number of decisions is `LICET_PROPERTY_EXAMPLES` (default 10 000, the CI figure); set it lower for
+a quick local run, e.g. `LICET_PROPERTY_EXAMPLES=500 .venv/bin/pytest tests/test_reference_agreement.py`.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import json
+import math
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference import (
+    ERROR,
+    ReferenceInvalid,
+    ReferencePolicyError,
+    action_glob_match,
+    compile_policy,
+    evaluate_condition,
+    normalise_resource,
+    reference_decide,
+    regex_search,
+    resource_glob_match,
+)
+from strategies import Case, invalid_policy, policy_and_requests, regex_pattern
+
+import kernel
+
+TOTAL_DECISIONS = int(os.environ.get("LICET_PROPERTY_EXAMPLES", "10000"))
+MIN_REQUESTS = 20
+MAX_REQUESTS = 40
+# Two thirds of the decisions without session state, one third with invariants and histories. Each
+# example draws at least MIN_REQUESTS requests, so these counts guarantee TOTAL_DECISIONS decisions.
+STATELESS_EXAMPLES = max(1, math.ceil(TOTAL_DECISIONS * 2 / 3 / MIN_REQUESTS))
+STATEFUL_EXAMPLES = max(1, math.ceil(TOTAL_DECISIONS / 3 / MIN_REQUESTS))
+INVALID_POLICY_EXAMPLES = max(10, TOTAL_DECISIONS // 50)
+
+NOW = 1_700_000_000.0
+INVALID = "invalid"
+
+PROPERTY = settings(
+    deadline=None,
+    derandomize=False,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.large_base_example, HealthCheck.filter_too_much],
+)
+
+
+def _decide_ref(policy: dict[str, Any], request: dict[str, Any], state: dict[str, Any] | None = None,
+                now: float | datetime = NOW) -> tuple[str, frozenset[str]] | str:
+    try:
+        return reference_decide(policy, request, state=state, now=now)
+    except ReferenceInvalid:
+        return INVALID
+
+
+def _policy(*rules: dict[str, Any], invariants: list[dict[str, Any]] | None = None,
+            **top: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": "t", "rules": list(rules), **top}
+    if invariants is not None:
+        doc["invariants"] = invariants
+    return doc
+
+
+def _req(action: str = "db.read", resource: Any = "/data/x", **parts: Any) -> dict[str, Any]:
+    return {"action": action, "resource": resource, **parts}
+
+
+# ==================================================================================================
+# 1. The reference against the spec's own examples
+# ==================================================================================================
+
+
+@pytest.mark.parametrize(
+    ("pattern", "resource", "expected"),
+    [
+        ("/data/*", "/data/x", True),
+        ("/data/*", "/data", False),
+        ("/data/*", "/data/x/y", False),
+        ("/data/*", "/database", False),
+        ("/data/**", "/data", True),
+        ("/data/**", "/data/x", True),
+        ("/data/**", "/data/x/y", True),
+        ("/data/**", "/database", False),
+        ("/**", "/", True),
+        ("/*", "/", False),
+        ("/**/x", "/x", True),
+        ("/**/x", "/a/b/x", True),
+        ("/a/*/c", "/a/b/c", True),
+        ("https://h/**", "https://h/", True),
+        ("/**", "https://h/a", False),
+    ],
+)
+def test_reference_resource_globs(pattern: str, resource: str, expected: bool) -> None:
+    assert resource_glob_match(pattern, resource) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "action", "expected"),
+    [
+        ("*.delete", "db.delete", True),
+        ("*.delete", "db.delete_all", False),
+        ("*.delete", "a.b.delete", False),
+        ("**.delete", "a.b.delete", True),
+        ("**", "db", True),
+        ("db.**", "db", True),
+        ("db.*", "db", False),
+        ("db.read", "DB.read", False),
+    ],
+)
+def test_reference_action_globs(pattern: str, action: str, expected: bool) -> None:
+    assert action_glob_match(pattern, action) is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/a/../b", "/b"),
+        ("//a\\b", "/a/b"),
+        ("/a/./b/", "/a/b"),
+        ("/", "/"),
+        ("///", "/"),
+        ("/a/b/..", "/a"),
+        ("/%2e/x", "/x"),
+        ("/%252e%252e/x", "/%2e%2e/x"),  # decoded once only
+        ("/caf%C3%A9", "/café"),
+        ("/a%2Fb", "/a/b"),
+        ("HTTPS://Api.Example.COM//V1/./x/", "https://api.example.com/V1/x"),
+        ("https:\\\\h\\a", "https://h/a"),  # `\` folded before the URI is recognised
+        ("/a/.../b", "/a/.../b"),
+    ],
+)
+def test_reference_normalisation(raw: str, expected: str) -> None:
+    assert normalise_resource(raw, insensitive=False) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["/..", "/a/../..", "/%2e%2e/x", "/%2E%2E", "https://h/../x", "", "a/b", "mailto:x@y",
+     "/a\x00b", "/a%00b", "/a%0ab", "\t/a", 5, None],
+)
+def test_reference_invalid_resources(raw: object) -> None:
+    with pytest.raises(ReferenceInvalid):
+        normalise_resource(raw, insensitive=False)
+
+
+def test_reference_insensitive_lowercases_resource_and_patterns() -> None:
+    p = _policy({"id": "r", "effect": "permit", "action": "db.read", "resource": "/Data/**"},
+                resource_case="insensitive")
+    assert _decide_ref(p, _req(resource="/DATA/X")) == ("permit", frozenset({"r"}))
+    sensitive = _policy({"id": "r", "effect": "permit", "action": "db.read",
+                         "resource": "/Data/**"})
+    assert _decide_ref(sensitive, _req(resource="/DATA/X")) == ("deny", frozenset())
+    assert _decide_ref(sensitive, _req(resource="/Data/X")) == ("permit", frozenset({"r"}))
+
+
+def test_reference_pattern_normalised_without_decoding() -> None:
+    p = _policy({"id": "r", "effect": "permit", "action": "db.read", "resource": "/a%2fb/./c/"})
+    assert _decide_ref(p, _req(resource="/a%252fb/c")) == ("permit", frozenset({"r"}))
+    assert _decide_ref(p, _req(resource="/a%2fb/c")) == ("deny", frozenset())
+
+
+@pytest.mark.parametrize(
+    ("cond", "values", "expected"),
+    [
+        ("false && args.x", {}, False),
+        ("args.x && false", {}, False),
+        ("true || args.x", {}, True),
+        ("args.x || true", {}, True),
+        ("!args.x", {}, ERROR),
+        ("args.x || false", {}, ERROR),
+        ("args.x && true", {}, ERROR),
+        ("args.n + 1 > 2", {}, ERROR),
+        ("args.n > 2", {"n": True}, ERROR),  # a bool is not a number
+        ("args.n > 2", {"n": "3"}, ERROR),
+        ("args.n > 2", {"n": 3}, True),
+        ("args.n == 1", {"n": 1.0}, True),
+        ("args.a + args.b == 0.3", {"a": 0.1, "b": 0.2}, True),  # rationals, decimal floats
+        ("2 * args.n - 1 >= 2.5", {"n": 1.75}, True),
+        ("-args.n < 0", {"n": 1}, True),
+        ('args.s == "a"', {"s": None}, ERROR),  # null is present, of type null
+        ("has(args.s)", {"s": None}, True),
+        ("has(args.s.t)", {"s": "x"}, False),
+        ("has(args.s.t)", {}, False),
+        ('size(args.s) == 1', {"s": "😀"}, True),
+        ('args.s.size() == 2', {"s": ["a", 1]}, True),
+        ('size(args.s) == 0', {"s": {}}, True),
+        ('args.s.matches("b")', {"s": "abc"}, True),  # search, not full match
+        ('args.s.matches("^b")', {"s": "abc"}, False),
+        ('args.s.matches("c$")', {"s": "abc\n"}, False),  # RE2: $ is end of text
+        ('args.s.matches("\\\\d")', {"s": "٣"}, False),  # RE2: \d is ASCII
+        ('args.s.startsWith("ab") && args.s.endsWith("c") && args.s.contains("b")',
+         {"s": "abc"}, True),
+        ('"x" in args.tags', {"tags": ["y", "x"]}, True),
+        ('"x" in args.tags', {"tags": "x"}, ERROR),
+        ('args.s in ["a", "b"]', {"s": "b"}, True),
+        ('args.n in [1, 2.5]', {"n": 2.5}, True),
+        ("args.a == args.b && args.a == 'x'", {"a": "x", "b": "x"}, True),
+        ("(args.n == 1) == true", {"n": 1}, True),
+    ],
+)
+def test_reference_condition_semantics(cond: str, values: dict[str, Any], expected: object) -> None:
+    assert evaluate_condition(cond, {"args": values, "principal": {}, "context": {}}) is expected
+
+
+@pytest.mark.parametrize(
+    "cond",
+    ["args.a == args.b", 'args.a == "x" && args.a > 1', "args.a * args.b > 1", "args.a / 2 > 1",
+     "foo.x", "principal == 1", "has(resource)", '"a" < "b"', '[1] == args.a', "args.a ? 1 : 2",
+     'args.s.matches("(a)\\\\1")', 'args.s.matches("(?=a)")', "args.s.matches(args.t)",
+     "1 < 2 < 3", "args.n in [1, 'a']", "size('abc') > 1", "args.a == null"],
+)
+def test_reference_rejects_bad_conditions(cond: str) -> None:
+    with pytest.raises(ReferencePolicyError):
+        compile_policy(_policy({"id": "r", "effect": "permit", "action": "db.read", "when": cond}))
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"id": "r", "effect": "permit", "action": "db.del*"},
+        {"id": "r", "effect": "permit", "action": "db.read", "resource": "/data/*.csv"},
+        {"id": "r", "effect": "permit", "action": "db.read", "resource": "/.."},
+        {"id": "r", "effect": "permit", "action": "db.read", "whenn": "true"},
+        {"id": "r", "effect": "allow", "action": "db.read"},
+        {"id": "r", "effect": "permit", "action": []},
+        {"id": "r", "effect": "permit", "action": "db.read", "approval": {"quorum": 2}},
+    ],
+)
+def test_reference_rejects_bad_rules(rule: dict[str, Any]) -> None:
+    with pytest.raises(ReferencePolicyError):
+        compile_policy(_policy(rule))
+
+
+def test_reference_absent_attribute_never_widens_access() -> None:
+    when = "context.mfa"
+    for effect, expected in [("permit", "deny"), ("forbid", "forbid"),
+                             ("require_approval", "require_approval")]:
+        p = _policy({"id": "r", "effect": effect, "action": "db.read", "when": when})
+        got = _decide_ref(p, _req(context={}))
+        assert got == (expected, frozenset() if expected == "deny" else frozenset({"r"}))
+        # mistyped: a string where a bool is expected behaves like absent
+        assert _decide_ref(p, _req(context={"mfa": "true"})) == got
+        # present and true: every effect applies
+        assert _decide_ref(p, _req(context={"mfa": True})) == (effect, frozenset({"r"}))
+        assert _decide_ref(p, _req(context={"mfa": False})) == ("deny", frozenset())
+
+
+def test_reference_outcome_precedence_and_rules() -> None:
+    p = _policy(
+        {"id": "p2", "effect": "permit", "action": "db.*"},
+        {"id": "p1", "effect": "permit", "action": "**"},
+        {"id": "a1", "effect": "require_approval", "action": "db.write"},
+        {"id": "f1", "effect": "forbid", "action": "*.delete", "resource": "/prod/**"},
+    )
+    assert _decide_ref(p, _req("db.read")) == ("permit", frozenset({"p1", "p2"}))
+    assert _decide_ref(p, _req("db.write")) == ("require_approval", frozenset({"a1"}))
+    assert _decide_ref(p, _req("db.delete", "/prod/x")) == ("forbid", frozenset({"f1"}))
+    assert _decide_ref(p, _req("db.delete", "/dev/x")) == ("permit", frozenset({"p1", "p2"}))
+    assert _decide_ref(_policy(), _req()) == ("deny", frozenset())
+
+
+def test_reference_invalid_requests() -> None:
+    p = _policy({"id": "r", "effect": "permit", "action": "**"})
+    assert _decide_ref(p, _req("db..read")) == INVALID
+    assert _decide_ref(p, _req("db.ré")) == INVALID
+    assert _decide_ref(p, _req(resource="/a/../..")) == INVALID
+    assert _decide_ref(p, _req(principal=None)) == INVALID
+    assert _decide_ref(p, _req(args=[])) == INVALID
+    assert _decide_ref(p, _req(args={"n": 2**53})) == INVALID
+    assert _decide_ref(p, _req(args={"n": [float("nan")]})) == INVALID
+    assert _decide_ref(p, _req(args={"n": 2**53 - 1})) == ("permit", frozenset({"r"}))
+    assert _decide_ref(p, {"action": "db.read", "resource": "/x"}) == ("permit", frozenset({"r"}))
+
+
+def _event(t: float, action: str = "payments.transfer", resource: str = "/acct/1",
+           **args: Any) -> dict[str, Any]:
+    return {"time": t, "action": action, "resource": resource, "args": args}
+
+
+def test_reference_budget_window_and_errors() -> None:
+    p = _policy(
+        {"id": "r", "effect": "permit", "action": "payments.transfer"},
+        invariants=[{"id": "b", "kind": "budget", "action": "payments.transfer",
+                     "sum": "args.amount", "limit": 100, "window": "1h"}],
+    )
+    transfer = _req("payments.transfer", "/acct/1", args={"amount": 40})
+    permit, forbid = ("permit", frozenset({"r"})), ("forbid", frozenset({"b"}))
+    assert _decide_ref(p, transfer, {"history": [_event(NOW - 10, amount=60)]}) == permit
+    assert _decide_ref(p, transfer, {"history": [_event(NOW - 10, amount=61)]}) == forbid
+    # the window is now-3600 < T <= now
+    assert _decide_ref(p, transfer, {"history": [_event(NOW - 3600, amount=61)]}) == permit
+    assert _decide_ref(p, transfer, {"history": [_event(NOW - 3599, amount=61)]}) == forbid
+    assert _decide_ref(p, transfer, {"history": [_event(NOW, amount=61)]}) == forbid
+    assert _decide_ref(p, transfer, {"history": [_event(NOW + 1, amount=61)]}) == permit
+    # an event that does not match the selector does not count
+    other = _event(NOW - 10, action="db.read", amount=61)
+    assert _decide_ref(p, transfer, {"history": [other]}) == permit
+    # error or negative sums violate, in the event or in the request
+    assert _decide_ref(p, transfer, {"history": [_event(NOW - 10)]}) == forbid
+    assert _decide_ref(p, transfer, {"history": [_event(NOW - 10, amount=-1)]}) == forbid
+    assert _decide_ref(p, _req("payments.transfer", "/acct/1", args={})) == forbid
+    assert _decide_ref(p, _req("payments.transfer", "/acct/1", args={"amount": "5"})) == forbid
+    assert _decide_ref(p, _req("payments.transfer", "/acct/1", args={"amount": -5})) == forbid
+    # a request outside the selector never violates, whatever the history
+    assert _decide_ref(p, _req("db.read"), {"history": [_event(NOW, amount=999)]}) == (
+        "deny", frozenset())
+
+
+def test_reference_count_and_flow() -> None:
+    p = _policy(
+        {"id": "r", "effect": "permit", "action": "**"},
+        invariants=[
+            {"id": "c", "kind": "count", "action": "*.delete", "limit": 2, "window": "1h"},
+            {"id": "f", "kind": "flow", "source": {"action": "db.read", "resource": "/pii/**"},
+             "sink": {"action": "http.post",
+                      "when": '!args.url.startsWith("https://intranet.example/")'}},
+        ],
+    )
+    dels = [_event(NOW - 5, "fs.delete", "/x"), _event(NOW - 6, "db.delete", "/y")]
+    assert _decide_ref(p, _req("fs.delete"), {"history": dels[:1]}) == ("permit", frozenset({"r"}))
+    assert _decide_ref(p, _req("fs.delete"), {"history": dels}) == ("forbid", frozenset({"c"}))
+    taint = {"history": [_event(NOW - 99999, "db.read", "/pii/a")]}
+    post_out = _req("http.post", "/api", args={"url": "https://evil.example/"})
+    post_in = _req("http.post", "/api", args={"url": "https://intranet.example/x"})
+    assert _decide_ref(p, post_out, taint) == ("forbid", frozenset({"f"}))
+    assert _decide_ref(p, post_in, taint) == ("permit", frozenset({"r"}))
+    # a missing attribute can never hide a taint
+    assert _decide_ref(p, _req("http.post", "/api"), taint) == ("forbid", frozenset({"f"}))
+    assert _decide_ref(p, post_out) == ("permit", frozenset({"r"}))
+
+
+DESIGN_EXAMPLE = """\
+id: payments-agent
+rules:
+  - id: read-api
+    effect: permit
+    action: [api.read, api.list]
+    resource: ["/api/**"]
+    when: 'principal.role in ["ops", "analyst"] && context.mfa'
+  - id: transfer
+    effect: permit
+    action: [payments.transfer]
+    resource: ["/accounts/*"]
+    when: 'args.amount <= 10000 && args.currency in ["EUR", "USD"]'
+  - id: large-transfer
+    effect: require_approval
+    action: [payments.transfer]
+    when: 'args.amount > 1000'
+    approval: {quorum: 2, role: approver, ttl: 15m}
+  - id: no-prod-delete
+    effect: forbid
+    action: ["*.delete"]
+    resource: ["/prod/**"]
+  - id: delete-scratch
+    effect: permit
+    action: ["*.delete"]
+    resource: ["/scratch/**"]
+invariants:
+  - {id: daily-budget, kind: budget, action: [payments.transfer], sum: args.amount, limit: 5000,
+     window: 24h}
+  - {id: max-deletes, kind: count, action: ["*.delete"], limit: 3, window: 1h}
+  - id: no-exfiltration
+    kind: flow
+    source: {action: [db.read], resource: ["/pii/**"]}
+    sink: {action: [http.post, email.send],
+           when: '!args.url.startsWith("https://intranet.example/")'}
+"""
+
+
+def test_reference_design_example_policy() -> None:
+    doc = yaml.safe_load(DESIGN_EXAMPLE)
+    transfer = _req("payments.transfer", "/accounts/7", args={"amount": 500, "currency": "EUR"})
+    assert _decide_ref(doc, transfer) == ("permit", frozenset({"transfer"}))
+    big = _req("payments.transfer", "/accounts/7", args={"amount": 2000, "currency": "EUR"})
+    assert _decide_ref(doc, big) == ("require_approval", frozenset({"large-transfer"}))
+    # absent amount: the permit does not apply, the approval rule does, and the budget is violated
+    blind = _req("payments.transfer", "/accounts/7", args={"currency": "EUR"})
+    assert _decide_ref(doc, blind) == ("forbid", frozenset({"daily-budget"}))
+    spent = {"history": [_event(NOW - 60, "payments.transfer", "/accounts/7", amount=4600)]}
+    assert _decide_ref(doc, transfer, spent) == ("forbid", frozenset({"daily-budget"}))
+    read = _req("api.read", "/api/v1", principal={"role": "ops"}, context={"mfa": True})
+    assert _decide_ref(doc, read) == ("permit", frozenset({"read-api"}))
+    assert _decide_ref(doc, _req("db.delete", "/prod/a")) == ("forbid",
+                                                              frozenset({"no-prod-delete"}))
+    assert _decide_ref(doc, _req("db.delete", "/scratch/a")) == ("permit",
+                                                                 frozenset({"delete-scratch"}))
+
+
+_SAFE_TEXT = st.text(alphabet=st.sampled_from(list("abcxyzABO019 ./@-_:é😀\t")), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=regex_pattern(), text=_SAFE_TEXT)
+def test_reference_regex_matches_python_re_where_re2_and_python_agree(pattern: str,
+                                                                       text: str) -> None:
+    # On text without newlines, with ASCII classes, RE2 and Python's `re` coincide.
+    assert regex_search(pattern, text) == bool(re.search(pattern, text, re.ASCII))
+
+
+def test_strategies_produce_meaningful_cases() -> None:
+    """Generated policies are mostly valid and the requests reach every outcome."""
+    seen: collections.Counter[str] = collections.Counter()
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=st.one_of(policy_and_requests(), policy_and_requests(stateful=True)))
+    def collect(case: Case) -> None:
+        try:
+            compile_policy(case.policy)
+        except ReferencePolicyError:
+            seen["policy_error"] += 1
+            return
+        seen["policy_ok"] += 1
+        for request, state, now in case.requests:
+            got = _decide_ref(case.policy, request, state, now)
+            seen[got if isinstance(got, str) else got[0]] += 1
+
+    collect()
+    assert seen["policy_ok"] >= 3 * seen["policy_error"], seen
+    for outcome in ("permit", "forbid", "require_approval", "deny", INVALID):
+        assert seen[outcome] > 0, seen
+    decided = sum(seen[o] for o in ("permit", "forbid", "require_approval", "deny"))
+    assert seen["deny"] < 0.8 * decided, seen  # rules apply often
+    assert seen[INVALID] < 0.3 * (decided + seen[INVALID]), seen
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(bad=invalid_policy())
+def test_reference_rejects_generated_invalid_policies(bad: tuple[dict[str, Any], str]) -> None:
+    doc, kind = bad
+    with pytest.raises(ReferencePolicyError):
+        compile_policy(doc)
+    assert kind
+
+
+# ==================================================================================================
+# 2. The kernel agrees with the reference
+# ==================================================================================================
+
+
+def _show(value: object) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=1, default=repr, allow_nan=True)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _disagreement(policy: dict[str, Any], request: Any, state: Any, now: Any, expected: object,
+                  got: object, extra: str = "") -> str:
+    return (
+        "kernel and reference disagree\n"
+        f"policy = {_show(policy)}\nrequest = {request!r}\nstate = {state!r}\nnow = {now!r}\n"
+        f"reference: {expected!r}\nkernel:    {got!r}\n{extra}"
+    )
+
+
+def _check_case(case: Case) -> None:
+    policy = case.policy
+    try:
+        compile_policy(policy)
+    except ReferencePolicyError as exc:
+        try:
+            kernel.load_policy(copy.deepcopy(policy))
+        except kernel.PolicyError:
+            return
+        raise AssertionError(_disagreement(policy, None, None, None, f"PolicyError ({exc})",
+                                           "policy accepted")) from exc
+    try:
+        compiled = kernel.load_policy(copy.deepcopy(policy))
+    except kernel.PolicyError as exc:
+        raise AssertionError(_disagreement(policy, None, None, None, "valid policy",
+                                           f"PolicyError: {exc}")) from exc
+    for request, state, now in case.requests:
+        expected = _decide_ref(policy, request, state, now)
+        diagnostics: object = None
+        try:
+            d = kernel.decide(compiled, copy.deepcopy(request), state=copy.deepcopy(state),
+                              now=now)
+            got: object = (d.outcome, frozenset(d.rules))
+            diagnostics = d.diagnostics
+        except kernel.InvalidRequest as exc:
+            got = INVALID
+            diagnostics = str(exc)
+        except Exception as exc:
+            raise AssertionError(_disagreement(policy, request, state, now, expected,
+                                               f"{type(exc).__name__}: {exc}")) from exc
+        if got != expected:
+            raise AssertionError(_disagreement(policy, request, state, now, expected, got,
+                                               f"diagnostics: {diagnostics!r}"))
+
+
+@settings(PROPERTY, max_examples=STATELESS_EXAMPLES)
+@given(case=policy_and_requests(min_requests=MIN_REQUESTS, max_requests=MAX_REQUESTS))
+def test_kernel_agrees_with_reference(case: Case) -> None:
+    _check_case(case)
+
+
+@settings(PROPERTY, max_examples=STATEFUL_EXAMPLES)
+@given(case=policy_and_requests(stateful=True, min_requests=MIN_REQUESTS,
+                                max_requests=MAX_REQUESTS))
+def test_kernel_agrees_with_reference_on_invariants(case: Case) -> None:
+    _check_case(case)
+
+
+@settings(PROPERTY, max_examples=INVALID_POLICY_EXAMPLES)
+@given(bad=invalid_policy())
+def test_kernel_rejects_invalid_policies(bad: tuple[dict[str, Any], str]) -> None:
+    doc, kind = bad
+    try:
+        kernel.load_policy(copy.deepcopy(doc))
+    except kernel.PolicyError:
+        return
+    raise AssertionError(f"kernel accepted an invalid policy ({kind}):\n{_show(doc)}")
+
+
+def test_kernel_accepts_datetime_and_epoch_now_alike() -> None:
+    doc = _policy({"id": "r", "effect": "permit", "action": "**"},
+                  invariants=[{"id": "c", "kind": "count", "action": "**", "limit": 1,
+                               "window": "1h"}])
+    compiled = kernel.load_policy(doc)
+    state = {"history": [_event(NOW - 3599, "db.read", "/x")]}
+    for now in (NOW, datetime.fromtimestamp(NOW, tz=UTC)):
+        d = kernel.decide(compiled, _req(), state=state, now=now)
+        assert (d.outcome, set(d.rules)) == ("forbid", {"c"})
