@@ -29,8 +29,7 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def issue_certificate(decision: Decision, *, signer: Signer, tenant: str, issued_at: datetime,
-                      certificate_id: str, delegation: Iterable[Mapping[str, Any]] = (),
-                      ) -> dict[str, Any]:
+                      certificate_id: str) -> dict[str, Any]:
     """Build and sign the certificate of a decision (DESIGN.md, "Certificates and evidence")."""
     approval: dict[str, Any] | None = None
     if decision.approval_used is not None:
@@ -54,7 +53,7 @@ def issue_certificate(decision: Decision, *, signer: Signer, tenant: str, issued
         "diagnostics": list(decision.diagnostics),
         "session": {k: dict(v) for k, v in decision.session.items()},
         "approval": approval,
-        "delegation": [dict(link) for link in delegation] or None,
+        "delegation": [dict(link) for link in decision.delegation] or None,
         "theorem_hash": theorem_hash(decision.policy_hash, decision.request_hash,
                                      decision.outcome, decision.proof),
     }

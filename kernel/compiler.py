@@ -92,11 +92,11 @@ class Bucket:
 class CompiledPolicy:
     """A policy's Z3 form: facts, rule terms, the rule index and the per-candidate-set solvers."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, ctx: z3.Context | None = None) -> None:
         self.policy = policy
-        self.ctx = z3.Context()
+        self.ctx = ctx or z3.Context()
         # Z3 contexts are not thread-safe; one lock per compiled policy serialises solver use.
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.facts: dict[FactKey, Fact] = {}
         self.vars: dict[FactKey, z3.ExprRef] = {}
         self._used: list[FactKey] | None = None
@@ -118,7 +118,7 @@ class CompiledPolicy:
         if self._used is not None:
             self._used.append(key)
         if key not in self.facts:
-            guard_keys = tuple(("ok", g.name) for g in guards if not g.always_present)
+            guard_keys = tuple(("ok", g.name, self._type(g)) for g in guards if not g.always_present)
             self.facts[key] = Fact(key, label, False, read, attr, guard_keys)
             self.vars[key] = z3.Bool("|".join(key), self.ctx)
         found = self.vars[key]
@@ -147,7 +147,8 @@ class CompiledPolicy:
             value = s.lookup(attr)
             return value is not F.Missing and F.has_type(value, kind)
 
-        return self._bool(("ok", attr.name), f"{attr.name} is {article} {kind}", read, attr)
+        # The type is part of the key: two policies compiled together may type a path differently.
+        return self._bool(("ok", attr.name, kind), f"{attr.name} is {article} {kind}", read, attr)
 
     def _valid(self, attrs: Sequence[Attr]) -> z3.BoolRef:
         checks = [self._ok(a) for a in attrs if not a.always_present]

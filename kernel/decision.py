@@ -46,6 +46,7 @@ class Decision:
     approval_used: PresentedApproval | None = None
     decided_at: float = 0.0
     session: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    delegation: tuple[Mapping[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The decision as printed by `licet decide --json` and returned by the API."""
@@ -61,6 +62,7 @@ class Decision:
             "approval_used": None if self.approval_used is None else {
                 "id": self.approval_used.id, "approvers": list(self.approval_used.approvers)},
             "session": {k: dict(v) for k, v in self.session.items()},
+            "delegation": [dict(link) for link in self.delegation] or None,
         }
 
 

@@ -34,6 +34,7 @@ from kernel.merkle import (
     NodeId,
     consistency_proof,
     inclusion_proof,
+    leaf_hashes,
     root_at,
     subtree_ids,
 )
@@ -44,6 +45,9 @@ _NODE = b"\x01"
 
 CompletedNode = tuple[int, int, bytes]
 """`(level, index, hash)` of a complete subtree, as an append hands it to the store."""
+
+
+APPEND_ATTEMPTS = 8
 
 
 class LogError(LicetError):
@@ -157,43 +161,39 @@ class TransparencyLog:
         check_origin(origin)
         self.store = store
         self.origin = origin
-        self._frontier = CompactRange()
-        self._frontier_loaded = False
+        self._frontier = CompactRange()  # the right border at the size last seen, kept to append
 
     @property
     def size(self) -> int:
         """Number of entries."""
         return self.store.size()
 
-    def _load_frontier(self, size: int) -> CompactRange:
-        if not self._frontier_loaded or self._frontier.size != size:
-            ids = subtree_ids(0, size)
-            self._frontier = CompactRange(size, self.store.read_nodes(ids) if ids else [])
-            self._frontier_loaded = True
-        return self._frontier
-
     def append(self, leaf: bytes) -> int:
         """Append one entry; returns its index."""
         return self.append_many([leaf]).start
 
     def append_many(self, leaves: Sequence[bytes]) -> range:
-        """Append entries in one atomic batch; returns their indices."""
-        for attempt in range(3):
+        """Append entries in one atomic batch; returns their indices. When another appender got
+        there first the batch is recomputed on top of its entries (up to `APPEND_ATTEMPTS` times)."""
+        failures = 0
+        while True:
             start = self.store.size()
-            frontier = self._load_frontier(start)
+            if self._frontier.size != start:  # someone else appended: reload the border
+                ids = subtree_ids(0, start)
+                self._frontier = CompactRange(start, self.store.read_nodes(ids) if ids else [])
             # Work on a copy: if the store refuses the batch the cached border stays valid.
-            grown = CompactRange(frontier.size, frontier.hashes)
+            grown = CompactRange(start, self._frontier.hashes)
             completed: list[CompletedNode] = []
-            grown.extend([_sha256(b"\x00" + leaf).digest() for leaf in leaves], completed)
+            grown.extend(leaf_hashes(leaves), completed)
             try:
                 self.store.append(start, leaves, completed)
             except LogConflict:
-                if attempt == 2:
+                failures += 1
+                if failures == APPEND_ATTEMPTS:
                     raise
                 continue
             self._frontier = grown
             return range(start, start + len(leaves))
-        raise LogConflict("unreachable")  # pragma: no cover
 
     def leaf(self, index: int) -> bytes:
         """The entry at `index`."""
@@ -317,7 +317,7 @@ def audit_chunk(store: LogStore, start: int, level: int, check_entry: EntryCheck
         return ChunkAudit(start, level, b"", first_missing=start + len(entries))
     stored = [entry[0] for entry in entries]
     leaves = [entry[1] for entry in entries]
-    hashes = [_sha256(b"\x00" + leaf).digest() for leaf in leaves]
+    hashes = leaf_hashes(leaves)
     bad_leaves = _differences(0, start, hashes, stored) if hashes != stored else []
     problems: list[tuple[int, str]] = []
     if check_entry is not None:
@@ -459,8 +459,8 @@ def _audit_partial(
     entries = store.read_entries(start, end)
     if len(entries) != end - start:
         return start + len(entries)
-    for i, (stored_hash, leaf) in enumerate(entries):
-        value = _sha256(b"\x00" + leaf).digest()
+    hashes = leaf_hashes(leaf for _stored, leaf in entries)
+    for i, ((stored_hash, leaf), value) in enumerate(zip(entries, hashes, strict=True)):
         if value != stored_hash:
             bad_leaves.append(start + i)
         if check_entry is not None:

@@ -383,8 +383,8 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
         if unknown:
             raise InvalidRequest(f"{where}.{unknown[0]}", "unknown step field")
         symbols: dict[str, Symbolic] = {}
-        args = _split_args(step.get("args", {}) or {}, "args", symbols)
         try:
+            args = _split_args(step.get("args", {}) or {}, "args", symbols)
             req = normalise_request({"principal": principal, "action": step.get("action"),
                                      "resource": step.get("resource"), "args": _concrete_view(args),
                                      "context": context}, lower_resource=cp.policy.lower_resources)

@@ -10,32 +10,31 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 import kernel
 from kernel.report import Check
+from licet.cli_log import bundle_checks, log_app
+from licet.output import console, fail, print_checks
 
 app = typer.Typer(help="Licet: proven decisions for AI agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 policy_app = typer.Typer(help="Check and analyse policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    return typer.Exit(code)
+app.add_typer(log_app, name="log")
+plan_app = typer.Typer(help="Verify multi-step plans.", no_args_is_help=True)
+app.add_typer(plan_app, name="plan")
+delegation_app = typer.Typer(help="Check delegation grants.", no_args_is_help=True)
+app.add_typer(delegation_app, name="delegation")
 
 
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
     except OSError as exc:
-        raise _fail(f"{what} {path}: {exc.strerror}") from exc
+        raise fail(f"{what} {path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise _fail(f"{what} {path}: not valid JSON ({exc})") from exc
+        raise fail(f"{what} {path}: not valid JSON ({exc})") from exc
 
 
 def load_policy_file(path: Path) -> kernel.Policy:
@@ -43,7 +42,7 @@ def load_policy_file(path: Path) -> kernel.Policy:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise _fail(f"policy {path}: {exc.strerror}") from exc
+        raise fail(f"policy {path}: {exc.strerror}") from exc
     try:
         return kernel.load_policy(text, str(path))
     except kernel.PolicyError as exc:
@@ -66,7 +65,7 @@ def keygen(
 ) -> None:
     """Create a new random Ed25519 signing key; print its public key and key id."""
     if out.exists():
-        raise _fail(f"{out} already exists; refusing to overwrite a key")
+        raise fail(f"{out} already exists; refusing to overwrite a key")
     signer = kernel.Signer(os.urandom(32))
     _write_private(out, json.dumps(signer.to_json(), indent=2) + "\n")
     public_path = out.with_suffix(".pub")
@@ -88,13 +87,154 @@ def policy_check(path: Path) -> None:
                   f"{len(policy.invariants)} invariants, {policy.hash}")
 
 
+def _read_document(value: str, what: str) -> Any:
+    """A JSON/YAML document from a file path, or given inline."""
+    import yaml
+
+    path = Path(value)
+    try:
+        text = path.read_text() if path.exists() else value
+        return yaml.safe_load(text)
+    except OSError as exc:
+        raise fail(f"{what} {value}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise fail(f"{what}: not valid JSON/YAML ({exc})") from exc
+
+
+def _parse_now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise fail(f"--now: not epoch seconds or an ISO 8601 time: {value!r}") from exc
+    if moment.tzinfo is None:
+        raise fail("--now: give a time zone (e.g. 2026-11-22T12:00:00Z)")
+    return moment
+
+
+NOW_OPTION = typer.Option("--now", help="Decision time: epoch seconds or ISO 8601 (default: now).")
+
+
+@policy_app.command("diff")
+def policy_diff(
+    old: Path, new: Path,
+    examples: Annotated[int, typer.Option(help="At most this many examples per direction.")] = 5,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What NEW permits that OLD did not and the reverse, with concrete example requests."""
+    from kernel.analysis import diff
+
+    result = diff(load_policy_file(old), load_policy_file(new), max_examples=examples)
+    if json_out:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    console.print("[green]equivalent[/]" if result.equivalent else "[yellow]the versions differ[/]")
+    for title, found in (("newly permitted", result.gained), ("no longer permitted", result.lost)):
+        for example in found:
+            console.print(f"[bold]{title}[/]: {json.dumps(example.request)} rules={dict(example.rules)}"
+                          f"{'' if example.confirmed else ' (not confirmed concretely)'}")
+    for item in result.never_applies:
+        console.print(f"[yellow]never applies[/] {item.policy}:{item.rule}: {item.reason}")
+
+
+@policy_app.command("query")
+def policy_query(
+    policy: Path,
+    pattern: Annotated[str, typer.Argument(help="File or inline JSON/YAML: {action, resource, when}.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Can any request matching PATTERN be permitted? An example, or a proof that none can."""
+    from kernel.analysis import query
+
+    document = _read_document(pattern, "query")
+    if not isinstance(document, dict):
+        raise fail("query: expected a mapping with action, resource and/or when")
+    try:
+        answer = query(load_policy_file(policy), document)
+    except kernel.LicetError as exc:
+        raise fail(f"query: {exc}") from exc
+    if json_out:
+        print(json.dumps(answer.to_json(), indent=2))
+    elif answer.example is not None:
+        console.print(f"[yellow]yes[/]: {json.dumps(answer.example.request)}")
+    else:
+        console.print("[green]no[/]: no request matching the pattern can be permitted (unsat)")
+
+
+@plan_app.command("verify")
+def plan_verify(
+    policy: Annotated[Path, typer.Option(help="Policy file.")],
+    plan: Annotated[Path, typer.Option(help="Plan file: a list of steps, or {principal, context, steps}.")],
+    state: Annotated[Path | None, typer.Option(help="Session state file (JSON).")] = None,
+    max_steps: Annotated[int, typer.Option(help="Refuse longer plans (never truncated).")] = 10_000,
+    now: Annotated[str | None, NOW_OPTION] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check every step of a plan, for every value of its symbolic arguments."""
+    from kernel.plans import verify_plan
+
+    loaded = load_policy_file(policy)
+    body = _read_json(plan, "plan")
+    steps, principal, context = body, {}, {}
+    if isinstance(body, dict):
+        steps, principal, context = body.get("steps"), body.get("principal", {}), body.get("context", {})
+    session = _read_json(state, "state") if state else None
+    try:
+        verdict = verify_plan(loaded, steps, state=session, now=_parse_now(now), principal=principal,
+                              context=context, max_steps=max_steps)
+    except kernel.LicetError as exc:
+        raise fail(str(exc)) from exc
+    out = verdict.to_json()
+    if json_out:
+        print(json.dumps(out, indent=2))
+    else:
+        colour = {"safe": "green", "needs_approval": "yellow", "unsafe": "red"}[verdict.verdict]
+        console.print(f"[bold {colour}]{verdict.verdict}[/] ({verdict.steps_checked} steps checked)")
+        if verdict.counterexample:
+            console.print_json(json.dumps(out["counterexample"]))
+        if verdict.approval_steps:
+            console.print(f"steps needing approval: {list(verdict.approval_steps)}")
+
+
+@delegation_app.command("check")
+def delegation_check(
+    parent: Annotated[Path, typer.Option(help="Parent grant (JSON/YAML).")],
+    child: Annotated[Path, typer.Option(help="Child grant (JSON/YAML).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Prove that CHILD attenuates PARENT (scope, expiry, depth), or show a counterexample."""
+    from kernel.delegation import check_attenuation, load_grant
+
+    grants = []
+    for path in (parent, child):
+        try:
+            grants.append(load_grant(_read_document(str(path), "grant"), str(path)))
+        except kernel.PolicyError as exc:
+            print(exc.render(), file=sys.stderr)
+            raise typer.Exit(2) from exc
+    verdict = check_attenuation(grants[0], grants[1])
+    if json_out:
+        print(json.dumps(verdict.to_json(), indent=2))
+    else:
+        console.print("[green]attenuates[/]" if verdict.ok else "[red]does not attenuate[/]")
+        for reason in verdict.reasons:
+            console.print(f"  - {reason}")
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
 def _load_signer(path: Path) -> kernel.Signer:
     try:
         return kernel.parse_signer(path.read_text())
     except OSError as exc:
-        raise _fail(f"key {path}: {exc.strerror}") from exc
+        raise fail(f"key {path}: {exc.strerror}") from exc
     except kernel.LicetError as exc:
-        raise _fail(f"key {path}: {exc}") from exc
+        raise fail(f"key {path}: {exc}") from exc
 
 
 @app.command()
@@ -104,23 +244,24 @@ def decide(
     state: Annotated[Path | None, typer.Option(help="Session state file (JSON).")] = None,
     key: Annotated[Path | None, typer.Option(help="Signing key: also issue a certificate.")] = None,
     tenant: Annotated[str, typer.Option(help="Tenant named in the certificate.")] = "local",
+    now: Annotated[str | None, NOW_OPTION] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Decide one request (here the CLI is the trusted caller: principal and context come from the file)."""
     compiled_policy = load_policy_file(policy)
     body = _read_json(request, "request")
     session = _read_json(state, "state") if state else None
-    now = datetime.now(UTC)
+    at = _parse_now(now)
     try:
-        decision = kernel.decide(compiled_policy, body, state=session, now=now)
+        decision = kernel.decide(compiled_policy, body, state=session, now=at)
     except kernel.InvalidRequest as exc:
-        raise _fail(f"invalid request: {exc}") from exc
+        raise fail(f"invalid request: {exc}") from exc
     out = decision.to_json()
     if key is not None:
         signer = _load_signer(key)
         out["certificate"] = kernel.issue_certificate(
-            decision, signer=signer, tenant=tenant, issued_at=now,
-            certificate_id=kernel.uuid7(now, os.urandom(10)))
+            decision, signer=signer, tenant=tenant, issued_at=at,
+            certificate_id=kernel.uuid7(at, os.urandom(10)))
     if json_out:
         print(json.dumps(out, indent=2))
         return
@@ -140,7 +281,7 @@ def _public_keys(values: list[str]) -> list[kernel.PublicKey]:
             text = path.read_text() if path.exists() else value
             keys.append(kernel.parse_public_key(text))
         except kernel.LicetError as exc:
-            raise _fail(f"public key {value}: {exc}") from exc
+            raise fail(f"public key {value}: {exc}") from exc
     return keys
 
 
@@ -165,20 +306,6 @@ def redecide_check(certificate: dict[str, Any], policy: kernel.Policy) -> Check:
                  f"; certificate says {certificate.get('decision')} {certificate.get('rules')}"))
 
 
-def print_checks(checks: list[Check], json_out: bool) -> None:
-    """Print verification checks as JSON or a table; exit 1 unless all passed."""
-    ok = kernel.all_ok(checks)
-    if json_out:
-        print(json.dumps({"ok": ok, "checks": [c.to_json() for c in checks]}, indent=2))
-    else:
-        table = Table("check", "result", "detail")
-        for c in checks:
-            table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
-        console.print(table)
-    if not ok:
-        raise typer.Exit(1)
-
-
 @app.command()
 def verify(
     certificate: Path,
@@ -192,11 +319,10 @@ def verify(
 ) -> None:
     """Verify a certificate offline: signature, theorem hash, optionally re-decision and log inclusion."""
     cert = _read_json(certificate, "certificate")
-    checks = kernel.verify_certificate(cert, _public_keys(public_key))
+    keys = _public_keys(public_key)
+    checks = kernel.verify_certificate(cert, keys)
     if bundle is not None:
-        from licet.evidence_cli import bundle_checks
-
-        checks += bundle_checks(cert, bundle, log_key or [])
+        checks += bundle_checks(cert, bundle, log_key or [], keys)
     if policy is not None:
         checks.append(redecide_check(cert, load_policy_file(policy)))
     print_checks(checks, json_out)
@@ -206,17 +332,20 @@ def verify(
 def demo(
     policy: Annotated[Path, typer.Option(help="Policy to demonstrate.")] = Path(
         "examples/payments-agent.yaml"),
+    now: Annotated[str, typer.Option(
+        "--now", help="Decision time; the examples' session histories are dated around this.")
+    ] = "2025-06-01T12:00:00Z",
 ) -> None:
     """Load an example policy, decide a handful of requests and print their certificates."""
     loaded = load_policy_file(policy)
     requests_dir = Path("examples/requests") / policy.stem
     signer = kernel.Signer(os.urandom(32))  # an ephemeral key: the demo keeps nothing
-    now = datetime.now(UTC)
+    now_at = _parse_now(now)
     console.rule(f"[bold]Licet demo[/] — policy {loaded.id} ({len(loaded.rules)} rules), "
                  f"ephemeral key {signer.key_id}")
     files = sorted(p for p in requests_dir.glob("*.json") if not p.name.endswith(".state.json"))
     if not files:
-        raise _fail(f"no request files in {requests_dir}")
+        raise fail(f"no request files in {requests_dir}")
     table = Table("request", "action", "resource", "decision", "rules", "certificate")
     last: dict[str, Any] | None = None
     for path in files:
@@ -224,13 +353,13 @@ def demo(
         state_file = path.with_name(path.stem + ".state.json")
         session = _read_json(state_file, "state") if state_file.exists() else None
         try:
-            decision = kernel.decide(loaded, body, state=session, now=now)
+            decision = kernel.decide(loaded, body, state=session, now=now_at)
         except kernel.InvalidRequest as exc:
             table.add_row(path.name, str(body.get("action")), str(body.get("resource")),
                           "[red]invalid[/]", str(exc), "—")
             continue
-        last = kernel.issue_certificate(decision, signer=signer, tenant="demo", issued_at=now,
-                                        certificate_id=kernel.uuid7(now, os.urandom(10)))
+        last = kernel.issue_certificate(decision, signer=signer, tenant="demo", issued_at=now_at,
+                                        certificate_id=kernel.uuid7(now_at, os.urandom(10)))
         ok = kernel.all_ok(kernel.verify_certificate(last, [signer.public_key]))
         table.add_row(path.name, decision.request.action, decision.request.resource,
                       decision.outcome, ", ".join(decision.rules) or "—",
@@ -239,14 +368,3 @@ def demo(
     if last is not None:
         console.rule("last certificate")
         console.print_json(json.dumps(last))
-
-
-def _register_optional() -> None:
-    # Sub-command groups that live in their own modules.
-    from licet.cli_log import log_app
-
-    app.add_typer(log_app, name="log")
-
-
-if (Path(__file__).with_name("cli_log.py")).exists():
-    _register_optional()

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from kernel.bundle import make_bundle, verify_bundle
 from kernel.canonical import canonical_json
@@ -38,15 +36,14 @@ from kernel.errors import LicetError
 from kernel.keys import PublicKey, parse_public_key, parse_signer
 from kernel.log import AuditReport, TransparencyLog, audit_log
 from kernel.note import NoteError, NoteSigner, parse_signer_key, parse_verifier_key
-from kernel.report import Check, all_ok
+from kernel.report import Check
 from licet.logstore import LOG_FILE, SQLiteLogStore, open_log, parallel_chunk_mapper
+from licet.output import console, errors, fail, print_checks
 
 log_app = typer.Typer(
     help="The evidence log: append certificates, sign checkpoints, prove inclusion and consistency, audit.",
     no_args_is_help=True,
 )
-console = Console()
-errors = Console(stderr=True)
 
 DEFAULT_DEPLOYMENT = "localhost"
 PARALLEL_AUDIT_MIN = 1 << 16  # below this many entries, worker start-up costs more than it saves
@@ -67,31 +64,26 @@ LogKeyOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    return typer.Exit(code)
-
-
 def _read_text(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"{what} {path}: {exc.strerror}") from exc
+        raise fail(f"{what} {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise _fail(f"{what} {path}: not UTF-8 text") from exc
+        raise fail(f"{what} {path}: not UTF-8 text") from exc
 
 
 def _open(directory: Path, origin: str | None = None, *, create: bool = False) -> TransparencyLog:
     try:
         return open_log(directory, origin, create=create)
     except LicetError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 def _store(log: TransparencyLog) -> SQLiteLogStore:
     store = log.store
     if not isinstance(store, SQLiteLogStore):  # open_log always makes one; this informs mypy
-        raise _fail("not a SQLite log")
+        raise fail("not a SQLite log")
     return store
 
 
@@ -103,7 +95,7 @@ def _load_signer(path: Path, origin: str) -> NoteSigner:
             return parse_signer_key(text)
         return NoteSigner(origin, parse_signer(text))
     except LicetError as exc:
-        raise _fail(f"signing key {path}: {exc}") from exc
+        raise fail(f"signing key {path}: {exc}") from exc
 
 
 def parse_log_key(value: str) -> LogKey:
@@ -121,14 +113,19 @@ def parse_log_key(value: str) -> LogKey:
         except NoteError:
             return parse_public_key(text)  # bare base64 of the 32-byte key
     except LicetError as exc:
-        raise _fail(f"log key {value[:60]!r}: {exc}") from exc
+        raise fail(f"log key {value[:60]!r}: {exc}") from exc
 
 
 def _log_keys(values: Sequence[str] | None, store: SQLiteLogStore | None) -> list[LogKey]:
     if values:
         return [parse_log_key(v) for v in values]
     recorded = store.get_meta("vkey") if store is not None else None
-    return [parse_verifier_key(recorded)] if recorded else []
+    if not recorded:
+        return []
+    try:
+        return [parse_verifier_key(recorded)]
+    except NoteError as exc:
+        raise fail(f"the log key recorded in the log directory is unreadable ({exc}); pass --log-key", 1) from exc
 
 
 def bundle_checks(
@@ -151,19 +148,6 @@ def bundle_checks(
     return verify_bundle(certificate, data, keys, origin=origin)
 
 
-def _print_checks(checks: list[Check], json_out: bool, extra: dict[str, Any] | None = None) -> None:
-    ok = all_ok(checks)
-    if json_out:
-        print(json.dumps({"ok": ok, **(extra or {}), "checks": [c.to_json() for c in checks]}, indent=2))
-    else:
-        table = Table("check", "result", "detail")
-        for c in checks:
-            table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
-        console.print(table)
-    if not ok:
-        raise typer.Exit(1)
-
-
 # --- commands -------------------------------------------------------------------------------------
 
 
@@ -180,20 +164,20 @@ def append(
         try:
             value = json.loads(_read_text(path, "certificate"))
         except ValueError as exc:
-            raise _fail(f"certificate {path}: not valid JSON ({exc})") from exc
+            raise fail(f"certificate {path}: not valid JSON ({exc})") from exc
         if not isinstance(value, dict) or not isinstance(value.get("tenant"), str) or not value["tenant"]:
-            raise _fail(f"certificate {path}: not a certificate (a JSON object with a tenant)")
+            raise fail(f"certificate {path}: not a certificate (a JSON object with a tenant)")
         loaded.append(value)
     if origin is None and not (directory / LOG_FILE).exists():
         origin = tenant_origin(DEFAULT_DEPLOYMENT, loaded[0]["tenant"])
     log = _open(directory, origin, create=True)
     for path, cert in zip(certificates, loaded, strict=True):
         if not origin_matches_tenant(log.origin, cert["tenant"]):
-            raise _fail(f"certificate {path} is for tenant {cert['tenant']!r}, but this is the log {log.origin}")
+            raise fail(f"certificate {path} is for tenant {cert['tenant']!r}, but this is the log {log.origin}")
     try:
         leaves = [certificate_leaf(cert) for cert in loaded]
     except ValueError as exc:
-        raise _fail(f"a certificate has no canonical JSON form: {exc}") from exc
+        raise fail(f"a certificate has no canonical JSON form: {exc}") from exc
     indices = log.append_many(leaves)
     rows = [
         {"index": index, "id": cert.get("id"), "file": str(path)}
@@ -224,7 +208,7 @@ def checkpoint(
     try:
         note = log.sign_checkpoint(signer)
     except LicetError as exc:
-        raise _fail(f"refusing to sign: {exc}", 1) from exc
+        raise fail(f"refusing to sign: {exc}", 1) from exc
     store.set_meta("vkey", signer.verifier.vkey())
     if out is not None:
         out.write_text(note, encoding="utf-8")
@@ -245,21 +229,21 @@ def prove(
     log = _open(directory)
     note = _read_text(checkpoint_file, "checkpoint") if checkpoint_file else log.latest_checkpoint()
     if note is None:
-        raise _fail("no checkpoint has been signed yet: run `licet log checkpoint --key KEY` first")
+        raise fail("no checkpoint has been signed yet: run `licet log checkpoint --key KEY` first")
     try:
         head = parse_checkpoint(note)
     except CheckpointError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if head.origin != log.origin:
-        raise _fail(f"the checkpoint is of log {head.origin}, this is {log.origin}")
+        raise fail(f"the checkpoint is of log {head.origin}, this is {log.origin}")
     if not 0 <= index < head.size:
-        raise _fail(f"entry {index} is not in the checkpointed tree of {head.size} entries (sign a new checkpoint?)")
+        raise fail(f"entry {index} is not in the checkpointed tree of {head.size} entries (sign a new checkpoint?)")
     if head.size > log.size:
-        raise _fail(f"the checkpoint is for {head.size} entries but the log has only {log.size}", 1)
+        raise fail(f"the checkpoint is for {head.size} entries but the log has only {log.size}", 1)
     try:
         bundle = make_bundle(log.leaf(index), log.inclusion_proof(index, head.size), note)
     except LicetError as exc:
-        raise _fail(f"the stored log does not match the checkpoint: {exc}", 1) from exc
+        raise fail(f"the stored log does not match the checkpoint: {exc}", 1) from exc
     if out is not None:
         out.write_text(bundle, encoding="utf-8")
     else:
@@ -278,14 +262,14 @@ def consistency(
     log = _open(directory)
     keys = _log_keys(log_key, _store(log))
     if not keys:
-        raise _fail("no trusted log key: pass --log-key")
+        raise fail("no trusted log key: pass --log-key")
     old_note = _read_text(old_checkpoint, "checkpoint")
     new_note = _read_text(new_checkpoint, "checkpoint")
     proof: list[bytes] = []
     try:
         old, new = parse_checkpoint(old_note), parse_checkpoint(new_note)
     except CheckpointError as exc:
-        raise _fail(str(exc), 1) from exc
+        raise fail(str(exc), 1) from exc
     problem = None
     if old.size <= new.size <= log.size:
         proof = list(log.consistency_proof(old.size, new.size).hashes)
@@ -299,7 +283,7 @@ def consistency(
         console.print(f"consistency proof {old.size} -> {new.size} ({len(proof)} hashes):", highlight=False)
         for line in encoded:
             console.print(f"  {line}", highlight=False)
-    _print_checks(checks, json_out, {"old_size": old.size, "new_size": new.size, "proof": encoded})
+    print_checks(checks, json_out, {"old_size": old.size, "new_size": new.size, "proof": encoded})
 
 
 def check_certificate_entry(index: int, leaf: bytes) -> str | None:
@@ -340,21 +324,22 @@ def audit(
         try:
             heads.append(verify_checkpoint(note, keys).checkpoint if keys else parse_checkpoint(note))
         except CheckpointError as exc:
-            raise _fail(f"checkpoint {path}: {exc}", 1) from exc
+            raise fail(f"checkpoint {path}: {exc}", 1) from exc
     size = log.size
     processes = jobs or os.cpu_count() or 1
     check = check_certificate_entry if deep else None
 
     def run(progress_cb: Any, mapper: Any) -> AuditReport:
-        return audit_log(
-            store,
-            origin=log.origin,
-            log_keys=keys,
-            trusted=heads,
-            check_entry=check,
-            progress=progress_cb,
-            map_chunks=mapper,
-        )
+        with SQLiteLogStore(store.path, read_only=True) as reader:
+            return audit_log(
+                reader,
+                origin=log.origin,
+                log_keys=keys,
+                trusted=heads,
+                check_entry=check,
+                progress=progress_cb,
+                map_chunks=mapper,
+            )
 
     def with_progress(mapper: Any) -> AuditReport:
         if json_out:
@@ -393,6 +378,12 @@ def audit(
             f"{report.checkpoints_checked} checkpoints reproduced",
             highlight=False,
         )
+        if not log_key:
+            console.print(
+                "note: checkpoints were checked with the key recorded in the log itself; pass --log-key "
+                "(the published key) and --checkpoint (heads you kept) for an independent audit",
+                highlight=False,
+            )
         if report.ok:
             console.print("[green]audit passed[/]: every entry, subtree hash and checkpoint matches")
         else:

@@ -40,6 +40,7 @@ from kernel.merkle import NodeId
 
 LOG_FILE = "log.sqlite3"
 SCHEMA_VERSION = "1"
+READ_MMAP_BYTES = 1 << 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,6 +65,9 @@ class SQLiteLogStore:
             uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout=10000")
+            # Readers (audits) stream the whole file: memory-mapped pages save a copy per page.
+            # Safe here because the log file only ever grows (nothing vacuums or truncates it).
+            self._db.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
             return
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

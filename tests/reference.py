@@ -1249,11 +1249,13 @@ def _str_or_list(v: object, where: str) -> list[str]:
 
 
 def _action_pattern(p: str, where: str) -> str:
+    # The spec makes only an empty pattern and `*` inside a literal segment errors. ASSUMPTION: other
+    # literal segments (`db read`, `db..x`) are accepted; they simply never match a valid action.
+    if p == "":
+        raise ReferencePolicyError(where, "empty action glob")
     for seg in p.split("."):
-        if seg in ("*", "**"):
-            continue
-        if not seg or not all(c in _ACTION_CHARS for c in seg):
-            raise ReferencePolicyError(where, f"bad action glob {p!r}")
+        if "*" in seg and seg not in ("*", "**"):
+            raise ReferencePolicyError(where, f"'*' inside a segment of {p!r}")
     return p
 
 
@@ -1408,9 +1410,16 @@ def _check_numbers(v: object, where: str) -> None:
             _check_numbers(x, f"{where}[{i}]")
 
 
+_REQUEST_KEYS = frozenset({"principal", "action", "resource", "args", "context"})
+
+
 def _request_values(request: object, insensitive: bool) -> dict[str, object]:
     if not isinstance(request, dict):
         raise ReferenceInvalid("request", "not an object")
+    # ASSUMPTION: "anything else is an invalid request" covers unknown top-level fields too.
+    unknown = set(request) - _REQUEST_KEYS
+    if unknown:
+        raise ReferenceInvalid(str(sorted(map(str, unknown))[0]), "unknown request field")
     values: dict[str, object] = {}
     for part in ("principal", "args", "context"):
         v = request.get(part, {})
@@ -1429,7 +1438,7 @@ def _request_values(request: object, insensitive: bool) -> dict[str, object]:
 
 def _in_window(t: Fraction, now: Fraction, window: int | None) -> bool:
     if window is None:
-        return True  # ASSUMPTION: no window = every event of the session, whatever its time.
+        return t <= now  # ASSUMPTION: no window = the whole session up to now (T <= now).
     return now - window < t <= now
 
 

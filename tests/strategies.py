@@ -662,6 +662,8 @@ def request(rnd: random.Random, ctx: PolicyCtx) -> dict[str, Any]:
             where["nested"] = {"list": [1, bad]}
     req: dict[str, Any] = {"action": request_action(rnd, ctx),
                            "resource": request_resource(rnd, ctx)}
+    if rnd.randint(0, 99) == 0:
+        req[rnd.choice(["role", "approval", "Action"])] = "x"  # unknown field: invalid
     for part in ("principal", "args", "context"):
         mode = rnd.randint(0, 59)
         if mode < 3 and not roots[part]:
@@ -698,15 +700,15 @@ def _clean_resource(rnd: random.Random, ctx: PolicyCtx) -> str:
     return res.lower() if ctx.insensitive else res
 
 
-def history(rnd: random.Random, ctx: PolicyCtx, now: float, windows: list[int],
-            allow_future: bool) -> dict[str, Any]:
+def history(rnd: random.Random, ctx: PolicyCtx, now: float, windows: list[int]
+            ) -> dict[str, Any]:
     """Session state: permitted events around the invariants' windows."""
     events = []
     arg_paths = {p: t for p, t in ctx.types.items() if p.startswith("args.")}
     for _ in range(rnd.randint(0, 6)):
         window = rnd.choice(windows or [3600])
         offset = rnd.choice([0, 1, 0.5, window - 1, window, window + 1, window / 2])
-        if allow_future and rnd.randint(0, 9) == 0:
+        if rnd.randint(0, 9) == 0:
             offset = -rnd.choice([1, 0.5, 100])
         args = _attributes(rnd, ctx, arg_paths)["args"]
         if "args.amount" in arg_paths and rnd.randint(0, 9) == 0:
@@ -734,8 +736,7 @@ def decision_input(seed: int, ctx: PolicyCtx, doc: dict[str, Any]
     invs = doc.get("invariants", [])
     if ctx.stateful:
         windows = [WINDOW_SECONDS[inv["window"]] for inv in invs if "window" in inv]
-        allow_future = all("window" in inv for inv in invs)
-        state = history(rnd, ctx, now, windows, allow_future)
+        state = history(rnd, ctx, now, windows)
     elif rnd.randint(0, 4) == 0:
         state = rnd.choice([None, {"history": []}])
     when: float | datetime = float(now)
@@ -829,7 +830,7 @@ def invalid_policy(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     elif kind == "action_star_inside":
         target["action"] = [draw(st.sampled_from(["db.del*", "*db.read", "db.**x", "d*b.read"]))]
     elif kind == "action_bad_chars":
-        target["action"] = [draw(st.sampled_from(["db..read", "db read", "", "db.ré", ".db"]))]
+        target["action"] = [""]
     elif kind == "resource_star_inside":
         target["resource"] = [draw(st.sampled_from(["/data/*.csv", "/da*ta", "/**x/y",
                                                     "https://*.example.com/x"]))]

@@ -22,6 +22,7 @@ from kernel.merkle import (
     inclusion_proof,
     inclusion_proof_nodes,
     leaf_hash,
+    leaf_hashes,
     node_hash,
     root_at,
     subtree_ids,
@@ -125,6 +126,11 @@ def test_hash_definitions() -> None:
     a, b = os.urandom(32), os.urandom(32)
     assert node_hash(a, b) == hashlib.sha256(b"\x01" + a + b).digest() != node_hash(b, a)
     assert tree_hash([]) == EMPTY_ROOT
+
+
+@given(st.lists(st.binary(max_size=3000), max_size=20))
+def test_batched_leaf_hashes_equal_single_ones(leaves: list[bytes]) -> None:
+    assert leaf_hashes(leaves) == [leaf_hash(x) for x in leaves]
 
 
 def test_published_ct_roots() -> None:

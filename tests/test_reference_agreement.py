@@ -291,6 +291,8 @@ def test_reference_invalid_requests() -> None:
     assert _decide_ref(p, _req(args={"n": [float("nan")]})) == INVALID
     assert _decide_ref(p, _req(args={"n": 2**53 - 1})) == ("permit", frozenset({"r"}))
     assert _decide_ref(p, {"action": "db.read", "resource": "/x"}) == ("permit", frozenset({"r"}))
+    assert _decide_ref(p, _req(role="admin")) == INVALID  # unknown request field
+    assert _decide_ref(p, _req(resource="/%A9")) == INVALID  # escapes that are not UTF-8
 
 
 def _event(t: float, action: str = "payments.transfer", resource: str = "/acct/1",
@@ -313,6 +315,10 @@ def test_reference_budget_window_and_errors() -> None:
     assert _decide_ref(p, transfer, {"history": [_event(NOW - 3599, amount=61)]}) == forbid
     assert _decide_ref(p, transfer, {"history": [_event(NOW, amount=61)]}) == forbid
     assert _decide_ref(p, transfer, {"history": [_event(NOW + 1, amount=61)]}) == permit
+    whole_session = _policy(*p["rules"], invariants=[{**p["invariants"][0], "window": None}])
+    del whole_session["invariants"][0]["window"]
+    old = _event(NOW - 10**6, amount=61)
+    assert _decide_ref(whole_session, transfer, {"history": [old]}) == forbid
     # an event that does not match the selector does not count
     other = _event(NOW - 10, action="db.read", amount=61)
     assert _decide_ref(p, transfer, {"history": [other]}) == permit
@@ -458,6 +464,116 @@ def test_reference_rejects_generated_invalid_policies(bad: tuple[dict[str, Any],
 # ==================================================================================================
 # 2. The kernel agrees with the reference
 # ==================================================================================================
+
+_P = "permit"
+_ANY = {"id": "r", "effect": "permit", "action": "**"}
+
+
+def _inv_policy(inv: dict[str, Any]) -> dict[str, Any]:
+    return _policy(_ANY, invariants=[inv])
+
+
+# (policy, request, state, expected per the spec). Each was a kernel/reference disagreement or is
+# one of the spec's own examples; the reference is pinned to `expected` too.
+SPEC_CORNERS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, object]] = {
+    "glob-data-star-not-database": (
+        _policy({"id": "r", "effect": _P, "action": "**", "resource": "/data/*"}),
+        _req(resource="/database"), None, ("deny", frozenset())),
+    "glob-star-delete-not-two-segments": (
+        _policy({"id": "r", "effect": _P, "action": "*.delete"}), _req("a.b.delete"), None,
+        ("deny", frozenset())),
+    "false-and-error-is-false-forbid": (
+        _policy({"id": "r", "effect": "forbid", "action": "**", "when": "false && args.x"}),
+        _req(), None, ("deny", frozenset())),
+    "traversal-above-root-invalid": (_policy(_ANY), _req(resource="/%2e%2e/x"), None, INVALID),
+    # A URI whose path resolves to the root is `scheme://authority/` however it is spelled.
+    "uri-root-after-dotdot": (
+        _policy({"id": "r", "effect": _P, "action": "**", "resource": "s3://bucket/"}),
+        _req(resource="s3://bucket/a/.."), None, (_P, frozenset({"r"}))),
+    "uri-root-after-double-slash": (
+        _policy({"id": "r", "effect": _P, "action": "**", "resource": "https://h/"}),
+        _req(resource="https://h//"), None, (_P, frozenset({"r"}))),
+    # "principal, args and context are JSON objects (missing = {}); anything else is invalid"
+    "null-args-invalid": (_policy(_ANY), _req(args=None), None, INVALID),
+    # A non-UTF-8 escape must give InvalidRequest (or a decision), never an unexpected exception.
+    "percent-escape-not-utf8": (_policy(_ANY), _req(resource="/%A9"), None, INVALID),
+    # "Arithmetic and comparisons with an error operand are error": x - x is not 0 when x is absent.
+    "cancel-permit-absent": (
+        _policy({"id": "r", "effect": _P, "action": "**", "when": "args.n - args.n == 0"}),
+        _req(args={}), None, ("deny", frozenset())),
+    "cancel-permit-mistyped": (
+        _policy({"id": "r", "effect": _P, "action": "**", "when": "args.n - args.n == 0"}),
+        _req(args={"n": "abc"}), None, ("deny", frozenset())),
+    "cancel-forbid-absent": (
+        _policy({"id": "r", "effect": "forbid", "action": "**",
+                 "when": "args.a + args.k > args.k"}),
+        _req(args={"a": -1}), None, ("forbid", frozenset({"r"}))),
+    "zero-times-absent-is-error": (
+        _policy({"id": "r", "effect": _P, "action": "**", "when": "0 * args.n == 0"}),
+        _req(args={}), None, ("deny", frozenset())),
+    "cancel-budget-sum": (
+        _inv_policy({"id": "b", "kind": "budget", "action": "**", "sum": "args.p - args.p",
+                     "limit": 100}),
+        _req(args={}), None, ("forbid", frozenset({"b"}))),
+    "cancel-flow-source": (
+        _inv_policy({"id": "f", "kind": "flow",
+                     "source": {"action": "db.read", "when": "args.a + 1 < args.a"},
+                     "sink": {"action": "http.post"}}),
+        _req("http.post"), {"history": [_event(NOW - 5, "db.read", "/x")]},
+        ("forbid", frozenset({"f"}))),
+    # "numbers are compared exactly (as rationals)": the JSON number 0.1 is 1/10.
+    "float-equals-decimal-literal": (
+        _policy({"id": "r", "effect": _P, "action": "**", "when": "args.n == 0.1"}),
+        _req(args={"n": 0.1}), None, (_P, frozenset({"r"}))),
+    "float-sum-exact": (
+        _policy({"id": "r", "effect": _P, "action": "**", "when": "args.a + args.b == 0.3"}),
+        _req(args={"a": 0.1, "b": 0.2}), None, (_P, frozenset({"r"}))),
+    # RE2: `$` is end of text (no match before a trailing newline); \d is ASCII.
+    "regex-dollar-trailing-newline": (
+        _policy({"id": "r", "effect": _P, "action": "**", "when": 'args.s.matches("^ops$")'}),
+        _req(args={"s": "ops\n"}), None, ("deny", frozenset())),
+    "regex-digit-is-ascii": (
+        _policy({"id": "r", "effect": _P, "action": "**", "when": 'args.s.matches("^\\\\d+$")'}),
+        _req(args={"s": "٣"}), None, ("deny", frozenset())),
+    # size() takes a path; a literal is outside the grammar.
+    "size-of-literal-rejected": (
+        _policy({"id": "r", "effect": _P, "action": "**", "when": 'size("abc") > 1'}),
+        _req(), None, "PolicyError"),
+    # A resource pattern is normalised like a resource: control characters are an error.
+    "control-char-in-pattern-rejected": (
+        _policy({"id": "r", "effect": _P, "action": "**", "resource": "/a\nb"}),
+        _req(), None, "PolicyError"),
+    # size() makes a path string|list|map; comparing it with a string path makes it a string,
+    # exactly as comparing it with a string literal does (which the kernel accepts).
+    "size-path-unifies-with-string-path": (
+        _policy({"id": "r", "effect": _P, "action": "**",
+                 "when": 'size(args.name) > 3 && args.name == args.other && '
+                         'args.other.startsWith("x")'}),
+        _req(args={"name": "xyzw", "other": "xyzw"}), None, (_P, frozenset({"r"}))),
+}
+
+
+def _outcome(fn: Any) -> object:
+    try:
+        return fn()
+    except (ReferencePolicyError, kernel.PolicyError):
+        return "PolicyError"
+    except (ReferenceInvalid, kernel.InvalidRequest):
+        return INVALID
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_CORNERS))
+def test_kernel_and_reference_on_spec_corners(name: str) -> None:
+    policy, request, state, expected = SPEC_CORNERS[name]
+    assert _outcome(lambda: reference_decide(policy, request, state=state, now=NOW)) == expected
+
+    def run_kernel() -> tuple[str, frozenset[str]]:
+        d = kernel.decide(kernel.load_policy(copy.deepcopy(policy)), copy.deepcopy(request),
+                          state=copy.deepcopy(state), now=NOW)
+        return d.outcome, frozenset(d.rules)
+
+    assert _outcome(run_kernel) == expected, _disagreement(policy, request, state, NOW, expected,
+                                                           _outcome(run_kernel))
 
 
 def _show(value: object) -> str:
