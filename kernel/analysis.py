@@ -23,6 +23,7 @@ import z3
 from kernel.compiler import CompiledPolicy, FactKey
 from kernel.decision import SOLVER, decide
 from kernel.errors import InvalidRequest
+from kernel.facts import string_holds
 from kernel.policy import Policy, load_policy
 
 OTHER_SEGMENT = "x"
@@ -155,10 +156,10 @@ class Strings:
 
     def example(self, model: z3.ModelRef) -> str:
         """The concrete string a model describes (other segments become fresh names)."""
-        n = model.eval(self.length, model_completion=True).as_long()  # type: ignore[attr-defined]
+        n = model.eval(self.length, model_completion=True).as_long()
         parts = []
         for i in range(n):
-            index = model.eval(self.segments[i], model_completion=True).as_long()  # type: ignore[attr-defined]
+            index = model.eval(self.segments[i], model_completion=True).as_long()
             parts.append(self.vocabulary[index] if index < self.other else _fresh(self.vocabulary, i))
         return self.separator.join(parts)
 
@@ -222,7 +223,7 @@ class SymbolicRequest:
             return self.resource.matches(key[1])
         if kind == "ok":
             ok = self._var(f"ok#{key[1]}#{key[2]}", "Bool")
-            self.extra.append(z3.Implies(ok, self._var(f"has#{key[1]}", "Bool")))  # type: ignore[arg-type]
+            self.extra.append(z3.Implies(ok, self._var(f"has#{key[1]}", "Bool")))
             for other in self.types.get(key[1], set()) - {key[2]}:
                 if {other, key[2]} not in ({"sized", "string"}, {"sized", "list"}):
                     other_ok = self._var(f"ok#{key[1]}#{other}", "Bool")
@@ -234,11 +235,11 @@ class SymbolicRequest:
             return self._var(f"num#{key[1]}", "Real")
         if kind == "count":  # a number of requests: a whole number
             whole = self._var(f"count#{key[1]}", "Int")
-            self.extra.append(whole >= 0)  # type: ignore[operator]
-            return z3.ToReal(whole)  # type: ignore[arg-type]
+            self.extra.append(whole >= 0)
+            return z3.ToReal(whole)
         if kind in ("size", "spent"):
             var = self._var(f"{kind}#{key[1]}", "Real")
-            self.extra.append(var >= 0)  # type: ignore[operator]
+            self.extra.append(var >= 0)
             return var
         if kind in ("bool", "tainted", "bad_history"):
             return self._var(f"{kind}#{key[1]}", "Bool")
@@ -247,20 +248,19 @@ class SymbolicRequest:
             if subject in ("action", "resource"):
                 return self._var(f"free#{'#'.join(key)}", "Bool")  # over-approximated
             enum = self._enum(subject)
-            values = literal if isinstance(literal, tuple) else (literal,)
-            options = [enum == i for i, s in enumerate(self.strings) if _string_holds(op, s, values)]
+            options = [enum == i for i, s in enumerate(self.strings) if string_holds(op, s, literal)]
             if op not in ("eq", "in"):
                 options.append(z3.And(enum == len(self.strings),
-                                      self._var(f"free#{'#'.join(key)}", "Bool")))  # type: ignore[arg-type]
+                                      self._var(f"free#{'#'.join(key)}", "Bool")))
             return z3.Or(*options) if options else z3.BoolVal(False, ctx)
         if kind == "same":
             a, b = key[1], key[2]
             if any(t == "bool" for t in self.types.get(a, set())):
                 return self._var(f"bool#{a}", "Bool") == self._var(f"bool#{b}", "Bool")
             ea, eb = self._enum(a), self._enum(b)
-            other = len(self.strings)
-            return z3.Or(z3.And(ea == eb, ea < other),
-                         z3.And(ea == other, eb == other, self._var(f"free#same#{a}#{b}", "Bool")))  # type: ignore[arg-type]
+            last = len(self.strings)
+            return z3.Or(z3.And(ea == eb, ea < last),
+                         z3.And(ea == last, eb == last, self._var(f"free#same#{a}#{b}", "Bool")))
         return self._var(f"free#{'#'.join(key)}", "Bool")  # list membership: independent facts
 
     def lift(self, cp: CompiledPolicy, term: z3.ExprRef) -> z3.ExprRef:
@@ -291,10 +291,10 @@ class SymbolicRequest:
                 entry = session.setdefault(inv.id, {})
                 if inv.kind == "budget":
                     value = model.eval(self._var(f"spent#{inv.id}", "Real"), model_completion=True)
-                    entry["spent"] = _summary_number(value.as_fraction())  # type: ignore[attr-defined]
+                    entry["spent"] = _summary_number(value.as_fraction())
                 elif inv.kind == "count":
                     value = model.eval(self._var(f"count#{inv.id}", "Int"), model_completion=True)
-                    entry["count"] = value.as_long()  # type: ignore[attr-defined]
+                    entry["count"] = value.as_long()
                 for kind in ("tainted", "bad_history"):
                     if (inv.kind == "flow") == (kind == "tainted") and inv.kind != "count":
                         entry[kind] = z3.is_true(model.eval(self._var(f"{kind}#{inv.id}", "Bool"),
@@ -303,18 +303,18 @@ class SymbolicRequest:
 
     def _value(self, model: z3.ModelRef, path: str) -> Any:
         def true(name: str) -> bool:
-            return z3.is_true(model.eval(self._var(name, "Bool"), model_completion=True))
+            return bool(z3.is_true(model.eval(self._var(name, "Bool"), model_completion=True)))
 
         for kind in sorted(self.types[path]):
             if not true(f"ok#{path}#{kind}"):
                 continue
             if kind == "number":
                 number = model.eval(self._var(f"num#{path}", "Real"), model_completion=True)
-                return _json_number(number.as_fraction())  # type: ignore[attr-defined]
+                return _json_number(number.as_fraction())
             if kind == "bool":
                 return true(f"bool#{path}")
             if kind == "string":
-                index = model.eval(z3.Int(f"str#{path}", self.ctx), model_completion=True).as_long()  # type: ignore[attr-defined]
+                index = model.eval(z3.Int(f"str#{path}", self.ctx), model_completion=True).as_long()
                 return self.strings[index] if index < len(self.strings) else "other-value"
             if kind == "list":
                 members = []
@@ -323,7 +323,7 @@ class SymbolicRequest:
                         members.append(_literal(key[2]))
                 return [m if not isinstance(m, Fraction) else _json_number(m) for m in members]
             size = model.eval(self._var(f"size#{path}", "Real"), model_completion=True)
-            return "s" * int(size.as_fraction())  # type: ignore[attr-defined]
+            return "s" * int(size.as_fraction())
         if true(f"has#{path}"):
             return None  # present but of no usable type
         return _ABSENT
@@ -339,23 +339,6 @@ def _summary_number(value: Fraction) -> int | str:
 
 def _json_number(value: Fraction) -> int | float:
     return value.numerator if value.denominator == 1 else float(value)
-
-
-def _string_holds(op: str, subject: str, values: Sequence[str]) -> bool:
-    import re
-
-    if op == "eq":
-        return subject == values[0]
-    if op == "in":
-        return subject in values
-    literal = values[0]
-    if op == "startsWith":
-        return subject.startswith(literal)
-    if op == "endsWith":
-        return subject.endswith(literal)
-    if op == "contains":
-        return literal in subject
-    return re.search(literal, subject) is not None
 
 
 class _Outcomes:
@@ -414,7 +397,8 @@ class _Analysis:
 
     def _example(self, model: z3.ModelRef, expect: Mapping[str, bool]) -> Example:
         request, session = self.request.example(model)
-        outcomes, rules = {}, {}
+        outcomes: dict[str, str] = {}
+        rules: dict[str, list[str]] = {}
         confirmed = True
         for label, policy in self.policies.items():
             rules[label] = self.outcomes[label].applying(model)
@@ -450,7 +434,7 @@ class _Analysis:
         self.solver.add(goal)
         result = self.solver.check()
         self.solver.pop()
-        return result == z3.unsat
+        return bool(result == z3.unsat)
 
 
 def diff(old: Policy, new: Policy, *, max_examples: int = 5) -> PolicyDiff:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from kernel.analysis import Example, permits_more
@@ -140,7 +141,7 @@ def chain_problems(chain: Sequence[Grant], *, issuer: str, agent: str, now: floa
             problems.append(f"{grant.id} is revoked")
         if grant.expires_at <= now:
             problems.append(f"{grant.id} has expired")
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in pairwise(chain):
         verdict = check_attenuation(parent, child)
         problems += [f"{child.id} does not attenuate {parent.id}: {r}" for r in verdict.reasons]
     return problems

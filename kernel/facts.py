@@ -64,17 +64,21 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 def string_test(test: StringTest, value: str) -> bool:
     """The truth of a string atom on a concrete string."""
-    literal = test.literal
-    if test.op == "eq":
+    return string_holds(test.op, value, test.literal)
+
+
+def string_holds(op: str, value: str, literal: str | tuple[str, ...]) -> bool:
+    """`value op literal` for a string test (eq, in, startsWith, endsWith, contains, matches)."""
+    if op == "eq":
         return value == literal
-    if test.op == "in":
+    if op == "in":
         return value in literal
     assert isinstance(literal, str)
-    if test.op == "startsWith":
+    if op == "startsWith":
         return value.startswith(literal)
-    if test.op == "endsWith":
+    if op == "endsWith":
         return value.endswith(literal)
-    if test.op == "contains":
+    if op == "contains":
         return literal in value
     return _regex(literal).search(value) is not None
 

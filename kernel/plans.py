@@ -19,7 +19,6 @@ import z3
 
 from kernel import facts as F
 from kernel.compiler import CompiledPolicy, FactKey, compiled
-from kernel.conditions import StringTest
 from kernel.decision import SOLVER, epoch_seconds, invariant_state
 from kernel.errors import InvalidRequest, LicetError
 from kernel.facts import Subject
@@ -114,7 +113,7 @@ def _symbolic(spec: Mapping[str, Any], where: str) -> Symbolic:
     low, high = bounds
     if low is not None and high is not None and low > high:
         raise InvalidRequest(where, "min is greater than max")
-    return Symbolic(kind, low, high)  # type: ignore[arg-type]
+    return Symbolic(kind, low, high)
 
 
 def _split_args(value: Any, path: str, found: dict[str, Symbolic]) -> Any:
@@ -262,7 +261,7 @@ class _Unroller:
 
         def any_of(effects: tuple[str, ...]) -> str:
             chosen = [t for _, e, t in terms if e in effects]
-            return z3.simplify(z3.Or(*chosen)).sexpr() if chosen else false.sexpr()
+            return str(z3.simplify(z3.Or(*chosen)).sexpr() if chosen else false.sexpr())
 
         contributions, amount_bad = {}, {}
         zero = z3.RealVal(0, ctx)
@@ -278,12 +277,12 @@ class _Unroller:
     def _bounds(self, sym: Symbolic, var: z3.ExprRef) -> z3.BoolRef | None:
         ctx = self.ctx
         if sym.kind == "string":
-            return z3.And(var >= 0, var <= len(self.strings))  # type: ignore[operator]
+            return z3.And(var >= 0, var <= len(self.strings))
         parts = []
         if sym.low is not None:
-            parts.append(var >= z3.RealVal(str(sym.low), ctx))  # type: ignore[operator]
+            parts.append(var >= z3.RealVal(str(sym.low), ctx))
         if sym.high is not None:
-            parts.append(var <= z3.RealVal(str(sym.high), ctx))  # type: ignore[operator]
+            parts.append(var <= z3.RealVal(str(sym.high), ctx))
         return z3.And(*parts) if parts else None
 
     def _symbolic_fact(self, key: FactKey, variables: Mapping[str, tuple[Symbolic, z3.ExprRef]],
@@ -306,20 +305,20 @@ class _Unroller:
         if kind == "bool":
             return var if sym.kind == "bool" else z3.BoolVal(False, ctx)
         if kind == "str" and sym.kind == "string":
-            test = StringTest(key[1], F.Attr("args"), _literal(key[3]))  # type: ignore[arg-type]
-            options = [var == i for i, s in enumerate(self.strings) if F.string_test(test, s)]
+            literal = _literal(key[3])
+            options = [var == i for i, s in enumerate(self.strings) if F.string_holds(key[1], s, literal)]
             if key[1] not in ("eq", "in"):  # 'other' may or may not pass a prefix/regex test
                 free = self._var(f"other#{len(declarations)}@STEP", "Bool")
                 declarations.append(f"(declare-const {free.sexpr()} Bool)")
-                options.append(z3.And(var == len(self.strings), free))  # type: ignore[arg-type]
+                options.append(z3.And(var == len(self.strings), free))
             return z3.Or(*options) if options else z3.BoolVal(False, ctx)
         if kind == "size" and sym.kind == "string":
             size = self._var(f"size#{len(declarations)}@STEP", "Real")
             declarations.append(f"(declare-const {size.sexpr()} Real)")
-            declarations.append(f"(assert {(size >= 0).sexpr()})")  # type: ignore[operator]
+            declarations.append(f"(assert {(size >= 0).sexpr()})")
             term: z3.ExprRef = size
             for i, s in enumerate(self.strings):
-                term = z3.If(var == i, z3.RealVal(len(s), ctx), term)  # type: ignore[arg-type]
+                term = z3.If(var == i, z3.RealVal(len(s), ctx), term)
             return term
         if kind == "same" and typed:
             free = self._var(f"same#{len(declarations)}@STEP", "Bool")
@@ -575,7 +574,7 @@ def _counterexample(cp: CompiledPolicy, model: z3.ModelRef, steps: Sequence[tupl
         else:
             low = mid + 1
     step = high
-    shape, subject = steps[step]
+    shape = steps[step][0]
     values: dict[str, Any] = {}
     for j in range(step + 1):
         for name, (sym, var) in steps[j][0].symbols.items():
@@ -627,7 +626,7 @@ def _shown(value: z3.ExprRef, sym: Symbolic, strings: Sequence[str]) -> Any:
     if sym.kind == "bool":
         return z3.is_true(value)
     if sym.kind == "string":
-        index = value.as_long()  # type: ignore[attr-defined]
+        index = value.as_long()
         return strings[index] if 0 <= index < len(strings) else OTHER
-    fraction = value.as_fraction()  # type: ignore[attr-defined]
+    fraction = value.as_fraction()
     return fraction.numerator if fraction.denominator == 1 else str(fraction)
