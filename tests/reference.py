@@ -271,6 +271,18 @@ _PERL_CLASSES: dict[str, tuple[frozenset[str], bool]] = {
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v"}
 
 
+def _is(c: str) -> _CharPred:
+    return lambda ch: ch == c
+
+
+def _member(chars: frozenset[str], negated: bool) -> _CharPred:
+    return lambda ch: (ch in chars) != negated
+
+
+def _between(lo: str, hi: str) -> _CharPred:
+    return lambda ch: lo <= ch <= hi
+
+
 class _RegexParser:
     def __init__(self, src: str) -> None:
         self.src = src
@@ -294,7 +306,7 @@ class _RegexParser:
 
     def seq(self) -> object:
         items: list[object] = []
-        while self.peek() is not None and self.peek() not in "|)":
+        while (c := self.peek()) is not None and c not in "|)":
             atom = self.atom()
             items.append(self.quantified(atom))
         return _RSeq(tuple(items))
@@ -346,27 +358,27 @@ class _RegexParser:
             self.i += 1
             return _RAnchor(False)
         if c == "\\":
-            return self.escape(in_class=False)
+            return self.escape()
         if c in "*+?{":
             raise _RegexUnsupported("nothing to repeat")
         if c == ")":
             raise _RegexUnsupported("unbalanced )")
         self.i += 1
-        return _RChar(lambda ch, c=c: ch == c)
+        return _RChar(_is(c))
 
-    def escape(self, *, in_class: bool) -> _RChar:
+    def escape(self) -> _RChar:
         if self.i + 1 >= len(self.src):
             raise _RegexUnsupported("trailing backslash")
         e = self.src[self.i + 1]
         self.i += 2
         if e in _PERL_CLASSES:
             chars, negated = _PERL_CLASSES[e]
-            return _RChar(lambda ch, s=chars, n=negated: (ch in s) != n)
+            return _RChar(_member(chars, negated))
         if e in _SIMPLE_ESCAPES:
             lit = _SIMPLE_ESCAPES[e]
-            return _RChar(lambda ch, c=lit: ch == c)
+            return _RChar(_is(lit))
         if e in _REGEX_META:
-            return _RChar(lambda ch, c=e: ch == c)
+            return _RChar(_is(e))
         # Backreferences (\1), \b, \A, \z, \p{..} ...: outside the subset this evaluator knows.
         raise _RegexUnsupported(f"escape \\{e}")
 
@@ -387,7 +399,7 @@ class _RegexParser:
                 break
             first = False
             if c == "\\":
-                esc = self.escape(in_class=True)
+                esc = self.escape()
                 preds.append(esc.pred)
                 continue
             self.i += 1
@@ -398,9 +410,9 @@ class _RegexParser:
                 self.i += 2
                 if ord(hi) < ord(c):
                     raise _RegexUnsupported("bad range")
-                preds.append(lambda ch, lo=c, h=hi: lo <= ch <= h)
+                preds.append(_between(c, hi))
             else:
-                preds.append(lambda ch, lit=c: ch == lit)
+                preds.append(_is(c))
         return _RChar(lambda ch: any(p(ch) for p in preds) != negated)
 
 

@@ -99,6 +99,9 @@ class Case:
         # Hypothesis prints the falsifying Case; the failing request itself is in the assertion.
         return f"Case(policy={self.policy!r}, requests=<{len(self.requests)} requests>)"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
 
 # --------------------------------------------------------------------------------------------------
 # Literals
@@ -239,11 +242,8 @@ def atom(draw: st.DrawFn, ctx: PolicyCtx, args_only: bool = False) -> str:
     if kind == "strfn":
         subject = draw(str_operand(ctx, args_only))
         fn = draw(st.sampled_from(["startsWith", "endsWith", "contains", "matches"]))
-        if fn == "matches":
-            arg = cel_string(draw(regex_pattern(ctx.strings)))
-        else:
-            lit = draw(str_literal(ctx, subject))
-            arg = lit
+        regex = fn == "matches"
+        arg = cel_string(draw(regex_pattern(ctx.strings))) if regex else draw(str_literal(ctx, subject))
         return f"{subject}.{fn}({arg})"
     if kind == "in_list":
         if draw(st.booleans()) or not ctx.paths_of("number", args_only=args_only):

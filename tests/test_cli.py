@@ -90,3 +90,76 @@ def test_demo_runs_on_the_examples() -> None:
     result = run("demo", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "verified" in result.stdout and "BROKEN" not in result.stdout
+
+
+def test_plan_verify_cli(workdir: Path) -> None:
+    step = {"action": "payments.transfer", "resource": "/accounts/1",
+            "args": {"amount": {"symbolic": "int", "min": 0, "max": 2000}, "currency": "EUR"}}
+    (workdir / "plan.json").write_text(json.dumps({"principal": {"id": "a1"}, "steps": [step] * 3}))
+    result = run("plan", "verify", "--policy", "policy.yaml", "--plan", "plan.json", "--json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["verdict"] == "unsafe" and out["steps_checked"] == 3
+    assert out["counterexample"]["invariant"] == "daily-budget" and out["counterexample"]["step"] == 2
+    too_long = run("plan", "verify", "--policy", "policy.yaml", "--plan", "plan.json", "--max-steps", "2",
+                   cwd=workdir)
+    assert too_long.returncode == 2 and "maximum is 2" in too_long.stderr
+    (workdir / "small.json").write_text(json.dumps([{**step, "args": {"amount": 10, "currency": "EUR"}}]))
+    safe = json.loads(run("plan", "verify", "--policy", "policy.yaml", "--plan", "small.json", "--json",
+                          cwd=workdir).stdout)
+    assert safe["verdict"] == "safe"
+
+
+def test_policy_diff_and_query_cli(workdir: Path) -> None:
+    (workdir / "new.yaml").write_text(PAYMENTS.replace('resource: ["/scratch/**"]',
+                                                       'resource: ["/scratch/**", "/tmp/**"]'))
+    out = json.loads(run("policy", "diff", "policy.yaml", "new.yaml", "--json", cwd=workdir).stdout)
+    assert not out["equivalent"] and out["gained"] and not out["lost"]
+    same = json.loads(run("policy", "diff", "policy.yaml", "policy.yaml", "--json", cwd=workdir).stdout)
+    assert same["equivalent"]
+    answer = json.loads(run("policy", "query", "policy.yaml", '{"action": "*.delete", "resource": "/prod/**"}',
+                            "--json", cwd=workdir).stdout)
+    assert answer["permitted"] is False
+
+
+def test_delegation_check_cli(workdir: Path) -> None:
+    parent = {"id": "g1", "issuer": "alice", "delegate": "bot", "max_depth": 1, "expires_at": "2030-01-01T00:00:00Z",
+              "scope": [{"id": "s", "effect": "permit", "action": "payments.transfer", "when": "args.amount <= 500"}]}
+    child = {**parent, "id": "g2", "issuer": "bot", "delegate": "sub", "parent": "g1", "max_depth": 0,
+             "scope": [{"id": "s", "effect": "permit", "action": "payments.*"}]}
+    (workdir / "parent.json").write_text(json.dumps(parent))
+    (workdir / "child.json").write_text(json.dumps(child))
+    result = run("delegation", "check", "--parent", "parent.json", "--child", "child.json", "--json", cwd=workdir)
+    assert result.returncode == 1
+    out = json.loads(result.stdout)
+    assert out["ok"] is False and out["counterexample"]["request"]["action"].startswith("payments.")
+    (workdir / "child.json").write_text(json.dumps({**child, "scope": parent["scope"]}))
+    ok = run("delegation", "check", "--parent", "parent.json", "--child", "child.json", "--json", cwd=workdir)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+
+
+def test_verify_with_a_bundle_end_to_end(workdir: Path) -> None:
+    """keygen → decide → log append → checkpoint → prove → verify --bundle, and a forged bundle fails."""
+    run("keygen", "--out", "k.key", cwd=workdir)
+    certs = []
+    for amount in (100, 200, 300):
+        (workdir / "r.json").write_text(json.dumps({
+            "principal": {"id": "a1", "role": "ops"}, "action": "payments.transfer",
+            "resource": "/accounts/1", "args": {"amount": amount, "currency": "EUR"}}))
+        out = json.loads(run("decide", "--policy", "policy.yaml", "--request", "r.json", "--key", "k.key",
+                             "--tenant", "acme", "--json", cwd=workdir).stdout)
+        path = workdir / f"cert{amount}.json"
+        path.write_text(json.dumps(out["certificate"]))
+        certs.append(path.name)
+    assert run("log", "append", *certs, "--dir", "log", cwd=workdir).returncode == 0
+    assert run("log", "checkpoint", "--key", "k.key", "--dir", "log", cwd=workdir).returncode == 0
+    proved = run("log", "prove", "1", "--dir", "log", cwd=workdir)
+    assert proved.returncode == 0, proved.stderr
+    (workdir / "bundle.txt").write_text(proved.stdout)
+    ok = run("verify", "cert200.json", "--public-key", "k.pub", "--bundle", "bundle.txt", "--policy",
+             "policy.yaml", "--json", cwd=workdir)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    names = {c["check"] for c in json.loads(ok.stdout)["checks"]}
+    assert {"signature", "theorem_hash", "inclusion", "checkpoint-signature", "redecide"} <= names
+    wrong = run("verify", "cert100.json", "--public-key", "k.pub", "--bundle", "bundle.txt", "--json", cwd=workdir)
+    assert wrong.returncode == 1  # a proof for index 1 presented for another certificate
