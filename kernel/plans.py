@@ -9,6 +9,8 @@ unrolling is handed to Z3 as one parsed script (DESIGN.md, "Build big formulas c
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -227,6 +229,7 @@ class _Unroller:
         declarations: list[str] = []
         integral: list[str] = []
         variables: dict[str, tuple[Symbolic, z3.ExprRef]] = {}
+        ranges: list[z3.BoolRef] = []
         for name, sym in sorted(symbols.items()):
             # Symbolic ints are reals plus integrality: mixed integer arithmetic over a long plan
             # is slow, and when the real relaxation has no counterexample no integer one exists.
@@ -238,6 +241,7 @@ class _Unroller:
                 integral.append(f"(is_int {var.sexpr()})")
             bounds = self._bounds(sym, var)
             if bounds is not None:
+                ranges.append(bounds)
                 declarations.append(f"(assert {bounds.sexpr()})")
         pairs: list[tuple[z3.ExprRef, z3.ExprRef]] = []
         for key in keys:
@@ -258,20 +262,21 @@ class _Unroller:
 
         terms = [(item.id, item.effect, text(item.applies)) for item in items]
         false = z3.BoolVal(False, ctx)
+        fold = _Folder(ctx, ranges)
 
         def any_of(effects: tuple[str, ...]) -> str:
             chosen = [t for _, e, t in terms if e in effects]
-            return str(z3.simplify(z3.Or(*chosen)).sexpr() if chosen else false.sexpr())
+            return fold(z3.Or(*chosen)) if chosen else str(false.sexpr())
 
         contributions, amount_bad = {}, {}
         zero = z3.RealVal(0, ctx)
         for inv_id, (valid, amount, _) in amounts.items():
             contributions[inv_id] = text(z3.If(valid, amount, zero)).sexpr()
-            amount_bad[inv_id] = text(z3.Or(z3.Not(valid), amount < zero)).sexpr()
-        violations = {i: t.sexpr() for i, e, t in terms if e == "invariant"}
+            amount_bad[inv_id] = fold(text(z3.Or(z3.Not(valid), amount < zero)))
+        violations = {i: fold(t) for i, e, t in terms if e == "invariant"}
         return _Shape(declarations, integral, any_of(("forbid",)), any_of(("require_approval",)),
                       any_of(("permit",)), violations, amount_bad,
-                      {k: text(v.applies).sexpr() for k, v in history.items()}, contributions, terms,
+                      {k: fold(text(v.applies)) for k, v in history.items()}, contributions, terms,
                       variables)
 
     def _bounds(self, sym: Symbolic, var: z3.ExprRef) -> z3.BoolRef | None:
@@ -327,6 +332,29 @@ class _Unroller:
         return z3.BoolVal(False, ctx) if kind != "size" else z3.RealVal(0, ctx)
 
 
+class _Folder:
+    """Partial evaluation by Z3 itself: a step-shape formula that holds (or fails) for every value
+    in its symbolic arguments' ranges becomes `true` (or `false`), once per shape."""
+
+    def __init__(self, ctx: z3.Context, ranges: Sequence[z3.BoolRef]) -> None:
+        self.solver = z3.Solver(ctx=ctx)
+        self.solver.add(*ranges)
+        self.symbolic = bool(ranges)
+
+    def __call__(self, term: z3.ExprRef) -> str:
+        simple = z3.simplify(term)
+        if z3.is_true(simple) or z3.is_false(simple) or not self.symbolic:
+            return str(simple.sexpr())
+        for candidate, value in ((simple, "false"), (z3.Not(simple), "true")):
+            self.solver.push()
+            self.solver.add(candidate)
+            impossible = self.solver.check() == z3.unsat
+            self.solver.pop()
+            if impossible:
+                return value
+        return str(simple.sexpr())
+
+
 def _literal(text: str) -> str | tuple[str, ...]:
     import ast
 
@@ -374,10 +402,21 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
     lines: list[str] = []
     integral: list[str] = []
     steps: list[tuple[_Shape, Subject]] = []
+    seen: dict[str, tuple[_Shape, Subject]] = {}  # plans repeat steps: same text, same shape
     for i, step in enumerate(plan):
         where = f"steps[{i}]"
         if not isinstance(step, Mapping):
             raise InvalidRequest(where, "must be an object with action, resource and args")
+        try:
+            identity = json.dumps(step, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(where, f"not a JSON object: {exc}") from exc
+        if identity in seen:
+            shape, subject = seen[identity]
+            steps.append((shape, subject))
+            lines += [d.replace("@STEP", f"@{i}") for d in shape.declarations]
+            integral += [d.replace("@STEP", f"@{i}") for d in shape.integral]
+            continue
         unknown = sorted(set(step) - {"action", "resource", "args"})
         if unknown:
             raise InvalidRequest(f"{where}.{unknown[0]}", "unknown step field")
@@ -392,46 +431,117 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
         subject = Subject(req.principal, req.action, req.resource, _restore(req.args, args), req.context)
         indices, _ = cp.candidates(req.action, req.resource)
         shape = unroller.shape(indices, subject, symbols)
+        seen[identity] = (shape, subject)
         steps.append((shape, subject))
         lines += [d.replace("@STEP", f"@{i}") for d in shape.declarations]
         integral += [d.replace("@STEP", f"@{i}") for d in shape.integral]
 
     # The session state before step 0, from the history (as `decide` computes it).
-    first_subject = steps[0][1]
-    initial = invariant_state(cp, list(cp.policy.invariants), first_subject, state, at)
-    for inv in cp.policy.invariants:
-        for kind in _STATE_KINDS:
-            if (kind, inv.id) in initial:
-                value = initial[(kind, inv.id)]
-                sort = "Bool" if kind in ("tainted", "bad_history") else "Real"
-                shown = ("true" if value else "false") if sort == "Bool" else _real(value)
-                lines += _state(kind, inv.id, 0, sort, shown)
-    for i, (shape, _) in enumerate(steps):
-        if i > 0:
-            lines += _advance(cp, steps[i - 1][0], i)
-        named = {"forbid": shape.forbid, "approval": shape.approval, "permit": shape.permit,
-                 **{f"v#{k}": v for k, v in shape.violations.items()},
-                 **{f"ab#{k}": v for k, v in shape.amount_bad.items()}}
-        for name, value in named.items():
-            lines.append(f"(declare-const |{name}@{i}| Bool)")
-            lines.append(f"(assert (= |{name}@{i}| {value.replace('@STEP', f'@{i}')}))")
-    query = _Query(cp, [shape for shape, _ in steps])
-    lines.append(query.define("unsafe", query.unsafe(len(steps) - 1)))
-    if integral:
-        lines.append(f"(declare-const |integral| Bool)\n(assert (=> |integral| (and {' '.join(integral)})))")
-    solver = z3.Solver(ctx=cp.ctx)
-    solver.from_string("\n".join(lines))  # parsed straight into the solver: no Python-side terms
-    query.solver, query.integral = solver, bool(integral)
+    initial = invariant_state(cp, list(cp.policy.invariants), steps[0][1], state, at)
+    shapes = [shape for shape, _ in steps]
+    query = _Query(cp, shapes)
     proof: dict[str, Any] = {"solver": SOLVER, "method": "bounded model checking",
                              "steps": len(steps), "step_shapes": len(unroller.shapes)}
-    model = query.model("unsafe")
-    if model is not None:
+    # First the reduced question, with only what it mentions and session sums written out flat
+    # (one row each for the solver, not a chain of a thousand equalities).
+    unsafe = query.unsafe(len(steps) - 1)
+    approvals = " ".join(query.needs_approval_text(i) for i in range(len(steps)))
+    query.solver = _solver(cp, lines, _parts(shapes, f"{unsafe} {approvals}"),
+                           _flat_state(cp, shapes, initial, f"{unsafe} {approvals}"))
+    if integral:  # kept out of the script: its mere presence makes Z3 pick mixed-integer arithmetic
+        query.integral = f"(assert (and {' '.join(integral)}))"
+    query.solver.from_string(query.define("unsafe", unsafe))
+    if query.model("unsafe") is not None:
+        # Unsafe: the full unrolling (every part of every step, state threaded) to find the
+        # earliest failing step and read the counterexample.
+        everything = _parts(shapes, None)
+        query.solver = _solver(cp, lines, everything, _chained_state(cp, shapes, initial))
+        query.solver.from_string(query.define("unsafe", unsafe))
+        model = query.model("unsafe")
+        if model is None:
+            raise LicetError("internal: the full unrolling disagrees with the reduced one")
         return _counterexample(cp, model, steps, query, proof)
     proof["unsafe_query"] = "unsat: no value makes any step forbidden, denied or over an invariant"
     approvals = query.approval_steps()
     if approvals:
         return PlanVerdict("needs_approval", len(steps), None, approvals, proof)
     return PlanVerdict("safe", len(steps), None, (), proof)
+
+
+_NAME = re.compile(r"\|((?:forbid|approval|permit|v#[^@|]*|ab#[^@|]*))@(\d+)\|")
+_STATE_NAME = re.compile(r"\|st#([a-z_]+)#([^@|]*)@(\d+)\|")
+
+
+def _parts(shapes: Sequence[_Shape], mentioned: str | None) -> list[str]:
+    """Definitions of the per-step parts (all, or those `mentioned`), each once."""
+    wanted = None if mentioned is None else {(m.group(1), int(m.group(2)))
+                                              for m in _NAME.finditer(mentioned)}
+    out: list[str] = []
+    for i, shape in enumerate(shapes):
+        named = {"forbid": shape.forbid, "approval": shape.approval, "permit": shape.permit,
+                 **{f"v#{k}": v for k, v in shape.violations.items()},
+                 **{f"ab#{k}": v for k, v in shape.amount_bad.items()}}
+        for name, value in named.items():
+            if value in ("true", "false"):
+                continue  # folded: the query uses the constant itself (see _Query.ref)
+            if wanted is not None and (name, i) not in wanted:
+                continue
+            out.append(f"(declare-const |{name}@{i}| Bool)")
+            out.append(f"(assert (= |{name}@{i}| {value.replace('@STEP', f'@{i}')}))")
+    return out
+
+
+def _solver(cp: CompiledPolicy, declarations: Sequence[str], parts: Sequence[str],
+            state: Sequence[str]) -> z3.Solver:
+    solver = z3.Solver(ctx=cp.ctx)
+    # State definitions come before the parts that read them; parsed straight into the solver.
+    solver.from_string("\n".join([*declarations, *state, *parts]))
+    return solver
+
+
+def _initial(cp: CompiledPolicy, initial: Mapping[FactKey, Any], kind: str, inv_id: str) -> str:
+    value = initial.get((kind, inv_id))
+    if kind in ("tainted", "bad_history"):
+        return "true" if value else "false"
+    return _real(value if value is not None else Fraction(0))
+
+
+def _contribution(cp: CompiledPolicy, shape: _Shape, inv_id: str, kind: str, j: int) -> str:
+    matched = shape.history.get(inv_id, "false").replace("@STEP", f"@{j}")
+    if kind == "tainted":
+        return matched
+    amount = "1.0" if kind == "count" else shape.amounts.get(inv_id, "0.0").replace("@STEP", f"@{j}")
+    return f"(ite {matched} {amount} 0.0)"
+
+
+def _flat_state(cp: CompiledPolicy, shapes: Sequence[_Shape], initial: Mapping[FactKey, Any],
+                mentioned: str) -> list[str]:
+    """Session facts the reduced query reads, each written out as one sum (or disjunction)."""
+    parts = _parts(shapes, mentioned)
+    names = {(m.group(1), m.group(2), int(m.group(3))) for m in _STATE_NAME.finditer("\n".join(parts))}
+    out = []
+    for kind, inv_id, i in sorted(names):
+        start = _initial(cp, initial, kind, inv_id)
+        terms = [_contribution(cp, shapes[j], inv_id, kind, j) for j in range(i)] if kind != "bad_history" else []
+        terms = [t for t in terms if t not in ("false", "(ite false 1.0 0.0)", "(ite false 0.0 0.0)")]
+        sort = "Bool" if kind in ("tainted", "bad_history") else "Real"
+        op = "or" if sort == "Bool" else "+"
+        body = f"({op} {start} {' '.join(terms)})" if terms else start
+        out.append(f"(define-fun |st#{kind}#{inv_id}@{i}| () {sort} {body})")
+    return out
+
+
+def _chained_state(cp: CompiledPolicy, shapes: Sequence[_Shape], initial: Mapping[FactKey, Any]) -> list[str]:
+    """Every step's session facts, each defined from the previous step's (for reading models)."""
+    out = []
+    for inv in cp.policy.invariants:
+        for kind in _STATE_KINDS:
+            if (kind, inv.id) in initial:
+                sort = "Bool" if kind in ("tainted", "bad_history") else "Real"
+                out += _state(kind, inv.id, 0, sort, _initial(cp, initial, kind, inv.id))
+    for i in range(1, len(shapes)):
+        out += _advance(cp, shapes[i - 1], i)
+    return out
 
 
 def _real(value: Fraction) -> str:
@@ -480,7 +590,7 @@ class _Query:
         self.ctx = cp.ctx
         self.shapes = shapes
         self.solver: z3.Solver | None = None
-        self.integral = False
+        self.integral = ""
         kinds = {inv.id: inv.kind for inv in cp.policy.invariants}
         self.sure: dict[str, list[int]] = {}  # cumulative invariant -> steps that surely count
         for i, shape in enumerate(shapes):
@@ -493,33 +603,60 @@ class _Query:
         """SMT-LIB making `name` imply the query `text`."""
         return f"(declare-const |{name}| Bool)\n(assert (=> |{name}| {text}))"
 
-    @staticmethod
-    def local(i: int) -> str:
+    def ref(self, name: str, i: int) -> str:
+        """Step i's part `name` in SMT-LIB: its constant if folded, else its declared name."""
+        shape = self.shapes[i]
+        kind, _, inv_id = name.partition("#")
+        text = {"forbid": shape.forbid, "approval": shape.approval, "permit": shape.permit,
+                "v": shape.violations.get(inv_id, "false"),
+                "ab": shape.amount_bad.get(inv_id, "false")}[kind]
+        return text if text in ("true", "false") else f"|{name}@{i}|"
+
+    def local(self, i: int) -> str:
         """Step i fails on its own: a forbid applies, or neither an approval nor a permit."""
-        return f"(or |forbid@{i}| (and (not |approval@{i}|) (not |permit@{i}|)))"
+        shape = self.shapes[i]
+        if shape.forbid == "false" and "true" in (shape.approval, shape.permit):
+            return "false"  # folded: permitted (or sent to a human) for every value
+        forbid, approval, permit = (self.ref(n, i) for n in ("forbid", "approval", "permit"))
+        return f"(or {forbid} (and (not {approval}) (not {permit})))"
 
     def fails(self, i: int) -> z3.BoolRef:
         """Step i is not permitted (unreduced, for reading a model)."""
-        names = ["forbid", "approval", "permit", *[f"v#{k}" for k in self.shapes[i].violations]]
-        forbid, approval, permit, *violations = (z3.Bool(f"{n}@{i}", self.ctx) for n in names)
-        return z3.Or(forbid, z3.And(z3.Not(approval), z3.Not(permit)), *violations)
+        violations = [self.ref(f"v#{k}", i) for k in self.shapes[i].violations]
+        text = f"(or {self.local(i)} {' '.join(violations)})"
+        return self._term(text)
+
+    def _term(self, text: str) -> z3.BoolRef:
+        names = set(re.findall(r"\|[^|]*\|", text))
+        declarations = "".join(f"(declare-const {n} Bool)" for n in names)
+        return z3.parse_smt2_string(f"{declarations}(assert {text})", ctx=self.ctx)[0]
 
     def unsafe(self, last: int) -> str:
         """Some step among 0..last is not permitted, for some values."""
         parts: list[str] = []
         for i in range(last + 1):
+            shape = self.shapes[i]
             parts.append(self.local(i))
-            for inv_id in self.shapes[i].violations:
-                sure = self.sure.get(inv_id, [])
-                if i not in sure:
-                    parts.append(f"|v#{inv_id}@{i}|")
-                elif inv_id in self.shapes[i].amount_bad:
-                    parts.append(f"|ab#{inv_id}@{i}|")
+            for inv_id, violated in shape.violations.items():
+                if violated == "false":
+                    continue
+                if i not in self.sure.get(inv_id, []):
+                    parts.append(self.ref(f"v#{inv_id}", i))
+                elif shape.amount_bad.get(inv_id, "false") != "false":
+                    parts.append(self.ref(f"ab#{inv_id}", i))
         for inv_id, sure in self.sure.items():
             upto = [i for i in sure if i <= last]
             if upto:
-                parts.append(f"|v#{inv_id}@{upto[-1]}|")
-        return f"(or {' '.join(parts)})"
+                parts.append(self.ref(f"v#{inv_id}", upto[-1]))
+        parts = [p for p in parts if p != "false"]
+        return f"(or {' '.join(parts)})" if parts else "false"
+
+    def needs_approval_text(self, i: int) -> str:
+        """Step i goes to a human for some values (SMT-LIB), "false" when it never does."""
+        shape = self.shapes[i]
+        if shape.approval == "false" or shape.forbid == "true":
+            return "false"
+        return f"(and {self.ref('approval', i)} (not {self.ref('forbid', i)}))"
 
     def model(self, name: str, extra: str = "") -> z3.ModelRef | None:
         """A model where the query `name` holds, or None.
@@ -535,7 +672,16 @@ class _Query:
         literal = z3.Bool(name, self.ctx)
         result = solver.check(literal)
         if result == z3.sat and self.integral:
-            result = solver.check(literal, z3.Bool("integral", self.ctx))
+            solver.push()
+            try:
+                solver.from_string(self.integral)
+                result = solver.check(literal)
+                model = solver.model() if result == z3.sat else None
+            finally:
+                solver.pop()
+            if result == z3.unknown:
+                raise LicetError(f"the solver could not decide the plan: {solver.reason_unknown()}")
+            return model
         if result == z3.unknown:
             raise LicetError(f"the solver could not decide the plan: {solver.reason_unknown()}")
         return solver.model() if result == z3.sat else None
@@ -544,17 +690,17 @@ class _Query:
         """Every step that some instantiation sends to a human (models enumerated, each round
         excluding the steps already found)."""
         found: set[int] = set()
-        for round_ in range(len(self.shapes) + 1):
-            rest = [i for i in range(len(self.shapes)) if i not in found]
+        possible = [i for i in range(len(self.shapes)) if self.needs_approval_text(i) != "false"]
+        for round_ in range(len(possible) + 1):
+            rest = [i for i in possible if i not in found]
             if not rest:
                 break
-            text = " ".join(f"(and |approval@{i}| (not |forbid@{i}|))" for i in rest)
+            text = " ".join(self.needs_approval_text(i) for i in rest)
             model = self.model(f"approval-{round_}", self.define(f"approval-{round_}", f"(or {text})"))
             if model is None:
                 break
             found.update(i for i in rest if z3.is_true(model.eval(
-                z3.And(z3.Bool(f"approval@{i}", self.ctx), z3.Not(z3.Bool(f"forbid@{i}", self.ctx))),
-                model_completion=True)))
+                self._term(self.needs_approval_text(i)), model_completion=True)))
         return tuple(sorted(found))
 
 

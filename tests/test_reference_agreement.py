@@ -5,7 +5,9 @@ Python: a hand-written CEL-subset parser, glob matcher, resource normaliser, RE2
 and invariant evaluation). Here we
 
 1. test the reference itself against the spec's own examples (example-based, no kernel needed);
-2. check, for thousands of generated (policy, request, state, now), that `kernel.decide` returns the
+2. pin both the reference and the kernel to the spec's answer on hand-picked corner cases (each one
+   a past disagreement or a spec example: `SPEC_CORNERS`);
+3. check, for thousands of generated (policy, request, state, now), that `kernel.decide` returns the
    reference's outcome and `Decision.rules`, that requests the reference calls invalid make the
    kernel raise `kernel.InvalidRequest`, and that policies it calls invalid make the kernel raise
    `kernel.PolicyError`.
@@ -616,6 +618,8 @@ def _check_case(case: Case) -> None:
                               now=now)
             got: object = (d.outcome, frozenset(d.rules))
             diagnostics = d.diagnostics
+            if list(d.rules) != sorted(d.rules):  # "sorted by id"
+                got = (d.outcome, f"unsorted {d.rules!r}")
         except kernel.InvalidRequest as exc:
             got = INVALID
             diagnostics = str(exc)
