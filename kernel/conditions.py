@@ -8,17 +8,17 @@ condition against the policy-wide types and lowers it to the tree the compiler c
 from __future__ import annotations
 
 import ast
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
-from re import _parser as sre_parse  # the stdlib regex parser: the only exact way to vet a pattern
 from typing import Literal
 
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
+
+from kernel.regex import regex_problem, search
 
 Type = Literal["string", "number", "bool", "list", "sized"]
 ROOTS = ("principal", "args", "context")
@@ -71,17 +71,19 @@ class Linear:
     constant: Fraction
 
     def plus(self, other: Linear, sign: int = 1) -> Linear:
-        """self + sign·other, with like terms merged."""
+        """self + sign·other, with like terms merged.
+
+        Terms that cancel stay, with coefficient 0: `args.n - args.n` still reads `args.n`, so an
+        absent or mistyped `args.n` still makes it an error (it must never widen access).
+        """
         merged: dict[NumLeaf, Fraction] = dict(self.terms)
         for leaf, coeff in other.terms:
             merged[leaf] = merged.get(leaf, Fraction(0)) + sign * coeff
-        terms = tuple(sorted(((k, v) for k, v in merged.items() if v != 0), key=_leaf_key))
+        terms = tuple(sorted(merged.items(), key=_leaf_key))
         return Linear(terms, self.constant + sign * other.constant)
 
     def scaled(self, factor: Fraction) -> Linear:
-        """factor·self."""
-        if factor == 0:
-            return Linear((), Fraction(0))
+        """factor·self (a zero factor keeps the reads, as in `plus`)."""
         return Linear(tuple((k, v * factor) for k, v in self.terms), self.constant * factor)
 
 
@@ -228,13 +230,16 @@ def merge_types(evidence: Iterable[tuple[str, Type, tuple[int, int]]],
     evidence = list(evidence)
     links = list(links)
     known = _merge(evidence)
-    while True:  # `p == q` gives q the type of p: propagate to a fixpoint
-        added = [(b, known[a], pos) for a, b, pos in links if a in known and b not in known]
-        added += [(a, known[b], pos) for a, b, pos in links if b in known and a not in known]
+    while True:  # `p == q` gives each side the other's type: propagate to a fixpoint
+        added = [(b, known[a], pos) for a, b, pos in links if a in known and known.get(b) != known[a]]
+        added += [(a, known[b], pos) for a, b, pos in links if b in known and known.get(a) != known[b]]
         if not added:
             return known
         evidence += added
-        known = _merge(evidence)
+        refined = _merge(evidence)
+        if refined == known:
+            return known
+        known = refined
 
 
 def _merge(evidence: Iterable[tuple[str, Type, tuple[int, int]]]) -> dict[str, Type]:
@@ -257,35 +262,6 @@ def _merge(evidence: Iterable[tuple[str, Type, tuple[int, int]]]) -> dict[str, T
 
 
 _METHODS = ("startsWith", "endsWith", "contains", "matches")
-_REGEX_FORBIDDEN = {
-    sre_parse.GROUPREF: "backreferences",
-    sre_parse.GROUPREF_EXISTS: "conditionals",
-    sre_parse.ASSERT: "lookaround",
-    sre_parse.ASSERT_NOT: "lookaround",
-}
-
-
-def check_regex(pattern: str) -> str | None:
-    """Why `pattern` is outside the regex subset (None when it is inside)."""
-    try:
-        parsed = sre_parse.parse(pattern)
-    except re.error as exc:
-        return f"invalid regular expression: {exc}"
-    stack: list[object] = [parsed]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, sre_parse.SubPattern):
-            stack.extend(item.data)
-        elif isinstance(item, tuple) and len(item) == 2:
-            op, av = item
-            if op in _REGEX_FORBIDDEN:
-                return f"regular expressions with {_REGEX_FORBIDDEN[op]} are not supported"
-            if op in (sre_parse.ATOMIC_GROUP, sre_parse.POSSESSIVE_REPEAT):
-                return "atomic groups and possessive repeats are not supported"
-            stack.append(av)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return None
 
 
 class Checker:
@@ -522,7 +498,7 @@ class Checker:
         if not isinstance(literal, str):
             raise _fail(args[0], f"the argument of {name}() must be a string literal")
         if name == "matches":
-            problem = check_regex(literal)
+            problem = regex_problem(literal)
             if problem:
                 raise _fail(args[0], problem)
         receiver_literal = self._literal(receiver)
@@ -586,9 +562,6 @@ class Checker:
                 target = args[0]
             elif node.children[2] is not None:
                 raise _fail(node, "size() takes no arguments as a method")
-            literal = self._literal(target)
-            if isinstance(literal, str):
-                return Linear((), Fraction(len(literal)))
             attr = self._attr(target)
             if attr is None:
                 raise _fail(node, "size() applies to an attribute")
@@ -636,7 +609,7 @@ def _string_method(name: str, subject: str, literal: str) -> bool:
         return subject.endswith(literal)
     if name == "contains":
         return literal in subject
-    return re.search(literal, subject) is not None
+    return search(literal, subject)
 
 
 def collect_types(tree: Tree[Token]) -> tuple[Evidence, Links]:

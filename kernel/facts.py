@@ -7,15 +7,15 @@ strings, and handed to Z3 as a Boolean atom (DESIGN.md, "Keep Z3 in fast theorie
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from typing import Any, Literal
 
 from kernel.conditions import Attr, Linear, ListHas, SameValue, Scalar, SizeOf, StringTest, Type
 from kernel.globs import Glob
+from kernel.numbers import exact
+from kernel.regex import search
 
 Missing = object()  # sentinel: the attribute is absent
 
@@ -57,11 +57,6 @@ def has_type(value: Any, kind: Type) -> bool:
     return isinstance(value, (str, list, dict))  # sized
 
 
-@lru_cache(maxsize=4096)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def string_test(test: StringTest, value: str) -> bool:
     """The truth of a string atom on a concrete string."""
     return string_holds(test.op, value, test.literal)
@@ -80,7 +75,7 @@ def string_holds(op: str, value: str, literal: str | tuple[str, ...]) -> bool:
         return value.endswith(literal)
     if op == "contains":
         return literal in value
-    return _regex(literal).search(value) is not None
+    return search(literal, value)
 
 
 def same_json(a: Any, b: Scalar | Any) -> bool:
@@ -88,7 +83,7 @@ def same_json(a: Any, b: Scalar | Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, (int, float, Fraction)) and isinstance(b, (int, float, Fraction)):
-        return Fraction(a) == Fraction(b)
+        return exact(a) == exact(b)
     return type(a) is type(b) and bool(a == b)
 
 
@@ -108,8 +103,8 @@ def size_of(value: Any) -> int:
 
 
 def number(value: Any) -> Fraction:
-    """A JSON number as an exact rational."""
-    return Fraction(value)
+    """A JSON number as an exact rational (see `kernel.numbers.exact`)."""
+    return exact(value)
 
 
 def glob_fact(glob: Glob, text: str) -> bool:

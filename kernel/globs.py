@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
+
+_ACTION_SEGMENT = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ def glob_problem(pattern: str, separator: str) -> str | None:
         if "*" in segment and segment not in ("*", "**"):
             return (f"segment {segment!r}: '*' must be a whole segment ('*' for one segment, "
                     "'**' for any number)")
+        if separator == "." and segment not in ("*", "**") and not _ACTION_SEGMENT.match(segment):
+            return f"segment {segment!r}: action segments are [A-Za-z0-9_-]+, so it could never match"
     return None
 
 

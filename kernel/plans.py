@@ -24,6 +24,7 @@ from kernel.compiler import CompiledPolicy, FactKey, compiled
 from kernel.decision import SOLVER, epoch_seconds, invariant_state
 from kernel.errors import InvalidRequest, LicetError
 from kernel.facts import Subject
+from kernel.numbers import exact
 from kernel.policy import Policy
 from kernel.requests import normalise_request
 
@@ -111,7 +112,7 @@ def _symbolic(spec: Mapping[str, Any], where: str) -> Symbolic:
             raise InvalidRequest(f"{where}.{end}", "must be a number")
         if kind == "int" and not float(value).is_integer():
             raise InvalidRequest(f"{where}.{end}", "must be an integer for an int")
-        bounds.append(Fraction(value))
+        bounds.append(exact(value))
     low, high = bounds
     if low is not None and high is not None and low > high:
         raise InvalidRequest(where, "min is greater than max")
@@ -445,9 +446,8 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
     # First the reduced question, with only what it mentions and session sums written out flat
     # (one row each for the solver, not a chain of a thousand equalities).
     unsafe = query.unsafe(len(steps) - 1)
-    approvals = " ".join(query.needs_approval_text(i) for i in range(len(steps)))
-    query.solver = _solver(cp, lines, _parts(shapes, f"{unsafe} {approvals}"),
-                           _flat_state(cp, shapes, initial, f"{unsafe} {approvals}"))
+    mentioned = " ".join([unsafe, *(query.needs_approval_text(i) for i in range(len(steps)))])
+    query.solver = _solver(cp, lines, _parts(shapes, mentioned), _flat_state(cp, shapes, initial, mentioned))
     if integral:  # kept out of the script: its mere presence makes Z3 pick mixed-integer arithmetic
         query.integral = f"(assert (and {' '.join(integral)}))"
     query.solver.from_string(query.define("unsafe", unsafe))
@@ -462,9 +462,9 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
             raise LicetError("internal: the full unrolling disagrees with the reduced one")
         return _counterexample(cp, model, steps, query, proof)
     proof["unsafe_query"] = "unsat: no value makes any step forbidden, denied or over an invariant"
-    approvals = query.approval_steps()
-    if approvals:
-        return PlanVerdict("needs_approval", len(steps), None, approvals, proof)
+    approval_steps = query.approval_steps()
+    if approval_steps:
+        return PlanVerdict("needs_approval", len(steps), None, approval_steps, proof)
     return PlanVerdict("safe", len(steps), None, (), proof)
 
 

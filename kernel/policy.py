@@ -15,7 +15,8 @@ from kernel.conditions import Cond, ConditionError, Const, Linear, Type
 from kernel.document import Located, child, load_document, locate_value
 from kernel.errors import InvalidRequest, PolicyError
 from kernel.globs import Glob, compile_glob, glob_problem
-from kernel.requests import normalise_path
+from kernel.numbers import exact
+from kernel.requests import normalise_resource
 
 Effect = Literal["permit", "forbid", "require_approval"]
 EFFECTS: tuple[Effect, ...] = ("permit", "forbid", "require_approval")
@@ -159,17 +160,10 @@ class _Loader:
 
     def resource_pattern(self, text: str, where: str) -> str:
         # Patterns are normalised like resources (no percent-decoding) so they meet the same form.
-        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)(.*)\Z", text)
         try:
-            if scheme:
-                path = scheme.group(3)
-                normal = f"{scheme.group(1).lower()}://{scheme.group(2).lower()}" + (
-                    normalise_path(path, where) if path not in ("", "/") else "/")
-            else:
-                normal = normalise_path(text.replace("\\", "/"), where)
+            return normalise_resource(text, lower=self.lower, decode=False)
         except InvalidRequest as exc:
             raise self.fail(where, exc.message) from exc
-        return normal.lower() if self.lower else normal
 
     def condition_tree(self, value: Any, where: str) -> Any:
         text = self.string(value, where)
@@ -370,7 +364,7 @@ def _invariant_parts(ld: _Loader, item: Any, where: str, seen: dict[str, str]) -
     limit = item["limit"]
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
         raise ld.fail(child(where, "limit"), "must be a non-negative number")
-    parts["limit"] = Fraction(limit)
+    parts["limit"] = exact(limit)
     if kind == "budget":
         parts["sum"] = ld.sum_tree(item["sum"], child(where, "sum"))
         parts["sum_field"] = child(where, "sum")

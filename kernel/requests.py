@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from kernel.errors import InvalidRequest
 
 _ACTION = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)(.*)\Z", re.DOTALL)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _INT_LIMIT = 2**53 - 1
 _PARTS = ("principal", "action", "resource", "args", "context")
 
@@ -35,6 +36,11 @@ class Request:
             "principal": self.principal, "action": self.action, "resource": self.resource,
             "args": self.args, "context": self.context,
         }
+
+
+def has_control(text: str) -> bool:
+    """True when `text` holds a C0/C1 control character or DEL (never valid in a resource)."""
+    return _CONTROL.search(text) is not None
 
 
 def normalise_path(path: str, field: str = "resource") -> str:
@@ -58,7 +64,10 @@ def normalise_resource(raw: object, *, lower: bool = False, decode: bool = True)
     """The normal form of a resource (docs/policy-language.md, "Requests")."""
     if not isinstance(raw, str) or not raw:
         raise InvalidRequest("resource", "must be a non-empty string")
-    text = unquote(raw, errors="strict") if decode else raw
+    try:
+        text = unquote(raw, errors="strict") if decode else raw
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("resource", "percent-escapes do not decode to UTF-8") from exc
     if _CONTROL.search(text):
         raise InvalidRequest("resource", "contains control characters")
     text = text.replace("\\", "/")
@@ -67,11 +76,8 @@ def normalise_resource(raw: object, *, lower: bool = False, decode: bool = True)
         scheme, authority, path = uri.groups()
         if not authority:
             raise InvalidRequest("resource", "URI has an empty authority")
-        normal = f"{scheme.lower()}://{authority.lower()}" + (
-            normalise_path(path) if path not in ("", "/") else "/"
-        )
-        if normal.endswith("/") and path not in ("", "/"):
-            normal = normal.rstrip("/")
+        # The path of a URI is normalised like any path: its root is "/", never "".
+        normal = f"{scheme.lower()}://{authority.lower()}" + normalise_path(path or "/")
     else:
         normal = normalise_path(text)
     return normal.lower() if lower else normal
@@ -120,8 +126,6 @@ def normalise_request(raw: Mapping[str, Any], *, lower_resource: bool = False) -
     maps: dict[str, Mapping[str, Any]] = {}
     for part in ("principal", "args", "context"):
         value = raw.get(part, {})
-        if value is None:
-            value = {}
         if not isinstance(value, Mapping):
             raise InvalidRequest(part, "must be a JSON object")
         _check_json(dict(value), part)
@@ -132,6 +136,4 @@ def normalise_request(raw: Mapping[str, Any], *, lower_resource: bool = False) -
 
 def request_hash(request: Request) -> str:
     """`sha256:` and the hex SHA-256 of the request's canonical JSON."""
-    import hashlib
-
     return "sha256:" + hashlib.sha256(canonical_json(request.to_json())).hexdigest()
