@@ -27,6 +27,7 @@ from kernel.facts import string_holds
 from kernel.policy import Policy, load_policy
 
 OTHER_SEGMENT = "x"
+ANY_SCHEME = "other-scheme:"
 
 
 def _literal(text: str) -> Any:
@@ -103,9 +104,11 @@ class Strings:
         words = {seg for p in pats for seg in p.split(separator)} - {"*", "**"}
         self.absolute = separator == "/"
         if self.absolute:
-            words.add("")  # resources start with "/" (or a scheme), so the first segment is ""
+            # A path's first segment is ""; a URI's is its scheme: one the patterns name, or
+            # ANY_SCHEME standing for every other.
+            words.update(("", ANY_SCHEME))
         self.vocabulary = sorted(words)
-        longest = max((len(p.split(separator)) for p in pats), default=1)
+        longest = max((len(p.split(separator)) for p in pats), default=1) + (2 if self.absolute else 0)
         # Longer strings add nothing: segments beyond the patterns' literals only feed wildcards.
         self.bound = longest + 2
         self.length = z3.Int(f"{name}#n", ctx)
@@ -117,14 +120,20 @@ class Strings:
         """Well-formedness: length within the bound, segment values within the vocabulary."""
         out: list[z3.BoolRef] = [self.length >= 1, self.length <= self.bound]
         empty = self.vocabulary.index("") if "" in self.vocabulary else None
+        schemes = [i for i, w in enumerate(self.vocabulary) if w.endswith(":")]
+        uri = z3.Or(z3.BoolVal(False, self.ctx), *[self.segments[0] == i for i in schemes])
         if self.absolute and empty is not None:
-            starts = [i for i, w in enumerate(self.vocabulary) if w == "" or w.endswith(":")]
             out.append(self.length >= 2)
-            out.append(z3.Or(*[self.segments[0] == i for i in starts]))
+            out.append(z3.Or(self.segments[0] == empty, uri))
+            # scheme://authority/...: an empty segment after the scheme, then a named authority.
+            out.append(z3.Implies(uri, z3.And(self.length >= 3, self.segments[1] == empty,
+                                              self.segments[2] != empty)))
         for i, seg in enumerate(self.segments):
             out.append(z3.And(seg >= 0, seg <= self.other))
             if empty is not None and i >= 2:
-                out.append(z3.Implies(i < self.length, seg != empty))  # no empty inner segments
+                # No empty inner segments; a URI's root path ends in one ("https://host/").
+                root = z3.And(uri, i == 3, self.length == 4)
+                out.append(z3.Implies(z3.And(i < self.length, z3.Not(root)), seg != empty))
         return out
 
     def matches(self, pattern: str) -> z3.BoolRef:

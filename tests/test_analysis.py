@@ -74,7 +74,8 @@ rules:
     assert "shadowed" in found["prod-read"] and "no request" in found["impossible"]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("LICET_DIFF_EXAMPLES", "40")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(policy_and_requests(min_requests=8, max_requests=16), policy_and_requests(min_requests=8, max_requests=16))
 def test_equivalence_claims_hold_on_random_requests(first: Case, second: Case) -> None:
     try:
