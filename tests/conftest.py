@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,33 @@ invariants:
     source: {action: [db.read], resource: ["/pii/**"]}
     sink: {action: [http.post, email.send], when: '!args.url.startsWith("https://intranet.example/")'}
 """
+
+
+# The Certificate Transparency test leaves whose tree roots RFC 6962 implementations publish.
+CT_LEAVES = [
+    b"",
+    b"\x00",
+    b"\x10",
+    b"\x20\x21",
+    b"\x30\x31",
+    b"\x40\x41\x42\x43",
+    bytes(range(0x50, 0x58)),
+    bytes(range(0x60, 0x70)),
+]
+
+
+def issue(policy: kernel.Policy, signer: kernel.Signer, tenant: str, amount: int) -> dict[str, Any]:
+    """A real signed certificate: an agent's transfer of `amount`, decided under `policy`."""
+    body = {
+        "principal": {"id": "agent-1", "role": "ops"},
+        "action": "payments.transfer",
+        "resource": "/accounts/1",
+        "args": {"amount": amount, "currency": "EUR"},
+    }
+    decision = kernel.decide(policy, body, now=NOW)
+    return kernel.issue_certificate(
+        decision, signer=signer, tenant=tenant, issued_at=NOW, certificate_id=kernel.uuid7(NOW, os.urandom(10))
+    )
 
 
 @pytest.fixture

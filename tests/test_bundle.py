@@ -18,22 +18,9 @@ from kernel.log import MemoryLogStore, TransparencyLog
 from kernel.merkle import leaf_hash
 from kernel.note import NoteSigner
 from kernel.report import Check, all_ok
-from tests.conftest import NOW
+from tests.conftest import issue
 
 DEPLOYMENT = "licet.example"
-
-
-def issue(policy: kernel.Policy, signer: kernel.Signer, tenant: str, amount: int) -> dict[str, Any]:
-    body = {
-        "principal": {"id": "agent-1", "role": "ops"},
-        "action": "payments.transfer",
-        "resource": "/accounts/1",
-        "args": {"amount": amount, "currency": "EUR"},
-    }
-    decision = kernel.decide(policy, body, now=NOW)
-    return kernel.issue_certificate(
-        decision, signer=signer, tenant=tenant, issued_at=NOW, certificate_id=kernel.uuid7(NOW, os.urandom(10))
-    )
 
 
 class Deployment:

@@ -6,7 +6,6 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -16,23 +15,10 @@ from kernel.bundle import verify_bundle
 from kernel.report import all_ok
 from licet.cli_log import bundle_checks, log_app
 from licet.logstore import LOG_FILE
-from tests.conftest import NOW
+from tests.conftest import issue
 
 ORIGIN = "licet.example/licet/acme"
 runner = CliRunner()
-
-
-def issue(policy: kernel.Policy, signer: kernel.Signer, tenant: str, amount: int) -> dict[str, Any]:
-    body = {
-        "principal": {"id": "agent-1", "role": "ops"},
-        "action": "payments.transfer",
-        "resource": "/accounts/1",
-        "args": {"amount": amount, "currency": "EUR"},
-    }
-    decision = kernel.decide(policy, body, now=NOW)
-    return kernel.issue_certificate(
-        decision, signer=signer, tenant=tenant, issued_at=NOW, certificate_id=kernel.uuid7(NOW, os.urandom(10))
-    )
 
 
 class Workspace:

@@ -24,6 +24,7 @@ from kernel.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.conftest import CT_LEAVES
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = Path(os.environ.get("LICET_CONFORMANCE_DIR", ROOT.parent / "shared" / "conformance")) / "rfc6962-proofs"
@@ -95,18 +96,6 @@ def test_consistency_case(path: Path) -> None:
         verify_consistency(*args)
 
 
-# The suite's happy paths are proofs over the Certificate Transparency test leaves; the generator
-# must reproduce them byte for byte, not only the verifier accept them.
-CT_LEAVES = [
-    b"",
-    b"\x00",
-    b"\x10",
-    b"\x20\x21",
-    b"\x30\x31",
-    b"\x40\x41\x42\x43",
-    bytes(range(0x50, 0x58)),
-    bytes(range(0x60, 0x70)),
-]
 
 
 def _ct_nodes() -> dict[tuple[int, int], bytes]:
