@@ -90,6 +90,10 @@ class LogStore(Protocol):
         """Every kept checkpoint as `(size, note)`, smallest size first."""
         ...
 
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """The kept checkpoint of the largest size, if any (without reading the others)."""
+        ...
+
 
 class MemoryLogStore:
     """A `LogStore` in memory: one bytearray of packed 32-byte hashes per level."""
@@ -152,6 +156,13 @@ class MemoryLogStore:
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every kept checkpoint, smallest size first."""
         return sorted(self._checkpoints.items())
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """The kept checkpoint of the largest size, if any."""
+        if not self._checkpoints:
+            return None
+        size = max(self._checkpoints)
+        return size, self._checkpoints[size]
 
 
 class TransparencyLog:
@@ -236,8 +247,8 @@ class TransparencyLog:
 
     def latest_checkpoint(self) -> str | None:
         """The newest kept signed checkpoint note, if any."""
-        kept = self.store.checkpoints()
-        return kept[-1][1] if kept else None
+        kept = self.store.latest_checkpoint()
+        return None if kept is None else kept[1]
 
     def sign_checkpoint(self, signer: NoteSigner) -> str:
         """Sign, keep and return a checkpoint of the current tree.

@@ -15,6 +15,7 @@ from rich.table import Table
 import kernel
 from kernel.report import Check
 from licet.cli_log import bundle_checks, log_app
+from licet.cli_server import migrate, serve, tenant_app
 from licet.output import console, fail, print_checks
 
 app = typer.Typer(help="Licet: proven decisions for AI agents.", no_args_is_help=True,
@@ -26,6 +27,9 @@ plan_app = typer.Typer(help="Verify multi-step plans.", no_args_is_help=True)
 app.add_typer(plan_app, name="plan")
 delegation_app = typer.Typer(help="Check delegation grants.", no_args_is_help=True)
 app.add_typer(delegation_app, name="delegation")
+app.add_typer(tenant_app, name="tenant")
+app.command()(serve)
+app.command()(migrate)
 
 
 def _read_json(path: Path, what: str) -> Any:

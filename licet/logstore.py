@@ -177,6 +177,12 @@ class SQLiteLogStore:
             rows = self._db.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()
         return [(int(size), str(note)) for size, note in rows]
 
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """The kept checkpoint of the largest size, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
     # --- log metadata ----------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:

@@ -55,6 +55,9 @@ class CountingStore:
     def checkpoints(self) -> list[tuple[int, str]]:
         return self.inner.checkpoints()
 
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        return self.inner.latest_checkpoint()
+
 
 @pytest.fixture(params=["memory", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:

@@ -1,0 +1,116 @@
+"""`licet serve`, `licet migrate` and `licet tenant create`: running the platform."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from licet.output import console, fail
+
+tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+
+
+def _settings(data_dir: Path | None) -> Any:
+    from server.settings import Settings
+
+    return Settings(data_dir=data_dir) if data_dir is not None else Settings()
+
+
+def _prepare(settings: Any) -> None:
+    from server.migrations import upgrade
+
+    if settings.url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.url)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    demo: Annotated[bool, typer.Option("--demo", help="Seed a demo tenant, keys and the example policies.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the embedded database and key live.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
+) -> None:
+    """Run the platform: migrate the database, load (or on first run create) the signing key, serve."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.services import Services, StartupError
+
+    settings = _settings(data_dir)
+    if workers > 1 and settings.url.startswith("sqlite"):
+        raise fail("several workers need PostgreSQL (LICET_DATABASE_URL); SQLite has a single writer")
+    _prepare(settings)
+    try:
+        services = Services(settings)
+    except StartupError as exc:
+        raise fail(str(exc)) from exc
+    if demo:
+        from server.tenants import seed_demo
+
+        seeded = asyncio.run(_seed(services, seed_demo))
+        _print_demo(seeded, host, port)
+    if workers > 1:
+        uvicorn.run("server.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+async def _seed(services: Any, seed: Any) -> Any:
+    try:
+        return await seed(services)
+    finally:
+        await services.db.dispose()
+
+
+def _print_demo(seeded: dict[str, Any], host: str, port: int) -> None:
+    base = f"http://{host}:{port}"
+    console.print(f"[bold]Licet demo[/] — tenant [cyan]{seeded['tenant']}[/], active policy "
+                  f"[cyan]{seeded['active']}[/] (also stored: {', '.join(seeded['policies'])})")
+    console.print(f"  agent key  {seeded['agent_key']}\n  admin key  {seeded['admin_key']}\n"
+                  f"  owner key  {seeded['owner_key']}")
+    console.print(f"  API docs   {base}/docs\n  try:\n    curl -s {base}/v1/decide -H 'Authorization: Bearer "
+                  f"{seeded['agent_key']}' -H 'content-type: application/json' \\\n"
+                  "      -d '{\"action\": \"payments.read\", \"resource\": \"/accounts/acc-001/statements/2025-05\"}'",
+                  soft_wrap=True, markup=False)
+
+
+def migrate(
+    data_dir: Annotated[Path | None, typer.Option(help="Where the embedded database lives.")] = None,
+    revision: Annotated[str, typer.Option(help="Target revision (e.g. head, base, 0001).")] = "head",
+) -> None:
+    """Migrate the configured database (LICET_DATABASE_URL, default the embedded SQLite) to `revision`."""
+    from server.migrations import downgrade, upgrade
+
+    settings = _settings(data_dir)
+    if settings.url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if revision == "base":
+        downgrade(settings.url)
+    else:
+        upgrade(settings.url, revision)
+    console.print(f"database at revision {revision}")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    tenant_id: Annotated[str, typer.Argument(help="Lowercase letters, digits and dashes.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    data_dir: Annotated[Path | None, typer.Option(help="Where the embedded database lives.")] = None,
+) -> None:
+    """Create a tenant and print its first owner API key (shown once)."""
+    from server.services import Services, StartupError
+    from server.tenants import TenantExists, create_tenant
+
+    settings = _settings(data_dir)
+    _prepare(settings)
+    try:
+        services = Services(settings)
+        token = asyncio.run(_seed(services, lambda s: create_tenant(s, tenant_id, name or tenant_id)))
+    except (StartupError, TenantExists, ValueError) as exc:
+        raise fail(f"tenant {tenant_id}: {exc}") from exc
+    console.print(f"tenant {tenant_id} created; owner key (shown once):\n{token}")

@@ -1,0 +1,71 @@
+"""Database engines and transactions.
+
+SQLite allows one writer at a time, and a transaction that reads before it writes fails with
+SQLITE_BUSY when another took the write lock in between. So on SQLite every write transaction starts
+with `BEGIN IMMEDIATE` on a single writer connection, and reads use a separate pool. On PostgreSQL
+one pool serves both and writers serialise per tenant on the row lock of the tenant's log head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+def _sqlite_engine(url: str, *, writer: bool, synchronous: str) -> AsyncEngine:
+    engine = create_async_engine(url, pool_size=1 if writer else 4, max_overflow=0 if writer else 4,
+                                 connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The engines of one database and its transactions."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.writer = _sqlite_engine(url, writer=True, synchronous=sqlite_synchronous)
+            self.reader = _sqlite_engine(url, writer=False, synchronous=sqlite_synchronous)
+        else:
+            self.writer = self.reader = create_async_engine(url, pool_size=20, max_overflow=20,
+                                                            pool_pre_ping=True)
+        self._write = async_sessionmaker(self.writer, expire_on_commit=False)
+        self._read = async_sessionmaker(self.reader, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        async with self._write() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read transaction, rolled back when the session closes."""
+        async with self._read() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every connection."""
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()

@@ -1,0 +1,75 @@
+"""JSON errors with stable codes: `{"error": {"code", "message", "field"}}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kernel.errors import InvalidRequest, PolicyError
+
+
+class ApiError(Exception):
+    """An error the API reports to its caller, with an HTTP status and a stable code."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field, self.detail = status, code, message, field, detail
+
+
+def not_found(what: str) -> ApiError:
+    """The same 404 whether the object does not exist or belongs to another tenant."""
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The error document."""
+    return {"error": {"code": code, "message": message, "field": field, **extra}}
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def policy_error(exc: PolicyError) -> ApiError:
+    """A policy that does not load, with where it fails."""
+    return ApiError(422, "invalid_policy", exc.message, exc.field or None,
+                    {"line": exc.line, "column": exc.column, "rendered": exc.render()})
+
+
+def install(app: FastAPI) -> None:
+    """Route every failure through the error document."""
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.field, **(exc.detail or {})), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        field = _field(tuple(first.get("loc", ())))
+        message = str(first.get("msg", "invalid input"))
+        if first.get("type") == "extra_forbidden":
+            message = f"unknown field {field!r}"
+        problems = [{"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg"))} for e in exc.errors()]
+        return JSONResponse(error_body("invalid_input", message, field, problems=problems), 422)
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return JSONResponse(error_body("invalid_request", exc.message, exc.field), 422)
+
+    @app.exception_handler(PolicyError)
+    async def _policy(_: Request, exc: PolicyError) -> JSONResponse:
+        err = policy_error(exc)
+        return JSONResponse(error_body(err.code, err.message, err.field, **(err.detail or {})), err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 401: "unauthenticated"}
+        return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)), exc.status_code,
+                            headers=getattr(exc, "headers", None))

@@ -1,0 +1,29 @@
+"""Roles and what each may do: the one table every route's permission check reads."""
+
+from __future__ import annotations
+
+ROLES = ("owner", "admin", "policy_author", "approver", "auditor", "agent")
+
+_HUMANS = {"owner", "admin", "policy_author", "approver", "auditor"}
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "decide": frozenset({"agent", "owner", "admin"}),
+    "plans.verify": frozenset(ROLES),
+    "policies.read": frozenset(_HUMANS),
+    "policies.write": frozenset({"owner", "admin", "policy_author"}),
+    "policies.activate": frozenset({"owner", "admin", "policy_author"}),
+    "keys.manage": frozenset({"owner", "admin"}),
+    "users.read": frozenset({"owner", "admin", "auditor"}),
+    "users.manage": frozenset({"owner", "admin"}),
+    "certificates.read": frozenset(ROLES),  # agents see only their own
+    "evidence.read": frozenset(ROLES),
+    "evidence.entries": frozenset(_HUMANS),
+    "delegations.read": frozenset(ROLES),
+    "delegations.write": frozenset({"agent", "owner", "admin"}),
+    "audit.read": frozenset({"owner", "admin", "auditor"}),
+}
+
+
+def allowed(role: str, permission: str) -> bool:
+    """Whether `role` holds `permission` (unknown permissions are held by no one)."""
+    return role in PERMISSIONS.get(permission, frozenset())

@@ -1,0 +1,200 @@
+"""API keys, users and the audit trail of a tenant."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import audit
+from server.errors import ApiError, not_found
+from server.identity import Caller, new_api_key, require
+from server.models import ApiKey, AuditEvent, User
+from server.roles import ROLES
+from server.routers.decide import services_of
+from server.time import utcnow
+
+router = APIRouter(prefix="/v1", tags=["administration"])
+
+_RESERVED_ATTRIBUTES = {"id", "tenant", "roles"}
+
+
+def _known_role(value: str) -> str:
+    if value not in ROLES:
+        raise ValueError(f"unknown role; one of {', '.join(ROLES)}")
+    return value
+
+
+Role = Annotated[str, AfterValidator(_known_role)]
+
+
+class KeyBody(BaseModel):
+    """A key's scope: its API role and the principal policies see."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, examples=["payments-bot production"])
+    role: Role = Field(examples=["agent"])
+    principal_id: str = Field(min_length=1, max_length=200, examples=["agent:payments-bot"])
+    principal_roles: list[str] = Field(default_factory=list, max_length=50, examples=[["payments-agent"]])
+    attributes: dict[str, Any] = Field(default_factory=dict, description="Extra principal attributes.")
+    expires_at: datetime | None = None
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(_RESERVED_ATTRIBUTES & set(value))
+        if clash:
+            raise ValueError(f"{clash[0]!r} is not an attribute: it is set from the key itself")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone (e.g. Z)")
+        return value
+
+
+class RotateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: int = Field(0, ge=0, le=7 * 24 * 3600, description="How long the old key keeps working.")
+
+
+class UserBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    display_name: str = Field(min_length=1, max_length=200)
+    role: Role
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {"id": key.id, "name": key.name, "role": key.role, "principal_id": key.principal_id,
+            "principal_roles": key.principal_roles, "attributes": key.attributes,
+            "created_at": key.created_at.isoformat(), "created_by": key.created_by,
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None, "rotated_to": key.rotated_to}
+
+
+async def create_key(session: AsyncSession, caller: Caller, body: KeyBody) -> tuple[ApiKey, str]:
+    """Store a new key (hash only); returns it and the secret, which is never shown again."""
+    if caller.role != "owner" and body.role == "owner":
+        raise ApiError(403, "forbidden", "only an owner may create owner keys", "role")
+    token, digest = new_api_key()
+    key = ApiKey(id=str(uuid.uuid4()), tenant_id=caller.tenant_id, name=body.name, role=body.role,
+                 principal_id=body.principal_id, principal_roles=body.principal_roles, attributes=body.attributes,
+                 secret_hash=digest, created_at=utcnow(), created_by=caller.principal_id, expires_at=body.expires_at)
+    session.add(key)
+    await session.flush()
+    await audit.record(session, caller, "key.create", key.id, role=key.role, principal_id=key.principal_id)
+    return key, token
+
+
+async def _key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey:
+    found = (await session.execute(select(ApiKey).where(ApiKey.tenant_id == caller.tenant_id,
+                                                        ApiKey.id == key_id))).scalar()
+    if found is None:
+        raise not_found("API key")
+    if caller.role != "owner" and found.role == "owner":
+        raise ApiError(403, "forbidden", "only an owner may manage owner keys")
+    return found
+
+
+@router.post("/keys", status_code=201, summary="Create an API key (the secret is shown once)")
+async def post_key(body: KeyBody, request: Request, caller: Annotated[Caller, require("keys.manage")],
+                   ) -> dict[str, Any]:
+    """A key scoped to this tenant, a role and a principal."""
+    async with services_of(request).db.write() as session:
+        key, token = await create_key(session, caller, body)
+    return {"key": _key_json(key), "secret": token}
+
+
+@router.get("/keys", summary="List API keys (never their secrets)")
+async def list_keys(request: Request, caller: Annotated[Caller, require("keys.manage")]) -> dict[str, Any]:
+    """Every key of the tenant, newest first."""
+    async with services_of(request).db.read() as session:
+        keys = (await session.execute(select(ApiKey).where(ApiKey.tenant_id == caller.tenant_id).order_by(
+            ApiKey.created_at.desc()))).scalars()
+        return {"keys": [_key_json(k) for k in keys]}
+
+
+@router.post("/keys/{key_id}/revoke", summary="Revoke an API key, at once")
+async def revoke_key(key_id: str, request: Request, caller: Annotated[Caller, require("keys.manage")],
+                     ) -> dict[str, Any]:
+    """The key stops working for every request that starts after this one."""
+    async with services_of(request).db.write() as session:
+        key = await _key(session, caller, key_id)
+        if key.revoked_at is None or key.revoked_at > utcnow():
+            key.revoked_at = utcnow()
+            await audit.record(session, caller, "key.revoke", key.id)
+        return {"key": _key_json(key)}
+
+
+@router.post("/keys/{key_id}/rotate", status_code=201, summary="Replace a key with a new secret, same scope")
+async def rotate_key(key_id: str, body: RotateBody, request: Request,
+                     caller: Annotated[Caller, require("keys.manage")]) -> dict[str, Any]:
+    """The old key keeps working for `grace_seconds` (default: not at all)."""
+    async with services_of(request).db.write() as session:
+        old = await _key(session, caller, key_id)
+        if old.revoked_at is not None and old.revoked_at <= utcnow():
+            raise ApiError(409, "key_revoked", "a revoked key cannot be rotated")
+        new, token = await create_key(session, caller, KeyBody(
+            name=old.name, role=old.role, principal_id=old.principal_id, principal_roles=old.principal_roles,
+            attributes=old.attributes, expires_at=old.expires_at))
+        old.revoked_at = utcnow() + timedelta(seconds=body.grace_seconds)
+        old.rotated_to = new.id
+        await audit.record(session, caller, "key.rotate", old.id, new_key=new.id, grace_seconds=body.grace_seconds)
+    return {"key": _key_json(new), "secret": token, "old_key": _key_json(old)}
+
+
+@router.post("/users", status_code=201, summary="Add a person to the tenant")
+async def post_user(body: UserBody, request: Request, caller: Annotated[Caller, require("users.manage")],
+                    ) -> dict[str, Any]:
+    """Creates the account; signing in is set up through an invitation."""
+    if caller.role != "owner" and body.role == "owner":
+        raise ApiError(403, "forbidden", "only an owner may create owners", "role")
+    async with services_of(request).db.write() as session:
+        taken = (await session.execute(select(User.id).where(User.tenant_id == caller.tenant_id,
+                                                             User.email == body.email.lower()))).scalar()
+        if taken is not None:
+            raise ApiError(409, "conflict", "a user with this email exists", "email")
+        user = User(id=str(uuid.uuid4()), tenant_id=caller.tenant_id, email=body.email.lower(),
+                    display_name=body.display_name, role=body.role, created_at=utcnow())
+        session.add(user)
+        await session.flush()
+        await audit.record(session, caller, "user.create", user.id, role=user.role)
+        return {"user": _user_json(user)}
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "display_name": user.display_name, "role": user.role,
+            "created_at": user.created_at.isoformat(),
+            "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None}
+
+
+@router.get("/users", summary="List the tenant's people")
+async def list_users(request: Request, caller: Annotated[Caller, require("users.read")]) -> dict[str, Any]:
+    """Every account of the tenant."""
+    async with services_of(request).db.read() as session:
+        users = (await session.execute(select(User).where(User.tenant_id == caller.tenant_id).order_by(
+            User.email))).scalars()
+        return {"users": [_user_json(u) for u in users]}
+
+
+@router.get("/audit", summary="The administrative audit trail, newest first")
+async def list_audit(request: Request, caller: Annotated[Caller, require("audit.read")],
+                     before: Annotated[int | None, Query(ge=1, description="Page: events older than this id")] = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+    """Who changed what, when; page with `before` = the last id seen."""
+    async with services_of(request).db.read() as session:
+        query = select(AuditEvent).where(AuditEvent.tenant_id == caller.tenant_id)
+        if before is not None:
+            query = query.where(AuditEvent.id < before)
+        events = (await session.execute(query.order_by(AuditEvent.id.desc()).limit(limit))).scalars().all()
+    return {"events": [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
+                        "target": e.target, "details": e.details} for e in events],
+            "next_before": events[-1].id if len(events) == limit else None}

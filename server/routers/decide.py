@@ -1,0 +1,126 @@
+"""`POST /v1/decide` and `POST /v1/plans/verify`: what agents call before they act."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+
+import kernel
+from kernel.plans import PlanTooLong, verify_plan
+from server.decisions import DecideInput, decide_and_record, session_history
+from server.errors import ApiError
+from server.identity import Caller, require
+from server.models import PolicyVersion, Tenant
+from server.services import Services
+from server.time import utcnow
+
+router = APIRouter(prefix="/v1", tags=["decisions"])
+
+SERVER_FILLED = ("principal", "context", "tenant", "tenant_id", "role", "roles", "mfa", "authenticated", "user")
+
+
+class _AgentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_identity(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in SERVER_FILLED:
+                if name in data:
+                    raise ValueError(f"{name!r} is set by the server from your credentials; "
+                                     "a request may not supply it")
+        return data
+
+
+class DecideBody(_AgentBody):
+    """What an agent may say about the action it wants to take."""
+
+    action: str = Field(min_length=1, max_length=200, examples=["payments.transfer"])
+    resource: str = Field(min_length=1, max_length=4096, examples=["/accounts/acc-001"])
+    args: dict[str, Any] = Field(default_factory=dict, examples=[{"amount": 120, "currency": "EUR"}])
+    delegation: str | None = Field(None, max_length=36, description="Acting for another principal through "
+                                   "this delegation grant (the leaf of the chain).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"action": "payments.transfer", "resource": "/accounts/acc-001",
+         "args": {"amount": 120, "currency": "EUR", "country": "DE"}}]})
+
+
+class PlanBody(_AgentBody):
+    """A plan: steps `{action, resource, args}`, any argument concrete or symbolic."""
+
+    steps: list[dict[str, Any]] = Field(examples=[[
+        {"action": "payments.transfer", "resource": "/accounts/acc-001",
+         "args": {"amount": {"symbolic": "int", "min": 0, "max": 900}, "currency": "EUR"}}]])
+
+
+def services_of(request: Request) -> Services:
+    """The process's services."""
+    services: Services = request.app.state.services
+    return services
+
+
+async def active_policy(services: Services, tenant_id: str) -> tuple[kernel.Policy, str]:
+    """The tenant's active policy and its version id; 409 if none is active (never a permit)."""
+    async with services.db.read() as session:
+        version_id = (await session.execute(select(Tenant.active_version_id).where(Tenant.id == tenant_id))).scalar()
+        if version_id is None:
+            raise ApiError(409, "no_active_policy", "this tenant has no active policy: nothing can be permitted")
+        policy = services.policies.get(version_id)
+        if policy is None:
+            source = (await session.execute(select(PolicyVersion.source).where(
+                PolicyVersion.id == version_id))).scalar_one()
+            policy = services.policies.load(version_id, source)
+    return policy, version_id
+
+
+def client_ip(request: Request, trusted: list[str]) -> str | None:
+    """The caller's address: the socket peer, or X-Forwarded-For's last hop from a trusted proxy."""
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    if peer in trusted and forwarded:
+        return forwarded.split(",")[-1].strip()
+    return peer
+
+
+@router.post("/decide", summary="Decide an action and certify the decision")
+async def decide(body: DecideBody, request: Request, caller: Annotated[Caller, require("decide")],
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+    """Decide with the tenant's active policy; returns the decision, its proof, the signed certificate
+    and its index in the tenant's evidence log. A retried request with the same Idempotency-Key
+    returns the same certificate."""
+    services = services_of(request)
+    policy, _ = await active_policy(services, caller.tenant_id)
+    ask = DecideInput(caller, body.action, body.resource, body.args,
+                      client_ip(request, services.settings.trusted_proxies), body.delegation, idempotency_key)
+    async with services.db.write() as session:
+        result: dict[str, Any] = await session.run_sync(decide_and_record, services, policy, ask)
+    request.app.state.metrics.decisions.labels(result["decision"]).inc()
+    return result
+
+
+@router.post("/plans/verify", summary="Verify a multi-step plan before starting it")
+async def plans_verify(body: PlanBody, request: Request, caller: Annotated[Caller, require("plans.verify")],
+                       ) -> dict[str, Any]:
+    """Check every step for every value of its symbolic arguments, from the caller's session state.
+    Nothing is recorded: a plan verdict is advice, each step is still decided when it runs."""
+    services = services_of(request)
+    policy, _ = await active_policy(services, caller.tenant_id)
+    now = utcnow().timestamp()
+    async with services.db.read() as session:
+        state = await session.run_sync(session_history, caller.tenant_id, caller.principal_id, policy, now)
+    context = {"authenticated": True, "mfa": caller.mfa,
+               "source_ip": client_ip(request, services.settings.trusted_proxies) or ""}
+    try:
+        # Long plans take seconds of solver time: off the event loop, so decisions keep flowing.
+        verdict = await asyncio.to_thread(
+            verify_plan, policy, body.steps, state=state, now=now, principal=caller.principal(),
+            context=context, max_steps=services.settings.max_plan_steps)
+    except PlanTooLong as exc:
+        raise ApiError(413, "plan_too_long", str(exc), "steps") from exc
+    return verdict.to_json()
