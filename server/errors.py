@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kernel.errors import InvalidRequest, PolicyError
+from kernel.errors import InvalidRequest, KernelFault, PolicyError
 
 
 class ApiError(Exception):
@@ -67,6 +68,16 @@ def install(app: FastAPI) -> None:
     async def _policy(_: Request, exc: PolicyError) -> JSONResponse:
         err = policy_error(exc)
         return JSONResponse(error_body(err.code, err.message, err.field, **(err.detail or {})), err.status)
+
+    @app.exception_handler(KernelFault)
+    async def _fault(_: Request, exc: KernelFault) -> JSONResponse:
+        # The solver could not settle the question: nothing is permitted, and the caller may retry.
+        return JSONResponse(error_body("kernel_fault", f"no verdict could be established: {exc}"), 503)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        structlog.get_logger("licet.errors").exception("unhandled", error=type(exc).__name__)
+        return JSONResponse(error_body("internal", "internal error; nothing was permitted"), 500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

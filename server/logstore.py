@@ -24,16 +24,20 @@ _heads = _tables[LogHead.__tablename__]
 _checkpoints = _tables[LogCheckpoint.__tablename__]
 
 
+def create_head(connection: Connection, tenant_id: str) -> None:
+    """Start a tenant's (empty) log; done once, when the tenant is created."""
+    connection.execute(insert(_heads).values(tenant_id=tenant_id, size=0))
+
+
 def lock_head(connection: Connection, tenant_id: str) -> int:
     """Take the tenant's append lock (a row lock on PostgreSQL; SQLite's writer lock is already
-    held by `BEGIN IMMEDIATE`) and return the log's size, creating the head on first use."""
+    held by `BEGIN IMMEDIATE`) and return the log's size."""
     query = select(_heads.c.size).where(_heads.c.tenant_id == tenant_id)
     if connection.dialect.name != "sqlite":
         query = query.with_for_update()
     size = connection.execute(query).scalar()
     if size is None:
-        connection.execute(insert(_heads).values(tenant_id=tenant_id, size=0))
-        size = connection.execute(query).scalar_one()
+        raise LogError(f"tenant {tenant_id} has no evidence log")
     return int(size)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 import kernel
 from server.identity import new_api_key
+from server.logstore import create_head
 from server.models import ApiKey, PolicyActivation, PolicyRecord, PolicyVersion, Tenant, User
 from server.services import Services
 from server.time import utcnow
@@ -37,6 +38,7 @@ async def create_tenant(services: Services, tenant_id: str, name: str) -> str:
             raise TenantExists(tenant_id)
         session.add(Tenant(id=tenant_id, name=name, created_at=now))
         await session.flush()
+        await session.run_sync(lambda s: create_head(s.connection(), tenant_id))
         session.add(ApiKey(id=str(uuid.uuid4()), tenant_id=tenant_id, name="first owner key", role="owner",
                            principal_id="owner", principal_roles=["owner"], attributes={}, secret_hash=digest,
                            created_at=now, created_by="licet tenant create"))

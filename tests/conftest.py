@@ -11,6 +11,8 @@ import pytest
 
 import kernel
 
+pytest_plugins = ["tests.server_harness"]
+
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 

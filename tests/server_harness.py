@@ -1,0 +1,180 @@
+"""Fixtures for server tests: real `licet serve` processes on SQLite and on PostgreSQL.
+
+Each backend gets one server process per test session (per xdist worker), started the way an
+operator starts it, with its own database (a fresh PostgreSQL database `licet_test_<worker>` on
+127.0.0.1:5432, or a SQLite file) migrated by Alembic. Tests isolate themselves by working in a
+tenant of their own, provisioned through the server's own library code. Under CI=true an
+unreachable PostgreSQL fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import PAYMENTS
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN = os.environ.get("LICET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ("sqlite", "postgresql")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_database(name: str) -> str:
+    """A fresh, empty PostgreSQL database; its asyncpg URL."""
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(create())
+    except (OSError, asyncpg.PostgresError) as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN}: {exc}")
+    host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    return f"postgresql+asyncpg://{host}/{name}"
+
+
+@dataclass
+class Server:
+    """A running `licet serve` and what tests need to reach and provision it."""
+
+    backend: str
+    url: str
+    database_url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An HTTP client, authenticated with `key` if given."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+
+    def new_tenant(self) -> Tenant:
+        """A tenant of its own for one test, with an owner key."""
+        from server.services import Services
+        from server.settings import Settings
+        from server.tenants import create_tenant
+
+        tenant_id = f"t-{uuid.uuid4().hex[:12]}"
+
+        async def provision() -> str:
+            services = Services(Settings(data_dir=self.data_dir, database_url=self.database_url))
+            try:
+                return await create_tenant(services, tenant_id, tenant_id)
+            finally:
+                await services.db.dispose()
+
+        return Tenant(self, tenant_id, asyncio.run(provision()))
+
+
+@dataclass
+class Tenant:
+    """A tenant on a test server, with helpers that go through the public API."""
+
+    server: Server
+    id: str
+    owner_key: str
+
+    def owner(self) -> httpx.Client:
+        """A client holding the owner key."""
+        return self.server.client(self.owner_key)
+
+    def key(self, role: str = "agent", principal_id: str = "agent:bot", roles: list[str] | None = None,
+            **attributes: Any) -> str:
+        """A new API key of `role`; its secret."""
+        with self.owner() as client:
+            reply = client.post("/v1/keys", json={
+                "name": f"{role} {principal_id}", "role": role, "principal_id": principal_id,
+                "principal_roles": roles if roles is not None else ["ops"], "attributes": attributes})
+        assert reply.status_code == 201, reply.text
+        return str(reply.json()["secret"])
+
+    def activate(self, source: str = PAYMENTS) -> dict[str, Any]:
+        """Store `source` as a new version and activate it; the version record."""
+        with self.owner() as client:
+            created = client.post("/v1/policies", json={"source": source})
+            assert created.status_code == 201, created.text
+            body = created.json()
+            reply = client.post(f"/v1/policies/{body['policy']['id']}/versions/{body['version']['number']}/activate",
+                                json={"reason": "test"})
+            assert reply.status_code == 200, reply.text
+        return dict(body)
+
+
+def _start(backend: str, tmp: Path, worker: str) -> Server:
+    data_dir = tmp / f"data-{backend}"
+    database_url = (_pg_database(f"licet_test_{worker}") if backend == "postgresql"
+                    else f"sqlite+aiosqlite:///{data_dir / 'licet.db'}")
+    port = _free_port()
+    env = {**os.environ, "LICET_DATABASE_URL": database_url, "LICET_DATA_DIR": str(data_dir),
+           "LICET_LOG_JSON": "true"}
+    log = (tmp / f"server-{backend}.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--port", str(port)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"licet serve ({backend}) did not start: {(tmp / f'server-{backend}.log').read_text()}")
+        time.sleep(0.2)
+    return Server(backend, url, database_url, data_dir, process, env)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A running server on each backend."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    running = _start(request.param, tmp_path_factory.mktemp(f"server-{request.param}"), worker)
+    yield running
+    running.process.terminate()
+    running.process.wait(10)
+
+
+@pytest.fixture
+def tenant(server: Server) -> Tenant:
+    """A fresh tenant on the server, with the payments test policy active."""
+    made = server.new_tenant()
+    made.activate()
+    return made
+
+
+def certificate_keys(client: httpx.Client) -> list[Any]:
+    """The public keys the server publishes for offline verification."""
+    import kernel
+
+    reply = client.get("/v1/evidence/keys")
+    assert reply.status_code == 200, reply.text
+    return [kernel.parse_public_key(json.dumps(k)) for k in reply.json()["certificate_keys"]]
