@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
@@ -290,28 +290,85 @@ def invariant_state(cp: CompiledPolicy, invariants: Sequence[Invariant], subject
     events = _events(state, cp.policy.lower_resources)
     result: dict[FactKey, Any] = {}
     for inv in invariants:
-        window = inv.window_seconds
-        history = cp.history_bucket(inv.id)
-        matched: list[F.Subject] = []
+        seen: list[Contribution] = []
         for time, event in events:
-            if time > now or (window is not None and time <= now - window):
-                continue
-            assert event is not None
-            # Events inherit the session's principal and context unless they carry their own.
-            seen = F.Subject(event.principal or subject.principal, event.action, event.resource,
-                             event.args, event.context or subject.context)
-            verdict, _ = cp.evaluate(history, seen, {})
-            if verdict.applying:
-                matched.append(seen)
-        if inv.kind == "flow":
-            result[("tainted", inv.id)] = bool(matched)
-        elif inv.kind == "count":
-            result[("count", inv.id)] = Fraction(len(matched))
-        else:
-            assert inv.sum is not None
-            amounts = [F.linear_value(inv.sum, e, cp.policy.types) for e in matched]
-            bad = any(a is None or a < 0 for a in amounts)
-            result[("spent", inv.id)] = sum((a for a in amounts if a is not None and a >= 0),
-                                            Fraction(0))
-            result[("bad_history", inv.id)] = bad
+            if _in_window(inv, time, now):
+                assert event is not None
+                # Events inherit the session's principal and context unless they carry their own.
+                inherited = F.Subject(event.principal or subject.principal, event.action, event.resource,
+                                      event.args, event.context or subject.context)
+                found = _contribution(cp, inv, inherited)
+                if found is not None:
+                    seen.append(found)
+        result.update(_aggregate(inv, seen))
     return result
+
+
+Contribution = bool | Fraction | str
+"""What one past event adds to an invariant it matched: True (count, flow), or for a budget its
+`sum` (a Fraction, or the string "error" when absent, mistyped or negative)."""
+
+
+def _in_window(inv: Invariant, time: float, now: float) -> bool:
+    window = inv.window_seconds
+    return time <= now and (window is None or time > now - window)
+
+
+def _contribution(cp: CompiledPolicy, inv: Invariant, event: F.Subject) -> Contribution | None:
+    verdict, _ = cp.evaluate(cp.history_bucket(inv.id), event, {})
+    if not verdict.applying:
+        return None
+    if inv.kind != "budget":
+        return True
+    assert inv.sum is not None
+    amount = F.linear_value(inv.sum, event, cp.policy.types)
+    return "error" if amount is None or amount < 0 else amount
+
+
+def _aggregate(inv: Invariant, seen: Sequence[Contribution]) -> dict[FactKey, Any]:
+    if inv.kind == "flow":
+        return {("tainted", inv.id): bool(seen)}
+    if inv.kind == "count":
+        return {("count", inv.id): Fraction(len(seen))}
+    amounts = [a for a in seen if isinstance(a, Fraction)]
+    return {("spent", inv.id): sum(amounts, Fraction(0)), ("bad_history", inv.id): len(amounts) < len(seen)}
+
+
+def event_contributions(policy: Policy, event: Mapping[str, Any]) -> dict[str, bool | str]:
+    """What a permitted request (principal, action, resource, args, context) adds to each invariant
+    it matches, as JSON: true, or a budget's `sum` as an exact decimal/fraction string or "error".
+    A server stores these so later decisions aggregate numbers instead of re-reading history."""
+    cp = compiled(policy)
+    req = normalise_request(event, lower_resource=policy.lower_resources)
+    subject = F.Subject(req.principal, req.action, req.resource, req.args, req.context)
+    out: dict[str, bool | str] = {}
+    for inv in policy.invariants:
+        found = _contribution(cp, inv, subject)
+        if found is not None:
+            out[inv.id] = str(found) if isinstance(found, Fraction) else found
+    return out
+
+
+def summary_from_contributions(policy: Policy, events: Iterable[tuple[float, Mapping[str, Any]]],
+                               now: datetime | float) -> dict[str, dict[str, Any]]:
+    """The `state["summary"]` of a session from its events' stored contributions `(time, {invariant:
+    contribution})`, each invariant counting only the events inside its window."""
+    at = epoch_seconds(now)
+    events = list(events)
+    summary: dict[str, dict[str, Any]] = {}
+    for inv in policy.invariants:
+        seen: list[Contribution] = []
+        for time, stored in events:
+            value = stored.get(inv.id)
+            if value is None or not _in_window(inv, time, at):
+                continue
+            seen.append(value if isinstance(value, bool) or value == "error" else Fraction(value))
+        summary[inv.id] = {name: _stated(fact) for (name, _), fact in _aggregate(inv, seen).items()}
+    return summary
+
+
+def _stated(fact: Any) -> Any:
+    # Summaries carry integers as such and other rationals as exact "p/q" strings.
+    if isinstance(fact, Fraction):
+        return int(fact) if fact.denominator == 1 else str(fact)
+    return fact

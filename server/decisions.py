@@ -15,20 +15,44 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 import kernel
 from kernel.delegation import Grant, decide_delegated, load_grant
-from kernel.log import TransparencyLog
 from server.errors import ApiError, not_found
 from server.identity import Caller
 from server.logstore import DatabaseLogStore, lock_head
-from server.models import ApiKey, CertificateRecord, GrantRecord, IdempotencyRecord, SessionEvent
+from server.models import (
+    ApiKey,
+    Base,
+    CertificateRecord,
+    GrantRecord,
+    IdempotencyRecord,
+)
 from server.services import Services
 from server.time import utcnow
 
 MAX_CHAIN = 32
+
+# The hot path's statements, built once (SQLAlchemy then only binds values to its cached compilation).
+_tables = Base.metadata.tables
+_tenants, _versions = _tables["tenants"], _tables["policy_versions"]
+_certificates, _events, _contributions = _tables["certificates"], _tables["session_events"], _tables[
+    "session_contributions"]
+_ACTIVE_VERSION = select(_tenants.c.active_version_id).where(_tenants.c.id == bindparam("tenant"))
+_VERSION_SOURCE = select(_versions.c.source).where(_versions.c.id == bindparam("version"))
+_INSERT_CERTIFICATE = insert(_certificates)
+_INSERT_EVENT = insert(_events).returning(_events.c.id)
+_INSERT_CONTRIBUTIONS = insert(_contributions)
+_SEEN = and_(_events.c.tenant_id == bindparam("tenant"), _events.c.principal_id == bindparam("principal"),
+             _events.c.time > bindparam("since"))
+_FOR_POLICY = and_(_contributions.c.event_id == _events.c.id, _contributions.c.policy_hash == bindparam("policy"))
+_STORED = select(_events.c.time, _contributions.c.contributions).join(_contributions, _FOR_POLICY).where(
+    _SEEN, _contributions.c.relevant)
+# Events no decision under this policy version has looked at yet (after an activation).
+_UNSEEN = select(_events.c.id, _events.c.time, _events.c.event).where(
+    _SEEN, ~select(_contributions.c.event_id).where(_FOR_POLICY).exists())
 
 
 @dataclass(frozen=True)
@@ -49,11 +73,26 @@ class DecideInput:
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def decide_and_record(session: Session, services: Services, policy: kernel.Policy, ask: DecideInput) -> dict[str, Any]:
-    """Decide `ask` under `policy` and record the certificate; the API response body."""
+def active_policy(session: Session, services: Services, tenant: str) -> kernel.Policy:
+    """The tenant's active policy; 409 if none is active (nothing can be permitted then)."""
+    connection = session.connection()
+    version_id = connection.execute(_ACTIVE_VERSION, {"tenant": tenant}).scalar()
+    if version_id is None:
+        raise ApiError(409, "no_active_policy", "this tenant has no active policy: nothing can be permitted")
+    policy = services.policies.get(version_id)
+    if policy is None:
+        source = connection.execute(_VERSION_SOURCE, {"version": version_id}).scalar_one()
+        policy = services.policies.load(version_id, source)
+    return policy
+
+
+def decide_and_record(session: Session, services: Services, ask: DecideInput) -> Recorded:
+    """Decide `ask` under the tenant's active policy and record the certificate; the response body.
+    The policy is read under the append lock, so an activation applies from the next decision on."""
     tenant = ask.caller.tenant_id
     connection = session.connection()
-    lock_head(connection, tenant)
+    size = lock_head(connection, tenant)
+    policy = active_policy(session, services, tenant)
     if ask.idempotency_key is not None:
         replay = _replay(session, ask)
         if replay is not None:
@@ -67,7 +106,7 @@ def decide_and_record(session: Session, services: Services, policy: kernel.Polic
         principal = _issuer_principal(session, tenant, chain[0].issuer)
     request = {"principal": principal, "action": ask.action, "resource": ask.resource, "args": ask.args,
                "context": {"authenticated": True, "mfa": ask.caller.mfa, "source_ip": ask.source_ip or ""}}
-    state = session_history(session, tenant, str(principal["id"]), policy, at)
+    state = session_state(session, tenant, str(principal["id"]), policy, at)
     if chain:
         decision = decide_delegated(policy, request, chain, agent=ask.caller.principal_id, now=at, state=state)
     else:
@@ -75,31 +114,44 @@ def decide_and_record(session: Session, services: Services, policy: kernel.Polic
     certificate = kernel.issue_certificate(decision, signer=services.signer, tenant=tenant, issued_at=now,
                                            certificate_id=kernel.uuid7(now, os.urandom(10)))
     leaf = kernel.certificate_leaf(certificate)
-    index = TransparencyLog(DatabaseLogStore(connection, tenant), services.origin(tenant)).append(leaf)
-    session.execute(insert(CertificateRecord).values(
-        id=certificate["id"], tenant_id=tenant, log_index=index, principal_id=str(principal["id"]),
-        action=decision.request.action, outcome=decision.outcome, request_hash=decision.request_hash,
-        issued_at=now, body=leaf.decode()))
+    index = services.transparency_log(DatabaseLogStore(connection, tenant, size)).append(leaf)
+    connection.execute(_INSERT_CERTIFICATE, {
+        "id": certificate["id"], "tenant_id": tenant, "log_index": index, "principal_id": str(principal["id"]),
+        "action": decision.request.action, "outcome": decision.outcome, "request_hash": decision.request_hash,
+        "issued_at": now, "body": leaf.decode()})
     if decision.outcome == "permit":
-        event = {"action": decision.request.action, "resource": decision.request.resource,
-                 "args": decision.request.args}
-        session.execute(insert(SessionEvent).values(tenant_id=tenant, principal_id=str(principal["id"]),
-                                                    time=at, event=event))
+        event = decision.request.to_json()
+        event_id = connection.execute(_INSERT_EVENT, {
+            "tenant_id": tenant, "principal_id": str(principal["id"]), "time": at, "event": event}).scalar_one()
+        if policy.invariants:
+            stored = kernel.event_contributions(policy, event)
+            connection.execute(_INSERT_CONTRIBUTIONS, {
+                "event_id": event_id, "policy_hash": policy.hash, "contributions": stored, "relevant": bool(stored)})
     if ask.idempotency_key is not None and ask.caller.key_id is not None:
         session.execute(insert(IdempotencyRecord).values(
             tenant_id=tenant, api_key_id=ask.caller.key_id, key=ask.idempotency_key,
             fingerprint=ask.fingerprint(), certificate_id=certificate["id"], created_at=now))
-    return response(certificate, index, replayed=False)
+    return response(certificate, leaf, index, replayed=False)
 
 
-def response(certificate: dict[str, Any], index: int, *, replayed: bool) -> dict[str, Any]:
-    """The body of a decide response for a certificate."""
-    return {"decision": certificate["decision"], "rules": certificate["rules"], "proof": certificate["proof"],
-            "diagnostics": certificate["diagnostics"], "certificate_id": certificate["id"], "log_index": index,
-            "certificate": certificate, "replayed": replayed}
+@dataclass(frozen=True)
+class Recorded:
+    """A certified decision as the API returns it: the outcome and the response body (JSON bytes)."""
+
+    outcome: str
+    body: bytes
 
 
-def _replay(session: Session, ask: DecideInput) -> dict[str, Any] | None:
+def response(certificate: dict[str, Any], leaf: bytes, index: int, *, replayed: bool) -> Recorded:
+    """The decide response for a certificate: the certificate is spliced in as its canonical bytes,
+    so it is not encoded twice (it is most of the body)."""
+    head = json.dumps({"decision": certificate["decision"], "rules": certificate["rules"],
+                       "proof": certificate["proof"], "diagnostics": certificate["diagnostics"],
+                       "certificate_id": certificate["id"], "log_index": index, "replayed": replayed})
+    return Recorded(certificate["decision"], head[:-1].encode() + b', "certificate": ' + leaf + b"}")
+
+
+def _replay(session: Session, ask: DecideInput) -> Recorded | None:
     found = session.execute(select(IdempotencyRecord).where(
         IdempotencyRecord.tenant_id == ask.caller.tenant_id, IdempotencyRecord.api_key_id == ask.caller.key_id,
         IdempotencyRecord.key == ask.idempotency_key)).scalar()
@@ -110,21 +162,29 @@ def _replay(session: Session, ask: DecideInput) -> dict[str, Any] | None:
                        "Idempotency-Key")
     record = session.execute(select(CertificateRecord).where(
         CertificateRecord.id == found.certificate_id)).scalar_one()
-    return response(json.loads(record.body), record.log_index, replayed=True)
+    return response(json.loads(record.body), record.body.encode(), record.log_index, replayed=True)
 
 
-def session_history(session: Session, tenant: str, principal_id: str, policy: kernel.Policy,
-                    at: float) -> dict[str, Any]:
-    """The principal's session history as the kernel reads it (only what some window still sees)."""
+def session_state(session: Session, tenant: str, principal_id: str, policy: kernel.Policy,
+                  at: float, *, remember: bool = True) -> dict[str, Any]:
+    """The principal's session state for `policy` as a kernel summary, from the stored contributions
+    of the events some invariant's window still sees (computed once per event and policy version)."""
     if not policy.invariants:
-        return {"history": []}
+        return {"summary": {}}
     windows = [inv.window_seconds for inv in policy.invariants]
-    query = select(SessionEvent.time, SessionEvent.event).where(
-        SessionEvent.tenant_id == tenant, SessionEvent.principal_id == principal_id)
-    if all(w is not None for w in windows):
-        query = query.where(SessionEvent.time > at - max(w for w in windows if w is not None))
-    rows = session.execute(query.order_by(SessionEvent.id))
-    return {"history": [{"time": time, **event} for time, event in rows]}
+    since = at - max(w for w in windows if w is not None) if all(w is not None for w in windows) else -1.0
+    where = {"tenant": tenant, "principal": principal_id, "since": since, "policy": policy.hash}
+    connection = session.connection()
+    events: list[tuple[float, dict[str, Any]]] = [(t, c) for t, c in connection.execute(_STORED, where)]
+    rows = []
+    for event_id, time, event in connection.execute(_UNSEEN, where):
+        stored = kernel.event_contributions(policy, event)
+        events.append((time, stored))
+        rows.append({"event_id": event_id, "policy_hash": policy.hash, "contributions": stored,
+                     "relevant": bool(stored)})
+    if rows and remember:
+        connection.execute(_INSERT_CONTRIBUTIONS, rows)
+    return {"summary": kernel.summary_from_contributions(policy, events, at)}
 
 
 def load_grants(session: Session, tenant: str) -> dict[str, GrantRecord]:

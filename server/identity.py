@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from server.errors import ApiError
 from server.models import ApiKey
@@ -20,6 +20,10 @@ from server.roles import allowed
 from server.time import utcnow
 
 KEY_PREFIX = "licet_"
+_keys = ApiKey.__table__.c
+_KEY_BY_HASH = select(_keys.id, _keys.tenant_id, _keys.role, _keys.principal_id, _keys.principal_roles,
+                      _keys.attributes, _keys.revoked_at, _keys.expires_at).where(
+    _keys.secret_hash == bindparam("hash"))
 
 
 def new_api_key() -> tuple[str, str]:
@@ -62,8 +66,8 @@ async def authenticate(request: Request) -> Caller:
     if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
         raise _unauthenticated("an API key is required: Authorization: Bearer licet_…")
     services = request.app.state.services
-    async with services.db.read() as session:
-        key = (await session.execute(select(ApiKey).where(ApiKey.secret_hash == key_hash(token.strip())))).scalar()
+    async with services.db.reader.connect() as connection:
+        key = (await connection.execute(_KEY_BY_HASH, {"hash": key_hash(token.strip())})).first()
     now = utcnow()
     if key is None or (key.revoked_at is not None and key.revoked_at <= now):
         raise _unauthenticated("unknown or revoked API key")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, and_, insert, select, tuple_, update
+from sqlalchemy import BindParameter, Connection, bindparam, insert, select, tuple_, update
 
 from kernel.log import CompletedNode, LogConflict, LogError
 from kernel.merkle import NodeId
@@ -22,6 +22,14 @@ _leaves = _tables[LogLeaf.__tablename__]
 _nodes = _tables[LogNode.__tablename__]
 _heads = _tables[LogHead.__tablename__]
 _checkpoints = _tables[LogCheckpoint.__tablename__]
+_TENANT: BindParameter[str] = bindparam("tenant")
+_HEAD_SIZE = select(_heads.c.size).where(_heads.c.tenant_id == _TENANT)
+_LOCK_HEAD = _HEAD_SIZE.with_for_update()
+_MOVE_HEAD = update(_heads).where(_heads.c.tenant_id == _TENANT, _heads.c.size == bindparam("start")).values(
+    size=bindparam("end"))
+_LEAF_HASHES = select(_leaves.c.idx, _leaves.c.hash).where(
+    _leaves.c.tenant_id == _TENANT, _leaves.c.idx.in_(bindparam("ids", expanding=True)))
+_INSERT_LEAVES, _INSERT_NODES = insert(_leaves), insert(_nodes)
 
 
 def create_head(connection: Connection, tenant_id: str) -> None:
@@ -32,10 +40,8 @@ def create_head(connection: Connection, tenant_id: str) -> None:
 def lock_head(connection: Connection, tenant_id: str) -> int:
     """Take the tenant's append lock (a row lock on PostgreSQL; SQLite's writer lock is already
     held by `BEGIN IMMEDIATE`) and return the log's size."""
-    query = select(_heads.c.size).where(_heads.c.tenant_id == tenant_id)
-    if connection.dialect.name != "sqlite":
-        query = query.with_for_update()
-    size = connection.execute(query).scalar()
+    query = _HEAD_SIZE if connection.dialect.name == "sqlite" else _LOCK_HEAD
+    size = connection.execute(query, {"tenant": tenant_id}).scalar()
     if size is None:
         raise LogError(f"tenant {tenant_id} has no evidence log")
     return int(size)
@@ -44,13 +50,16 @@ def lock_head(connection: Connection, tenant_id: str) -> int:
 class DatabaseLogStore:
     """One tenant's log in the server database (implements `kernel.log.LogStore`)."""
 
-    def __init__(self, connection: Connection, tenant_id: str) -> None:
+    def __init__(self, connection: Connection, tenant_id: str, size: int | None = None) -> None:
         self.connection = connection
         self.tenant_id = tenant_id
+        self._size = size  # known when the caller holds the append lock (`lock_head`)
 
     def size(self) -> int:
         """Number of leaves stored."""
-        found = self.connection.execute(select(_heads.c.size).where(_heads.c.tenant_id == self.tenant_id)).scalar()
+        if self._size is not None:
+            return self._size
+        found = self.connection.execute(_HEAD_SIZE, {"tenant": self.tenant_id}).scalar()
         return int(found or 0)
 
     def append(self, start: int, leaves: Sequence[bytes], nodes: Sequence[CompletedNode]) -> None:
@@ -58,27 +67,28 @@ class DatabaseLogStore:
         hashes = [value for level, _index, value in nodes if level == 0]
         if len(hashes) != len(leaves):
             raise LogError(f"{len(leaves)} leaves but {len(hashes)} leaf hashes")
-        moved = self.connection.execute(
-            update(_heads).where(and_(_heads.c.tenant_id == self.tenant_id, _heads.c.size == start))
-            .values(size=start + len(leaves)))
+        moved = self.connection.execute(_MOVE_HEAD, {"tenant": self.tenant_id, "start": start,
+                                                     "end": start + len(leaves)})
         if moved.rowcount != 1:
+            self._size = None
             raise LogConflict(f"append at {start} but the log has {self.size()} entries")
+        if self._size is not None:
+            self._size = start + len(leaves)
         tenant = self.tenant_id
-        self.connection.execute(insert(_leaves), [
+        self.connection.execute(_INSERT_LEAVES, [
             {"tenant_id": tenant, "idx": start + i, "hash": h, "data": leaf}
             for i, (h, leaf) in enumerate(zip(hashes, leaves, strict=True))])
         upper = [{"tenant_id": tenant, "level": level, "idx": index, "hash": value}
                  for level, index, value in nodes if level]
         if upper:
-            self.connection.execute(insert(_nodes), upper)
+            self.connection.execute(_INSERT_NODES, upper)
 
     def read_nodes(self, ids: Sequence[NodeId]) -> list[bytes]:
         """The hashes of these complete subtrees, in order (two queries, whatever the count)."""
         found: dict[NodeId, bytes] = {}
         leaves = [index for level, index in ids if level == 0]
         if leaves:
-            rows = self.connection.execute(select(_leaves.c.idx, _leaves.c.hash).where(
-                _leaves.c.tenant_id == self.tenant_id, _leaves.c.idx.in_(leaves)))
+            rows = self.connection.execute(_LEAF_HASHES, {"tenant": self.tenant_id, "ids": leaves})
             found.update(((0, int(row[0])), bytes(row[1])) for row in rows)
         upper = [(level, index) for level, index in ids if level]
         if upper:

@@ -146,7 +146,8 @@ class IdempotencyRecord(Base):
 
 
 class SessionEvent(Base):
-    """A permitted request, kept as the session history that invariants (budgets, counts) read."""
+    """A permitted request (principal and context included), kept as the session history that
+    invariants (budgets, counts, flows) read."""
 
     __tablename__ = "session_events"
     __table_args__ = (Index("ix_session_events_principal", "tenant_id", "principal_id", "time"),)
@@ -157,6 +158,18 @@ class SessionEvent(Base):
     principal_id: Mapped[str] = mapped_column(String(200))
     time: Mapped[float]
     event: Mapped[dict[str, Any]]
+
+
+class SessionContribution(Base):
+    """What an event adds to each invariant of one policy version (`kernel.event_contributions`),
+    so a decision sums stored numbers instead of re-evaluating the history."""
+
+    __tablename__ = "session_contributions"
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("session_events.id", ondelete="CASCADE"), primary_key=True)
+    policy_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
+    contributions: Mapped[dict[str, Any]]
+    relevant: Mapped[bool]  # the event matches some invariant: only these are read back
 
 
 class LogHead(Base):

@@ -10,8 +10,10 @@ from threading import Lock
 
 import kernel
 from kernel.checkpoint import tenant_origin
+from kernel.log import TransparencyLog
 from kernel.note import NoteSigner
 from server.db import Database
+from server.logstore import DatabaseLogStore
 from server.settings import Settings
 
 POLICY_CACHE_SIZE = 256
@@ -81,6 +83,16 @@ class Services:
         self.db = Database(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
         self.signer = load_signing_key(settings)
         self.policies = PolicyCache()
+        self._logs: dict[str, TransparencyLog] = {}
+
+    def transparency_log(self, store: DatabaseLogStore) -> TransparencyLog:
+        """The tenant's log over `store` (a transaction's view), keeping the log's right border
+        between appends so an append reads no stored hashes while nobody else appended."""
+        log = self._logs.get(store.tenant_id)
+        if log is None:
+            log = self._logs[store.tenant_id] = TransparencyLog(store, self.origin(store.tenant_id))
+        log.store = store
+        return log
 
     def origin(self, tenant_id: str) -> str:
         """The origin line of a tenant's log."""

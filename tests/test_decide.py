@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import kernel
 from tests.conftest import NOW
@@ -224,3 +227,36 @@ rules:
     assert run(n=6, m=1) == "deny"
     assert run(n=5.5, m=2) == "permit"
     assert run(owner="u2") == "deny"
+
+
+_EVENT = st.sampled_from([
+    ("payments.transfer", "/accounts/1"), ("db.delete", "/scratch/a"), ("db.read", "/pii/users"),
+    ("http.post", "/hooks"), ("api.read", "/api/x")])
+_AMOUNT = st.one_of(st.integers(-5, 3000), st.sampled_from(["lots", None]),
+                    st.fractions(0, 100, max_denominator=7))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(st.tuples(st.integers(-600, 100_000), _EVENT, _AMOUNT), max_size=12),
+       probe=_EVENT, amount=st.integers(0, 3000))
+def test_stored_contributions_decide_like_the_history(payments: kernel.Policy, events: list[Any],
+                                                      probe: tuple[str, str], amount: int) -> None:
+    # A server stores each permitted event's contributions and later sums them per window; that
+    # must decide exactly as re-reading the whole history does (times in the future included).
+    principal = {"id": "agent-1", "roles": ["ops"]}
+    context = {"mfa": True}
+    stored, history_events = [], []
+    for ago, (action, resource), value in events:
+        args = {"currency": "EUR", "url": "https://elsewhere.example/"} | ({} if value is None else {
+            "amount": float(value) if isinstance(value, Fraction) else value})
+        event = {"principal": principal, "action": action, "resource": resource, "args": args, "context": context}
+        time = NOW.timestamp() - ago
+        stored.append((time, kernel.event_contributions(payments, event)))
+        history_events.append({"time": time, **event})
+    request = {"principal": principal, "action": probe[0], "resource": probe[1],
+               "args": {"amount": amount, "currency": "EUR", "url": "https://elsewhere.example/"}, "context": context}
+    from_history = kernel.decide(payments, request, state={"history": history_events}, now=NOW)
+    summary = kernel.summary_from_contributions(payments, stored, NOW)
+    from_summary = kernel.decide(payments, request, state={"summary": summary}, now=NOW)
+    assert (from_summary.outcome, from_summary.rules) == (from_history.outcome, from_history.rules)
+    assert from_summary.session == from_history.session

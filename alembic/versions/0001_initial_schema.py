@@ -249,6 +249,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_policy_versions_tenant_id"), ["tenant_id"], unique=False)
 
     op.create_table(
+        "session_contributions",
+        sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("policy_hash", sa.String(length=80), nullable=False),
+        sa.Column("contributions", sa.JSON(), nullable=False),
+        sa.Column("relevant", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(["event_id"], ["session_events.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("event_id", "policy_hash"),
+    )
+    op.create_table(
         "policy_activations",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
@@ -277,6 +286,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_policy_activations_tenant")
 
     op.drop_table("policy_activations")
+    op.drop_table("session_contributions")
     with op.batch_alter_table("policy_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_policy_versions_tenant_id"))
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
 
-import kernel
 from kernel.plans import PlanTooLong, verify_plan
-from server.decisions import DecideInput, decide_and_record, session_history
+from server.decisions import DecideInput, active_policy, decide_and_record, session_state
 from server.errors import ApiError
 from server.identity import Caller, require
-from server.models import PolicyVersion, Tenant
 from server.services import Services
 from server.time import utcnow
 
@@ -65,20 +62,6 @@ def services_of(request: Request) -> Services:
     return services
 
 
-async def active_policy(services: Services, tenant_id: str) -> tuple[kernel.Policy, str]:
-    """The tenant's active policy and its version id; 409 if none is active (never a permit)."""
-    async with services.db.read() as session:
-        version_id = (await session.execute(select(Tenant.active_version_id).where(Tenant.id == tenant_id))).scalar()
-        if version_id is None:
-            raise ApiError(409, "no_active_policy", "this tenant has no active policy: nothing can be permitted")
-        policy = services.policies.get(version_id)
-        if policy is None:
-            source = (await session.execute(select(PolicyVersion.source).where(
-                PolicyVersion.id == version_id))).scalar_one()
-            policy = services.policies.load(version_id, source)
-    return policy, version_id
-
-
 def client_ip(request: Request, trusted: list[str]) -> str | None:
     """The caller's address: the socket peer, or X-Forwarded-For's last hop from a trusted proxy."""
     peer = request.client.host if request.client else None
@@ -88,20 +71,25 @@ def client_ip(request: Request, trusted: list[str]) -> str | None:
     return peer
 
 
-@router.post("/decide", summary="Decide an action and certify the decision")
+DECIDE_EXAMPLE = {"decision": "permit", "rules": ["transfer"], "proof": {"kind": "witness", "witnesses": []},
+                  "diagnostics": [], "certificate_id": "01a20237-2476-730b-9fd7-db12d7908b3d", "log_index": 41,
+                  "replayed": False, "certificate": {"version": "licet.certificate/1", "signature": "…"}}
+
+
+@router.post("/decide", summary="Decide an action and certify the decision", response_class=Response,
+             responses={200: {"description": "The decision, its proof, the signed certificate and its log index",
+                              "content": {"application/json": {"example": DECIDE_EXAMPLE}}}})
 async def decide(body: DecideBody, request: Request, caller: Annotated[Caller, require("decide")],
-                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     """Decide with the tenant's active policy; returns the decision, its proof, the signed certificate
     and its index in the tenant's evidence log. A retried request with the same Idempotency-Key
     returns the same certificate."""
     services = services_of(request)
-    policy, _ = await active_policy(services, caller.tenant_id)
     ask = DecideInput(caller, body.action, body.resource, body.args,
                       client_ip(request, services.settings.trusted_proxies), body.delegation, idempotency_key)
-    async with services.db.write() as session:
-        result: dict[str, Any] = await session.run_sync(decide_and_record, services, policy, ask)
-    request.app.state.metrics.decisions.labels(result["decision"]).inc()
-    return result
+    recorded = await services.db.run_write(decide_and_record, services, ask)
+    request.app.state.metrics.decisions.labels(recorded.outcome).inc()
+    return Response(recorded.body, media_type="application/json")
 
 
 @router.post("/plans/verify", summary="Verify a multi-step plan before starting it")
@@ -110,10 +98,11 @@ async def plans_verify(body: PlanBody, request: Request, caller: Annotated[Calle
     """Check every step for every value of its symbolic arguments, from the caller's session state.
     Nothing is recorded: a plan verdict is advice, each step is still decided when it runs."""
     services = services_of(request)
-    policy, _ = await active_policy(services, caller.tenant_id)
     now = utcnow().timestamp()
     async with services.db.read() as session:
-        state = await session.run_sync(session_history, caller.tenant_id, caller.principal_id, policy, now)
+        policy = await session.run_sync(active_policy, services, caller.tenant_id)
+        state = await session.run_sync(session_state, caller.tenant_id, caller.principal_id, policy, now,
+                                       remember=False)
     context = {"authenticated": True, "mfa": caller.mfa,
                "source_ip": client_ip(request, services.settings.trusted_proxies) or ""}
     try:

@@ -1,0 +1,199 @@
+"""`POST /v1/decide` over real HTTP: latency and throughput of a running `licet serve`.
+
+    .venv/bin/python bench/http.py              # SQLite and PostgreSQL, 1 / 8 / 32 clients, ~1-2 min
+    .venv/bin/python bench/http.py --quick      # fewer requests
+    .venv/bin/python bench/http.py --backends sqlite --clients 1 8
+
+Each backend gets a fresh `licet serve` process (uvicorn, one worker, as the README starts it), a
+fresh database migrated by Alembic, a tenant with `examples/payments-agent.yaml` active and an agent
+key. Clients are asyncio tasks sharing one httpx connection pool, each sending its next request as
+soon as the last one answered (closed loop), so "decisions/s" is what the server sustained at that
+concurrency. Every request is decided, signed, appended to the tenant's evidence log and committed
+before it answers. The request mix: statement reads (permit), transfers with varying amounts
+(permit, then forbid once the daily budget is spent: the invariant reads the session history),
+and unknown actions (deny). The load generator runs on the same 2-core machine as the server and
+takes CPU from it: figures are a floor, compare rows within one run.
+"""
+
+# ruff: noqa: E402 - the path fix below must run before any import that reaches the stdlib's `http`
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's directory comes first on sys.path and `http.py` would shadow the
+# standard library's `http` package that httpx imports.
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+PG_ADMIN = os.environ.get("LICET_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BUDGET = {"p50_ms": 3.0, "per_second": 500}
+console = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _fresh_pg(name: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    return f"postgresql+asyncpg://{host}/{name}"
+
+
+async def _provision(database_url: str, data_dir: Path) -> str:
+    """A tenant with the payments example active; an agent key's secret."""
+    from server.migrations import upgrade_async
+    from server.services import Services
+    from server.settings import Settings
+    from server.tenants import seed_demo
+
+    await upgrade_async(database_url)
+    services = Services(Settings(data_dir=data_dir, database_url=database_url))
+    try:
+        seeded = await seed_demo(services)
+    finally:
+        await services.db.dispose()
+    return str(seeded["agent_key"])
+
+
+def _requests(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        pick = rng.random()
+        if pick < 0.5:
+            out.append({"action": "payments.read", "resource": f"/accounts/acc-{i % 50:03d}/statements/2025-05"})
+        elif pick < 0.85:
+            out.append({"action": "payments.transfer", "resource": f"/accounts/acc-{i % 50:03d}",
+                        "args": {"amount": rng.randint(1, 400), "currency": "EUR", "country": "DE"}})
+        else:
+            out.append({"action": "payments.unknown", "resource": "/accounts/acc-001"})
+    return out
+
+
+async def _load(url: str, key: str, clients: int, requests: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    queue = iter(requests)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits,
+                                 timeout=60) as client:
+        async def worker() -> None:
+            for body in queue:
+                started = time.perf_counter()
+                reply = await client.post("/v1/decide", json=body)
+                latencies.append(time.perf_counter() - started)
+                if reply.status_code != 200:
+                    raise RuntimeError(f"{reply.status_code}: {reply.text[:300]}")
+                decision = reply.json()["decision"]
+                outcomes[decision] = outcomes.get(decision, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"n": len(latencies), "p50": statistics.median(latencies) * 1000,
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+            "per_second": len(latencies) / elapsed, "outcomes": outcomes}
+
+
+def _serve(database_url: str, data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {**os.environ, "LICET_DATABASE_URL": database_url, "LICET_DATA_DIR": str(data_dir),
+           "LICET_LOG_JSON": "true"}
+    process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--port", str(port)], env=env,
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"licet serve did not start; see {log}")
+
+
+def run_backend(backend: str, clients: list[int], per_level: int, warmup: int) -> list[dict[str, Any]]:
+    """Figures for one backend at each concurrency level."""
+    work = Path(tempfile.mkdtemp(prefix=f"licet-bench-{backend}-"))
+    try:
+        data_dir = work / "data"
+        database_url = (asyncio.run(_fresh_pg("licet_bench_http")) if backend == "postgresql"
+                        else f"sqlite+aiosqlite:///{data_dir / 'licet.db'}")
+        data_dir.mkdir(parents=True)
+        key = asyncio.run(_provision(database_url, data_dir))
+        process, url = _serve(database_url, data_dir, work / "server.log")
+        try:
+            asyncio.run(_load(url, key, 4, _requests(warmup, seed=0)))
+            rows = []
+            for level in clients:
+                figures = asyncio.run(_load(url, key, level, _requests(per_level, seed=level)))
+                rows.append({"backend": backend, "clients": level, **figures})
+            return rows
+        finally:
+            process.terminate()
+            process.wait(10)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=3000, help="requests per concurrency level")
+    parser.add_argument("--quick", action="store_true", help="600 requests per level")
+    args = parser.parse_args()
+    per_level = 600 if args.quick else args.requests
+    rows = []
+    for backend in args.backends:
+        rows += run_backend(backend, args.clients, per_level, warmup=200)
+    table = Table(title=f"POST /v1/decide over HTTP (uvicorn, 1 worker; {os.cpu_count()} CPUs, client on the same "
+                        "machine)")
+    for column in ("backend", "clients", "requests", "p50 ms", "p99 ms", "decisions/s", "outcomes"):
+        table.add_column(column, justify="right" if column not in ("backend", "outcomes") else "left")
+    for row in rows:
+        p50_ok = row["p50"] <= BUDGET["p50_ms"]
+        rate_ok = row["per_second"] >= BUDGET["per_second"]
+        table.add_row(row["backend"], str(row["clients"]), str(row["n"]),
+                      f"[{'green' if p50_ok else 'red'}]{row['p50']:.2f}[/]", f"{row['p99']:.2f}",
+                      f"[{'green' if rate_ok else 'red'}]{row['per_second']:.0f}[/]",
+                      ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())))
+    console.print(table)
+    console.print(f"DESIGN.md budget on SQLite: p50 ≤ {BUDGET['p50_ms']} ms and ≥ {BUDGET['per_second']} "
+                  "decisions/s (green when met).")
+
+
+if __name__ == "__main__":
+    main()
