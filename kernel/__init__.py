@@ -5,7 +5,14 @@ Pure: no network, no database, and no clock or randomness except through argumen
 
 from kernel.canonical import canonical_json
 from kernel.certificate import certificate_leaf, issue_certificate, theorem_hash, verify_certificate
-from kernel.decision import Decision, PresentedApproval, decide, event_contributions, summary_from_contributions
+from kernel.decision import (
+    Decision,
+    PresentedApproval,
+    decide,
+    event_contributions,
+    involved_invariants,
+    summary_from_contributions,
+)
 from kernel.errors import InvalidRequest, KernelFault, LicetError, PolicyError
 from kernel.ids import uuid7
 from kernel.keys import PublicKey, Signer, parse_public_key, parse_signer
@@ -30,6 +37,7 @@ __all__ = [
     "certificate_leaf",
     "decide",
     "event_contributions",
+    "involved_invariants",
     "issue_certificate",
     "load_policy",
     "normalise_request",

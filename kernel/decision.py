@@ -112,6 +112,15 @@ def decide(policy: Policy, request: Mapping[str, Any], *, state: Mapping[str, An
     )
 
 
+def involved_invariants(policy: Policy, request: Mapping[str, Any]) -> tuple[str, ...]:
+    """The invariants whose session facts deciding `request` reads (a caller may skip loading
+    session state when there are none)."""
+    req = normalise_request(request, lower_resource=policy.lower_resources)
+    cp = compiled(policy)
+    bucket = cp.bucket(cp.candidates(req.action, req.resource)[0])
+    return tuple(item.invariant.id for item in bucket.items if item.invariant is not None)
+
+
 def _explain(bucket: Bucket, applying: list[str]) -> dict[str, bool]:
     effects = {item.id: item.effect for item in bucket.items}
     for group in (("forbid", "invariant"), ("require_approval",), ("permit",)):

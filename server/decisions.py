@@ -106,7 +106,9 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
         principal = _issuer_principal(session, tenant, chain[0].issuer)
     request = {"principal": principal, "action": ask.action, "resource": ask.resource, "args": ask.args,
                "context": {"authenticated": True, "mfa": ask.caller.mfa, "source_ip": ask.source_ip or ""}}
-    state = session_state(session, tenant, str(principal["id"]), policy, at)
+    # Most requests touch no invariant: then there is no session state to read.
+    involved = kernel.involved_invariants(policy, request)
+    state = session_state(session, tenant, str(principal["id"]), policy, at) if involved else {"summary": {}}
     if chain:
         decision = decide_delegated(policy, request, chain, agent=ask.caller.principal_id, now=at, state=state)
     else:
