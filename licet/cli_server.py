@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,11 +54,15 @@ def serve(
 
         seeded = asyncio.run(_seed(services, seed_demo))
         _print_demo(seeded, host, port)
+    # Client addresses come only from LICET_TRUSTED_PROXIES (server.routers.decide.client_ip), never
+    # from uvicorn's own forwarded-header handling.
     if workers > 1:
+        if data_dir is not None:  # worker processes build their settings from the environment
+            os.environ["LICET_DATA_DIR"] = str(data_dir)
         uvicorn.run("server.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+                    log_level="warning", proxy_headers=False)
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=False)
 
 
 async def _seed(services: Any, seed: Any) -> Any:

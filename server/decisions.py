@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select
+from sqlalchemy import and_, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 import kernel
@@ -94,7 +95,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
     size = lock_head(connection, tenant)
     policy = active_policy(session, services, tenant)
     if ask.idempotency_key is not None:
-        replay = _replay(session, ask)
+        replay = _replay(session, ask, services.settings.idempotency_ttl_seconds)
         if replay is not None:
             return replay
     now = utcnow()
@@ -153,11 +154,14 @@ def response(certificate: dict[str, Any], leaf: bytes, index: int, *, replayed: 
     return Recorded(certificate["decision"], head[:-1].encode() + b', "certificate": ' + leaf + b"}")
 
 
-def _replay(session: Session, ask: DecideInput) -> Recorded | None:
-    found = session.execute(select(IdempotencyRecord).where(
-        IdempotencyRecord.tenant_id == ask.caller.tenant_id, IdempotencyRecord.api_key_id == ask.caller.key_id,
-        IdempotencyRecord.key == ask.idempotency_key)).scalar()
+def _replay(session: Session, ask: DecideInput, ttl_seconds: int) -> Recorded | None:
+    same_key = (IdempotencyRecord.tenant_id == ask.caller.tenant_id) & (
+        IdempotencyRecord.api_key_id == ask.caller.key_id) & (IdempotencyRecord.key == ask.idempotency_key)
+    found = session.execute(select(IdempotencyRecord).where(same_key)).scalar()
     if found is None:
+        return None
+    if found.created_at <= utcnow() - timedelta(seconds=ttl_seconds):
+        session.execute(delete(IdempotencyRecord).where(same_key))  # expired: the key may be reused
         return None
     if found.fingerprint != ask.fingerprint():
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different request",
