@@ -33,9 +33,7 @@ import asyncio
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from typing import Any
@@ -44,28 +42,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-PG_ADMIN = os.environ.get("LICET_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.server_harness import fresh_pg_database, launch  # the test suite's way to start a server
+
 BUDGET = {"p50_ms": 3.0, "per_second": 500}
 console = Console()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _fresh_pg(name: str) -> str:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
-    return f"postgresql+asyncpg://{host}/{name}"
 
 
 async def _provision(database_url: str, data_dir: Path) -> str:
@@ -125,35 +105,16 @@ async def _load(url: str, key: str, clients: int, requests: list[dict[str, Any]]
             "per_second": len(latencies) / elapsed, "outcomes": outcomes}
 
 
-def _serve(database_url: str, data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {**os.environ, "LICET_DATABASE_URL": database_url, "LICET_DATA_DIR": str(data_dir),
-           "LICET_LOG_JSON": "true"}
-    process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--port", str(port)], env=env,
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"licet serve did not start; see {log}")
-
-
 def run_backend(backend: str, clients: list[int], per_level: int, warmup: int) -> list[dict[str, Any]]:
     """Figures for one backend at each concurrency level."""
     work = Path(tempfile.mkdtemp(prefix=f"licet-bench-{backend}-"))
     try:
         data_dir = work / "data"
-        database_url = (asyncio.run(_fresh_pg("licet_bench_http")) if backend == "postgresql"
+        database_url = (fresh_pg_database("licet_bench_http") if backend == "postgresql"
                         else f"sqlite+aiosqlite:///{data_dir / 'licet.db'}")
         data_dir.mkdir(parents=True)
         key = asyncio.run(_provision(database_url, data_dir))
-        process, url = _serve(database_url, data_dir, work / "server.log")
+        process, url = launch(database_url, data_dir, work / "server.log")
         try:
             asyncio.run(_load(url, key, 4, _requests(warmup, seed=0)))
             rows = []

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +32,43 @@ PG_ADMIN = os.environ.get("LICET_TEST_PG", "postgresql://postgres@127.0.0.1:5432
 BACKENDS = ("sqlite", "postgresql")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _pg_database(name: str) -> str:
-    """A fresh, empty PostgreSQL database; its asyncpg URL."""
+def pg_admin(statements: list[str]) -> None:
+    """Run `statements` on the PostgreSQL admin database (skips, or under CI fails, if unreachable)."""
     import asyncpg
 
-    async def create() -> None:
-        conn = await asyncpg.connect(PG_ADMIN)
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN, timeout=10)
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            for statement in statements:
+                await conn.execute(statement)
         finally:
             await conn.close()
 
     try:
-        asyncio.run(create())
-    except (OSError, asyncpg.PostgresError) as exc:
+        asyncio.run(run())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         if IN_CI:
             raise
         pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN}: {exc}")
+
+
+def fresh_pg_database(name: str) -> str:
+    """A new, empty PostgreSQL database `name`; its asyncpg URL."""
+    pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'])
     host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
     return f"postgresql+asyncpg://{host}/{name}"
+
+
+def drop_pg_database(name: str) -> None:
+    """Drop a database `fresh_pg_database` made."""
+    pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
 
 
 @dataclass
@@ -69,7 +80,6 @@ class Server:
     database_url: str
     data_dir: Path
     process: subprocess.Popen[bytes]
-    env: dict[str, str] = field(default_factory=dict)
 
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
         """An HTTP client, authenticated with `key` if given."""
@@ -128,29 +138,33 @@ class Tenant:
         return dict(body)
 
 
-def _start(backend: str, tmp: Path, worker: str) -> Server:
-    data_dir = tmp / f"data-{backend}"
-    database_url = (_pg_database(f"licet_test_{worker}") if backend == "postgresql"
-                    else f"sqlite+aiosqlite:///{data_dir / 'licet.db'}")
-    port = _free_port()
+def launch(database_url: str, data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`licet serve` on a free port, as an operator starts it; returns once `/readyz` answers."""
+    port = free_port()
     env = {**os.environ, "LICET_DATABASE_URL": database_url, "LICET_DATA_DIR": str(data_dir),
            "LICET_LOG_JSON": "true"}
-    log = (tmp / f"server-{backend}.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--port", str(port)], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
+                return process, url
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"licet serve ({backend}) did not start: {(tmp / f'server-{backend}.log').read_text()}")
+            raise RuntimeError(f"licet serve did not start: {log.read_text()}")
         time.sleep(0.2)
-    return Server(backend, url, database_url, data_dir, process, env)
+
+
+def _start(backend: str, tmp: Path, worker: str) -> Server:
+    data_dir = tmp / f"data-{backend}"
+    database_url = (fresh_pg_database(f"licet_test_{worker}") if backend == "postgresql"
+                    else f"sqlite+aiosqlite:///{data_dir / 'licet.db'}")
+    process, url = launch(database_url, data_dir, tmp / f"server-{backend}.log")
+    return Server(backend, url, database_url, data_dir, process)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pytest
 import yaml
 
 from server.settings import Settings
-from tests.test_migrations import drop_pg_database, fresh_pg_database
+from tests.server_harness import drop_pg_database, free_port, fresh_pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.prod.yml"
@@ -137,12 +136,6 @@ def licet(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
           timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "licet", *args], capture_output=True, text=True,
                           env=env or cli_env(), cwd=cwd, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------- the compose file, as a document

@@ -25,42 +25,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from server import migrations
 from server.models import Base, LogHead, SessionContribution, SessionEvent, Tenant
+from tests.server_harness import drop_pg_database, fresh_pg_database
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-PG_ADMIN = os.environ.get("LICET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BOOKKEEPING = {"alembic_version"}
-
-
-def pg_admin(statements: list[str]) -> None:
-    """Run `statements` on the PostgreSQL admin database (skips, or under CI fails, if unreachable)."""
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN, timeout=10)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(run())
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        if IN_CI:
-            raise
-        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN}: {exc}")
-
-
-def fresh_pg_database(name: str) -> str:
-    """A new, empty PostgreSQL database `name`; its asyncpg URL."""
-    assert name.startswith("licet_mig_")
-    pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'])
-    server = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
-    return f"postgresql+asyncpg://{server}/{name}"
-
-
-def drop_pg_database(name: str) -> None:
-    pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
