@@ -4,7 +4,7 @@ Pure: no network, no database, and no clock or randomness except through argumen
 """
 
 from kernel.canonical import canonical_json
-from kernel.certificate import certificate_leaf, issue_certificate, theorem_hash, verify_certificate
+from kernel.certificate import certificate_leaf, issue_certificate, redecide, theorem_hash, verify_certificate
 from kernel.decision import (
     Decision,
     PresentedApproval,
@@ -43,6 +43,7 @@ __all__ = [
     "normalise_request",
     "parse_public_key",
     "parse_signer",
+    "redecide",
     "request_hash",
     "summary_from_contributions",
     "theorem_hash",

@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kernel.canonical import canonical_json
-from kernel.decision import Decision
+from kernel.decision import Decision, decide
+from kernel.errors import LicetError
 from kernel.keys import PublicKey, Signer
+from kernel.policy import Policy
 from kernel.report import Check
 
 CERTIFICATE_VERSION = "licet.certificate/1"
@@ -111,3 +113,24 @@ def verify_certificate(certificate: Mapping[str, Any],
                             "matches the certified request" if recomputed == certificate["request_hash"]
                             else "the request does not hash to request_hash"))
     return checks
+
+
+def redecide(certificate: Mapping[str, Any], policy: Policy) -> Check:
+    """Re-run the kernel on the certified request and compare outcome, rules and proof."""
+    if certificate.get("policy", {}).get("hash") != policy.hash:
+        return Check("redecide", False, f"the policy file hashes to {policy.hash}, the "
+                     f"certificate was decided under {certificate.get('policy', {}).get('hash')}")
+    if certificate.get("approval") and "id" in certificate["approval"]:
+        return Check("redecide", False, "approval-based permits are re-decided by the server")
+    try:
+        issued = datetime.fromisoformat(str(certificate["issued_at"]).replace("Z", "+00:00"))
+        again = decide(policy, certificate["request"], now=issued,
+                              state={"summary": certificate.get("session") or {}})
+    except (LicetError, KeyError, ValueError) as exc:
+        return Check("redecide", False, f"could not re-decide: {exc}")
+    # Cores are minimal but not unique, so the proof is compared by what it proves.
+    same = (again.outcome == certificate.get("decision")
+            and list(again.rules) == certificate.get("rules"))
+    detail = f"kernel again says {again.outcome} {list(again.rules)}"
+    return Check("redecide", same, detail + ("" if same else
+                 f"; certificate says {certificate.get('decision')} {certificate.get('rules')}"))

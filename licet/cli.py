@@ -13,7 +13,6 @@ import typer
 from rich.table import Table
 
 import kernel
-from kernel.report import Check
 from licet.cli_log import bundle_checks, log_app
 from licet.cli_server import migrate, serve, tenant_app
 from licet.output import console, fail, print_checks
@@ -289,27 +288,6 @@ def _public_keys(values: list[str]) -> list[kernel.PublicKey]:
     return keys
 
 
-def redecide_check(certificate: dict[str, Any], policy: kernel.Policy) -> Check:
-    """Re-run the kernel on the certified request and compare outcome, rules and proof."""
-    if certificate.get("policy", {}).get("hash") != policy.hash:
-        return Check("redecide", False, f"the policy file hashes to {policy.hash}, the "
-                     f"certificate was decided under {certificate.get('policy', {}).get('hash')}")
-    if certificate.get("approval") and "id" in certificate["approval"]:
-        return Check("redecide", False, "approval-based permits are re-decided by the server")
-    try:
-        issued = datetime.fromisoformat(str(certificate["issued_at"]).replace("Z", "+00:00"))
-        again = kernel.decide(policy, certificate["request"], now=issued,
-                              state={"summary": certificate.get("session") or {}})
-    except (kernel.LicetError, KeyError, ValueError) as exc:
-        return Check("redecide", False, f"could not re-decide: {exc}")
-    # Cores are minimal but not unique, so the proof is compared by what it proves.
-    same = (again.outcome == certificate.get("decision")
-            and list(again.rules) == certificate.get("rules"))
-    detail = f"kernel again says {again.outcome} {list(again.rules)}"
-    return Check("redecide", same, detail + ("" if same else
-                 f"; certificate says {certificate.get('decision')} {certificate.get('rules')}"))
-
-
 @app.command()
 def verify(
     certificate: Path,
@@ -328,7 +306,7 @@ def verify(
     if bundle is not None:
         checks += bundle_checks(cert, bundle, log_key or [], keys)
     if policy is not None:
-        checks.append(redecide_check(cert, load_policy_file(policy)))
+        checks.append(kernel.redecide(cert, load_policy_file(policy)))
     print_checks(checks, json_out)
 
 

@@ -1,0 +1,66 @@
+"""What an SDK call raises. A decision that is not a permit is an exception where the caller asked
+for the action to be allowed (`require`, guarded tools); the server being unreachable is too, so
+nothing runs unless Licet said yes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sdk.types import DecisionResult
+
+
+class LicetError(Exception):
+    """Base class of every SDK error."""
+
+
+class NotPermitted(LicetError):
+    """The action was decided and is not permitted; `decision` carries the certificate."""
+
+    def __init__(self, decision: DecisionResult) -> None:
+        self.decision = decision
+        rules = ", ".join(decision.rules) or "no permit rule applies"
+        super().__init__(f"{decision.decision}: {rules} (certificate {decision.certificate_id})")
+
+
+class Forbidden(NotPermitted):
+    """A forbid rule applies or an invariant would be broken."""
+
+
+class Denied(NotPermitted):
+    """No permit rule applies (the default deny)."""
+
+
+class ApprovalRequired(NotPermitted):
+    """A person must approve first; `approval_id` names the approval once the server opened one."""
+
+    @property
+    def approval_id(self) -> str | None:
+        """The approval to wait for, if the server opened one."""
+        return self.decision.approval_id
+
+
+class LicetUnavailable(LicetError):
+    """The server could not be reached or failed: nothing is permitted (fail closed)."""
+
+
+class ApiError(LicetError):
+    """The server refused the request; `code`, `message` and `field` come from its error document."""
+
+    def __init__(self, status: int, error: dict[str, Any]) -> None:
+        self.status = status
+        self.code = str(error.get("code", "unknown"))
+        self.message = str(error.get("message", ""))
+        self.field = error.get("field")
+        self.detail = error
+        where = f" ({self.field})" if self.field else ""
+        super().__init__(f"{status} {self.code}{where}: {self.message}")
+
+
+def raise_for_decision(decision: DecisionResult) -> DecisionResult:
+    """`decision` if it is a permit, else the matching `NotPermitted`."""
+    kinds: dict[str, type[NotPermitted]] = {"forbid": Forbidden, "deny": Denied,
+                                            "require_approval": ApprovalRequired}
+    if decision.decision == "permit":
+        return decision
+    raise kinds.get(decision.decision, Denied)(decision)
