@@ -109,3 +109,24 @@ def test_local_mode_issues_the_same_certificates(tmp_path: Path) -> None:
         assert plan.verdict == "unsafe" and plan.counterexample is not None  # 900 + 5 * 1000 > 5000
     finally:
         local.close()
+
+
+def test_example_agents_run_offline() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    plain = subprocess.run([sys.executable, "examples/agents/plain_agent.py"], cwd=root, capture_output=True,
+                           text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines()[:4] == [
+        "permit: transferred 250 EUR from acc-001", "forbid: sanctioned-countries",
+        "approval required: large-transfer", "pre-flight: unsafe (first failing step 9, daily-transfer-budget)"]
+    loop = subprocess.run([sys.executable, "examples/agents/function_calling.py"], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert loop.returncode == 0, loop.stderr
+    lines = loop.stdout.splitlines()
+    assert lines[0] == "pre-flight of 3 calls: unsafe (first failing step 2)"
+    assert lines[1] == "tool payments__refund(ch-1): refunded 40 EUR of ch-1"
+    assert lines[2].startswith("tool payments__refund(ch-2): needs approval (large-refund)")
+    assert lines[3].startswith("tool payments__refund(ch-3): deny by default deny")
