@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kernel.errors import InvalidRequest, KernelFault, PolicyError
@@ -20,6 +21,27 @@ class ApiError(Exception):
                  detail: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field, self.detail = status, code, message, field, detail
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: str = Field(examples=["not_found"], description="Stable, machine-readable.")
+    message: str = Field(examples=["policy not found"])
+    field: str | None = Field(description="The input at fault, as a dotted path, if one is.")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API reports (some codes add details next to `code`, `message` and `field`)."""
+
+    error: ErrorDetail
+
+
+# Declared on every router, so the OpenAPI document describes the error bodies actually sent
+# (FastAPI's default 422 schema, `{"detail": [...]}`, is not what this API returns).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "The request was refused; nothing was changed."},
+    "5XX": {"model": ErrorBody, "description": "The server could not answer; nothing was permitted."},
+}
 
 
 def not_found(what: str) -> ApiError:
@@ -57,6 +79,9 @@ def install(app: FastAPI) -> None:
         message = str(first.get("msg", "invalid input"))
         if first.get("type") == "extra_forbidden":
             message = f"unknown field {field!r}"
+        elif first.get("type") == "json_invalid":  # its location is ("body", character offset)
+            offset = first.get("loc", ("body", "?"))[-1]
+            field, message = "body", f"not valid JSON at character {offset}: {first.get('ctx', {}).get('error', '')}"
         problems = [{"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg"))} for e in exc.errors()]
         return JSONResponse(error_body("invalid_input", message, field, problems=problems), 422)
 
@@ -81,6 +106,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 401: "unauthenticated"}
+        codes = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
+                 401: "unauthenticated"}
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)), exc.status_code,
                             headers=getattr(exc, "headers", None))

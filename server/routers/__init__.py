@@ -1,20 +1,23 @@
 """The API's routers, and the input types they share.
 
-Inputs that could only fail in the database or in JSON rendering are refused at the boundary with
-a 422 naming the field: PostgreSQL text cannot hold U+0000, UTF-8 cannot encode an unpaired
-surrogate, JSON has no NaN or Infinity, and integer columns are 32 or 64 bits wide.
+Inputs that could only fail in the database, in JSON rendering or in signing are refused at the
+boundary with a 422 naming the field: PostgreSQL text cannot hold U+0000, UTF-8 cannot encode an
+unpaired surrogate, JSON has no NaN or Infinity, a certificate's canonical JSON (RFC 8785) holds
+numbers only up to ±(2^53-1), and integer columns are 32 or 64 bits wide.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 INT32_MAX = 2**31 - 1  # INTEGER columns (policy version numbers)
 INT64_MAX = 2**63 - 1  # BIGINT columns (log sizes and indexes, audit event ids)
 MAX_JSON_DEPTH = 32  # as deep as the kernel lets a request's args nest
+MAX_SAFE = 2**53 - 1  # the largest magnitude RFC 8785 (so a certificate) represents exactly
 
 
 def _unicode(value: str) -> str:
@@ -32,12 +35,19 @@ def _text(value: str) -> str:
     return _unicode(value)
 
 
+def _number(value: int | float) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
+    if abs(value) > MAX_SAFE:
+        raise ValueError("numbers must be within ±(2^53-1) to be certified exactly")
+
+
 def _json(value: Any, depth: int = 0) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
-    if isinstance(value, str):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        _number(value)
+    elif isinstance(value, str):
         _unicode(value)
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -49,15 +59,27 @@ def _json(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def _json_keys(value: Any, depth: int = 0) -> Any:
-    # Only the keys: the kernel checks values itself (and names the exact field), but not keys.
+def _request_json(value: Any, depth: int = 0) -> Any:
+    # The kernel checks a request's values itself, naming the exact field; but not its keys, nor
+    # floats beyond ±(2^53-1) (it bounds integers only), which then fail when the certificate is signed.
+    if isinstance(value, float) and math.isfinite(value) and abs(value) > MAX_SAFE:
+        raise ValueError("numbers must be within ±(2^53-1) to be certified exactly")
     if depth <= MAX_JSON_DEPTH and isinstance(value, dict | list):
         for key, item in value.items() if isinstance(value, dict) else enumerate(value):
             if isinstance(key, str):
                 _unicode(key)
-            _json_keys(item, depth + 1)
+            _request_json(item, depth + 1)
     return value
 
+
+def _date_time_string(value: Any) -> Any:
+    # Pydantic would also take a number as seconds since 1970 (so `0` is an expiry long past).
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_date_time_string)]
 
 Text = Annotated[str, AfterValidator(_text)]
 """A string the database can store and compare: no NUL, valid Unicode."""
@@ -65,7 +87,11 @@ Text = Annotated[str, AfterValidator(_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json)]
 """A JSON object the server stores or loads as policy: finite numbers, valid Unicode, bounded depth."""
 
-JsonList = Annotated[list[Any], AfterValidator(_json)]
+JsonObjects = Annotated[list[dict[str, Any]], AfterValidator(_json)]
+"""A list of such objects (a delegation's scope: rules the kernel loads as a policy)."""
 
-RequestArgs = Annotated[dict[str, Any], AfterValidator(_json_keys)]
-"""An agent's args (or plan steps): the kernel validates the values, the keys are checked here."""
+RequestArgs = Annotated[dict[str, Any], AfterValidator(_request_json)]
+"""An agent's args: the kernel validates them (naming the exact field) but for what is checked here."""
+
+RequestSteps = Annotated[list[dict[str, Any]], AfterValidator(_request_json)]
+"""A plan's steps, checked as args are."""

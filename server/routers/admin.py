@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,14 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import audit
-from server.errors import ApiError, not_found
+from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, new_api_key, require
 from server.models import ApiKey, AuditEvent, User
 from server.roles import ROLES
+from server.routers import INT64_MAX, DateTime, JsonObject, Text
 from server.routers.decide import services_of
 from server.time import utcnow
 
-router = APIRouter(prefix="/v1", tags=["administration"])
+router = APIRouter(prefix="/v1", tags=["administration"], responses=ERROR_RESPONSES)
 
 _RESERVED_ATTRIBUTES = {"id", "tenant", "roles"}
 
@@ -37,12 +38,12 @@ class KeyBody(BaseModel):
     """A key's scope: its API role and the principal policies see."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, examples=["payments-bot production"])
+    name: Text = Field(min_length=1, max_length=200, examples=["payments-bot production"])
     role: Role = Field(examples=["agent"])
-    principal_id: str = Field(min_length=1, max_length=200, examples=["agent:payments-bot"])
-    principal_roles: list[str] = Field(default_factory=list, max_length=50, examples=[["payments-agent"]])
-    attributes: dict[str, Any] = Field(default_factory=dict, description="Extra principal attributes.")
-    expires_at: datetime | None = None
+    principal_id: Text = Field(min_length=1, max_length=200, examples=["agent:payments-bot"])
+    principal_roles: list[Text] = Field(default_factory=list, max_length=50, examples=[["payments-agent"]])
+    attributes: JsonObject = Field(default_factory=dict, description="Extra principal attributes.")
+    expires_at: DateTime | None = None
 
     @field_validator("attributes")
     @classmethod
@@ -55,9 +56,14 @@ class KeyBody(BaseModel):
     @field_validator("expires_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("needs a time zone (e.g. Z)")
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00
+            raise ValueError("out of range once in UTC") from None
 
 
 class RotateBody(BaseModel):
@@ -67,9 +73,17 @@ class RotateBody(BaseModel):
 
 class UserBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    display_name: str = Field(min_length=1, max_length=200)
+    email: Text = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    display_name: Text = Field(min_length=1, max_length=200)
     role: Role
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        lowered = value.lower()  # what is stored; lowering can lengthen it ('İ' becomes two characters)
+        if len(lowered) > 320:
+            raise ValueError("at most 320 characters")
+        return lowered
 
 
 def _key_json(key: ApiKey) -> dict[str, Any]:
@@ -123,7 +137,7 @@ async def list_keys(request: Request, caller: Annotated[Caller, require("keys.ma
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke an API key, at once")
-async def revoke_key(key_id: str, request: Request, caller: Annotated[Caller, require("keys.manage")],
+async def revoke_key(key_id: Text, request: Request, caller: Annotated[Caller, require("keys.manage")],
                      ) -> dict[str, Any]:
     """The key stops working for every request that starts after this one."""
     async with services_of(request).db.write() as session:
@@ -135,7 +149,7 @@ async def revoke_key(key_id: str, request: Request, caller: Annotated[Caller, re
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201, summary="Replace a key with a new secret, same scope")
-async def rotate_key(key_id: str, body: RotateBody, request: Request,
+async def rotate_key(key_id: Text, body: RotateBody, request: Request,
                      caller: Annotated[Caller, require("keys.manage")]) -> dict[str, Any]:
     """The old key keeps working for `grace_seconds` (default: not at all)."""
     async with services_of(request).db.write() as session:
@@ -187,7 +201,8 @@ async def list_users(request: Request, caller: Annotated[Caller, require("users.
 
 @router.get("/audit", summary="The administrative audit trail, newest first")
 async def list_audit(request: Request, caller: Annotated[Caller, require("audit.read")],
-                     before: Annotated[int | None, Query(ge=1, description="Page: events older than this id")] = None,
+                     before: Annotated[int | None, Query(ge=1, le=INT64_MAX,
+                                                         description="Page: events older than this id")] = None,
                      limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
     """Who changed what, when; page with `before` = the last id seen."""
     async with services_of(request).db.read() as session:

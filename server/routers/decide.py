@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kernel.plans import PlanTooLong, verify_plan
 from server.decisions import DecideInput, active_policy, decide_and_record, session_state
-from server.errors import ApiError
+from server.errors import ERROR_RESPONSES, ApiError
 from server.identity import Caller, require
+from server.routers import RequestArgs, RequestSteps, Text
 from server.services import Services
 from server.time import utcnow
 
-router = APIRouter(prefix="/v1", tags=["decisions"])
+router = APIRouter(prefix="/v1", tags=["decisions"], responses=ERROR_RESPONSES)
 
 SERVER_FILLED = ("principal", "context", "tenant", "tenant_id", "role", "roles", "mfa", "authenticated", "user")
 
@@ -39,9 +40,9 @@ class DecideBody(_AgentBody):
 
     action: str = Field(min_length=1, max_length=200, examples=["payments.transfer"])
     resource: str = Field(min_length=1, max_length=4096, examples=["/accounts/acc-001"])
-    args: dict[str, Any] = Field(default_factory=dict, examples=[{"amount": 120, "currency": "EUR"}])
-    delegation: str | None = Field(None, max_length=36, description="Acting for another principal through "
-                                   "this delegation grant (the leaf of the chain).")
+    args: RequestArgs = Field(default_factory=dict, examples=[{"amount": 120, "currency": "EUR"}])
+    delegation: Text | None = Field(None, max_length=36, description="Acting for another principal through "
+                                    "this delegation grant (the leaf of the chain).")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"action": "payments.transfer", "resource": "/accounts/acc-001",
@@ -51,7 +52,7 @@ class DecideBody(_AgentBody):
 class PlanBody(_AgentBody):
     """A plan: steps `{action, resource, args}`, any argument concrete or symbolic."""
 
-    steps: list[dict[str, Any]] = Field(examples=[[
+    steps: RequestSteps = Field(examples=[[
         {"action": "payments.transfer", "resource": "/accounts/acc-001",
          "args": {"amount": {"symbolic": "int", "min": 0, "max": 900}, "currency": "EUR"}}]])
 

@@ -14,33 +14,37 @@ from sqlalchemy import select
 from kernel.delegation import check_attenuation, descendants
 from server import audit
 from server.decisions import as_grant, load_grants
-from server.errors import ApiError, not_found
+from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, require
 from server.models import GrantRecord
+from server.routers import DateTime, JsonObjects, Text
 from server.routers.decide import services_of
 from server.time import utcnow
 
-router = APIRouter(prefix="/v1/delegations", tags=["delegations"])
+router = APIRouter(prefix="/v1/delegations", tags=["delegations"], responses=ERROR_RESPONSES)
 
 
 class GrantBody(BaseModel):
     """A grant the caller issues: `delegate` may act for the caller within `scope` until `expires_at`."""
 
     model_config = ConfigDict(extra="forbid")
-    delegate: str = Field(min_length=1, max_length=200, examples=["agent:invoice-helper"])
-    scope: list[dict[str, Any]] = Field(max_length=500, description="Rules in the policy language.", examples=[[
+    delegate: Text = Field(min_length=1, max_length=200, examples=["agent:invoice-helper"])
+    scope: JsonObjects = Field(max_length=500, description="Rules in the policy language.", examples=[[
         {"id": "small-refunds", "effect": "permit", "action": ["payments.refund"], "resource": ["/accounts/*"],
          "when": "args.amount <= 100"}]])
-    expires_at: datetime
+    expires_at: DateTime
     max_depth: int = Field(0, ge=0, le=16)
-    parent: str | None = Field(None, max_length=36, description="The grant this one re-delegates.")
+    parent: Text | None = Field(None, max_length=36, description="The grant this one re-delegates.")
 
     @field_validator("expires_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("needs a time zone (e.g. Z)")
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00
+            raise ValueError("out of range once in UTC") from None
 
 
 def _grant_json(record: GrantRecord) -> dict[str, Any]:
@@ -98,7 +102,7 @@ async def list_grants(request: Request, caller: Annotated[Caller, require("deleg
 
 
 @router.post("/{grant_id}/revoke", summary="Revoke a grant and every grant issued under it")
-async def revoke(grant_id: str, request: Request, caller: Annotated[Caller, require("delegations.write")],
+async def revoke(grant_id: Text, request: Request, caller: Annotated[Caller, require("delegations.write")],
                  ) -> dict[str, Any]:
     """Agents may revoke only grants they issued (or that descend from those)."""
     async with services_of(request).db.write() as session:

@@ -10,21 +10,22 @@ import base64
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernel.bundle import make_bundle
 from kernel.checkpoint import parse_checkpoint
 from kernel.log import LogError, TransparencyLog
-from server.errors import ApiError, not_found
+from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, require
 from server.logstore import DatabaseLogStore, lock_head
 from server.models import CertificateRecord
+from server.routers import INT64_MAX, Text
 from server.routers.decide import services_of
 from server.services import Services
 
-router = APIRouter(prefix="/v1", tags=["evidence"])
+router = APIRouter(prefix="/v1", tags=["evidence"], responses=ERROR_RESPONSES)
 
 
 def _b64(value: bytes) -> str:
@@ -69,7 +70,7 @@ async def _certificate(services: Services, caller: Caller, certificate_id: str) 
 
 
 @router.get("/certificates/{certificate_id}", summary="A certificate and its log index")
-async def get_certificate(certificate_id: str, request: Request,
+async def get_certificate(certificate_id: Text, request: Request,
                           caller: Annotated[Caller, require("certificates.read")]) -> dict[str, Any]:
     """The signed certificate exactly as logged."""
     record = await _certificate(services_of(request), caller, certificate_id)
@@ -78,7 +79,8 @@ async def get_certificate(certificate_id: str, request: Request,
 
 @router.get("/certificates", summary="Certificates, newest first")
 async def list_certificates(request: Request, caller: Annotated[Caller, require("certificates.read")],
-                            before: Annotated[int | None, Query(ge=0, description="Log index to page before")] = None,
+                            before: Annotated[int | None, Query(ge=0, le=INT64_MAX,
+                                                                 description="Log index to page before")] = None,
                             outcome: Annotated[str | None, Query(pattern="^(permit|forbid|require_approval|deny)$")]
                             = None, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
     """A page of decisions (agents: their own)."""
@@ -99,7 +101,7 @@ async def list_certificates(request: Request, caller: Annotated[Caller, require(
 
 
 @router.get("/certificates/{certificate_id}/proof", summary="The evidence bundle of a certificate")
-async def certificate_proof(certificate_id: str, request: Request,
+async def certificate_proof(certificate_id: Text, request: Request,
                             caller: Annotated[Caller, require("certificates.read")]) -> dict[str, Any]:
     """Inclusion proof of the certificate's leaf in a signed checkpoint, as a C2SP tlog-proof bundle
     that `licet verify --bundle` checks offline."""
@@ -126,8 +128,8 @@ async def latest_checkpoint(request: Request, caller: Annotated[Caller, require(
 
 
 @router.get("/evidence/checkpoints/{size}", summary="The checkpoint kept for a tree size")
-async def checkpoint_at(size: int, request: Request, caller: Annotated[Caller, require("evidence.read")],
-                        ) -> dict[str, Any]:
+async def checkpoint_at(size: Annotated[int, Path(ge=0, le=INT64_MAX)], request: Request,
+                        caller: Annotated[Caller, require("evidence.read")]) -> dict[str, Any]:
     """Only sizes a checkpoint was signed at exist."""
     async with services_of(request).db.read() as session:
         note = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), caller.tenant_id).checkpoint_at(size))
@@ -153,12 +155,12 @@ async def consistency(request: Request, caller: Annotated[Caller, require("evide
 
 @router.get("/evidence/entries", summary="A page of log entries")
 async def entries(request: Request, caller: Annotated[Caller, require("evidence.entries")],
-                  start: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  ) -> dict[str, Any]:
+                  start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """Entries `start..start+limit-1`: each leaf hash and certificate."""
     async with services_of(request).db.read() as session:
         rows = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), caller.tenant_id).read_entries(
-            start, start + limit))
+            start, min(start + limit, INT64_MAX)))
     return {"start": start, "entries": [{"index": start + i, "leaf_hash": _b64(h), "certificate": json.loads(d)}
                                         for i, (h, d) in enumerate(rows)],
             "next_start": start + len(rows) if len(rows) == limit else None}

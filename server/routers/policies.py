@@ -6,21 +6,24 @@ import asyncio
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import kernel
 from kernel.analysis import diff, never_applying_rules, query
+from kernel.document import load_document
+from kernel.errors import PolicyError
 from server import audit
-from server.errors import ApiError, not_found
+from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, require
 from server.models import PolicyActivation, PolicyRecord, PolicyVersion, Tenant
+from server.routers import INT32_MAX, JsonObject, Text
 from server.routers.decide import services_of
 from server.time import utcnow
 
-router = APIRouter(prefix="/v1/policies", tags=["policies"])
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=ERROR_RESPONSES)
 
 MAX_SOURCE = 512 * 1024
 EXAMPLE = ("id: payments\nversion: 1\nrules:\n"
@@ -35,25 +38,38 @@ class SourceBody(BaseModel):
 
 class DiffBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(None, ge=1, description="The version to compare (default: the newest).")
-    against: int | None = Field(None, ge=1, description="The version to compare with (default: the active one).")
+    version: int | None = Field(None, ge=1, le=INT32_MAX, description="The version to compare (default: the newest).")
+    against: int | None = Field(None, ge=1, le=INT32_MAX,
+                                description="The version to compare with (default: the active one).")
     max_examples: int = Field(5, ge=1, le=50)
 
 
 class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pattern: dict[str, Any] = Field(examples=[{"action": "*.delete", "resource": "/prod/**",
+    pattern: JsonObject = Field(examples=[{"action": "*.delete", "resource": "/prod/**",
                                                "when": '"analyst" in principal.roles'}])
-    version_id: str | None = Field(None, max_length=36, description="Default: the active version.")
+    version_id: Text | None = Field(None, max_length=36, description="Default: the active version.")
 
 
 class ActivateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field("", max_length=500)
+    reason: Text = Field("", max_length=500)
+
+
+MAX_NAME = 200  # the policies.name column
+
+
+VersionNumber = Annotated[int, Path(ge=1, le=INT32_MAX)]
 
 
 def _load(source: str) -> kernel.Policy:
-    return kernel.load_policy(source, "source")
+    try:
+        policy = kernel.load_policy(source, "source")
+    except RecursionError:  # a document nested deeper than the YAML parser can follow
+        raise PolicyError("nested too deeply", file="source", line=1, column=1) from None
+    if len(policy.id) > MAX_NAME:
+        raise load_document(source, "source").error("id", f"at most {MAX_NAME} characters")
+    return policy
 
 
 def _version_json(version: PolicyVersion, active: str | None, *, source: bool = False) -> dict[str, Any]:
@@ -80,7 +96,7 @@ async def _policy(session: AsyncSession, tenant: str, policy_id: str) -> PolicyR
 
 async def _version(session: AsyncSession, tenant: str, policy_id: str, number: int | None) -> PolicyVersion:
     query_ = select(PolicyVersion).where(PolicyVersion.tenant_id == tenant, PolicyVersion.policy_id == policy_id)
-    query_ = query_.where(PolicyVersion.number == number) if number else query_.order_by(
+    query_ = query_.where(PolicyVersion.number == number) if number is not None else query_.order_by(
         PolicyVersion.number.desc()).limit(1)
     found = (await session.execute(query_)).scalar()
     if found is None:
@@ -140,7 +156,7 @@ async def list_policies(request: Request, caller: Annotated[Caller, require("pol
 
 
 @router.get("/{policy_id}", summary="A policy and its versions")
-async def get_policy(policy_id: str, request: Request, caller: Annotated[Caller, require("policies.read")],
+async def get_policy(policy_id: Text, request: Request, caller: Annotated[Caller, require("policies.read")],
                      ) -> dict[str, Any]:
     """The policy's versions, newest first."""
     async with services_of(request).db.read() as session:
@@ -152,7 +168,7 @@ async def get_policy(policy_id: str, request: Request, caller: Annotated[Caller,
 
 
 @router.get("/{policy_id}/versions/{number}", summary="One version, with its source")
-async def get_version(policy_id: str, number: int, request: Request,
+async def get_version(policy_id: Text, number: VersionNumber, request: Request,
                       caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
     """The stored document exactly as uploaded."""
     async with services_of(request).db.read() as session:
@@ -162,7 +178,7 @@ async def get_version(policy_id: str, number: int, request: Request,
 
 
 @router.post("/{policy_id}/diff", summary="What a version permits that another does not, and the reverse")
-async def diff_versions(policy_id: str, body: DiffBody, request: Request,
+async def diff_versions(policy_id: Text, body: DiffBody, request: Request,
                         caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
     """Compare a version (default: newest) with another (default: the active one), proved by Z3."""
     services = services_of(request)
@@ -215,7 +231,7 @@ async def _activate(session: AsyncSession, caller: Caller, version: PolicyVersio
 
 
 @router.post("/{policy_id}/versions/{number}/activate", summary="Make a version the tenant's active policy")
-async def activate(policy_id: str, number: int, body: ActivateBody, request: Request,
+async def activate(policy_id: Text, number: VersionNumber, body: ActivateBody, request: Request,
                    caller: Annotated[Caller, require("policies.activate")]) -> dict[str, Any]:
     """Decisions already running finish on the version they started with; new ones use this one."""
     async with services_of(request).db.write() as session:
