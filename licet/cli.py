@@ -14,6 +14,7 @@ from rich.table import Table
 
 import kernel
 from licet.cli_log import bundle_checks, log_app
+from licet.cli_mcp import mcp_app
 from licet.cli_server import migrate, serve, tenant_app
 from licet.output import console, fail, print_checks
 
@@ -27,6 +28,7 @@ app.add_typer(plan_app, name="plan")
 delegation_app = typer.Typer(help="Check delegation grants.", no_args_is_help=True)
 app.add_typer(delegation_app, name="delegation")
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(mcp_app, name="mcp")
 app.command()(serve)
 app.command()(migrate)
 
