@@ -23,6 +23,10 @@ class McpLicetClient(AsyncLicetClient):
         body["max_examples"] = max_examples
         return await self._send(Call("POST", f"/v1/policies/{policy_id}/diff", body=body, retry=True))
 
+    async def policies(self) -> Any:
+        """`GET /v1/policies`: every policy (id, name, newest version) and the active version."""
+        return await self._send(Call("GET", "/v1/policies", retry=True))
+
     async def checkpoint_at(self, size: int) -> Any:
         """The signed checkpoint kept for tree size `size`."""
         return await self._send(Call("GET", f"/v1/evidence/checkpoints/{size}", retry=True))

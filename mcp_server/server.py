@@ -186,8 +186,8 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
         certificate_id: Annotated[str | None, Field(
             pattern=r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,199}$",
             description="Fetch the certificate with this id from the server instead.")] = None,
-        public_key: Annotated[str | None, Field(max_length=4000, description=(
-            "A trusted Ed25519 public key (public key file JSON or base64 of the 32 bytes). "
+        public_key: Annotated[str | dict[str, Any] | None, Field(description=(
+            "A trusted Ed25519 public key: the public key file's JSON object, or base64 of the 32 bytes. "
             "Default: the keys the server publishes."))] = None,
     ) -> dict[str, Any]:
         """Verify a decision certificate offline: format, Ed25519 signature, request and theorem hashes.
@@ -198,7 +198,8 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
         keys: list[kernel.PublicKey] = []
         if public_key is not None:
             try:
-                keys = [kernel.parse_public_key(public_key)]
+                text = public_key if isinstance(public_key, str) else json.dumps(public_key)
+                keys = [kernel.parse_public_key(text[:10_000])]
             except kernel.LicetError as exc:
                 raise ToolError(f"public_key: {exc}") from exc
         if certificate is None or not keys:
@@ -255,16 +256,31 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
     @mcp.tool(annotations=ToolAnnotations(title="Diff two policy versions", **_RO))
     async def policy_diff(
         ctx: Context,
-        policy_id: ID,
+        policy: Annotated[str | None, Field(max_length=200, description=(
+            "The policy's name (its document id, e.g. 'payments-agent') or its server id. "
+            "Default: the policy of the active version."))] = None,
         version: Annotated[int | None, Field(ge=1, description="The version to compare (default: newest).")] = None,
         against: Annotated[int | None, Field(ge=1, description="The version to compare with (default: active).")
                            ] = None,
         max_examples: Annotated[int, Field(ge=1, le=50, description="Example requests per direction.")] = 5,
     ) -> dict[str, Any]:
         """What does one policy version permit that another does not, and the reverse? Proved by Z3, with
-        concrete example requests, and the rules that can never apply. Needs a key whose role may read
-        policies (not the agent role)."""
+        concrete example requests, and the rules that can never apply. By default: the newest version of
+        the active policy against the active version. Needs a key whose role may read policies (the agent
+        role may not)."""
         async with backend.client(ctx) as client:
+            listing = await client.policies()
+            if policy is None:
+                active = listing.get("active")
+                if not active:
+                    raise ToolError("no policy is active; name one in 'policy'")
+                policy_id = str(active["policy_id"])
+            else:
+                found = [p for p in listing.get("policies", ()) if policy in (p["id"], p["name"])]
+                if not found:
+                    names = ", ".join(p["name"] for p in listing.get("policies", ())) or "none"
+                    raise ToolError(f"no policy named {policy!r} (policies: {names})")
+                policy_id = str(found[0]["id"])
             return dict(await client.policy_diff(policy_id, version, against, max_examples))
 
     @mcp.tool(annotations=ToolAnnotations(title="Query the policy", **_RO))
