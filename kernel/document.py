@@ -83,6 +83,9 @@ def _scalar(node: yaml.ScalarNode, where: str, doc_error: Any) -> Any:
     raise doc_error(where, f"unsupported YAML tag {tag}")
 
 
+MAX_DEPTH = 64
+
+
 def load_document(text: str, file: str) -> Located:
     """Parse YAML (and so JSON) text; duplicate keys and anchors/aliases are errors."""
     positions: dict[str, tuple[int, int]] = {}
@@ -98,9 +101,11 @@ def load_document(text: str, file: str) -> Located:
 
     seen: set[int] = set()
 
-    def build(node: yaml.Node, where: str) -> Any:
+    def build(node: yaml.Node, where: str, depth: int = 0) -> Any:
         # The composer hands back the anchored node itself for every alias; refusing a second
         # visit rules out alias bombs and shared structure alike.
+        if depth > MAX_DEPTH:
+            raise fail(where, f"nested more than {MAX_DEPTH} levels deep", node)
         if id(node) in seen:
             raise fail(where, "YAML aliases are not allowed in policies", node)
         seen.add(id(node))
@@ -111,7 +116,7 @@ def load_document(text: str, file: str) -> Located:
                                   1 if style in ("'", '"') and style else 0, style in ("|", ">") and bool(style))
             return _scalar(node, where, fail)
         if isinstance(node, yaml.SequenceNode):
-            return [build(item, child(where, i)) for i, item in enumerate(node.value)]
+            return [build(item, child(where, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -120,7 +125,7 @@ def load_document(text: str, file: str) -> Located:
                 key = key_node.value
                 if key in out:
                     raise fail(child(where, key), f"duplicate key {key!r}", key_node)
-                out[key] = build(value_node, child(where, key))
+                out[key] = build(value_node, child(where, key), depth + 1)
                 # Point errors about a field at its key, where a reader looks for it.
                 positions[child(where, key)] = (key_node.start_mark.line + 1,
                                                 key_node.start_mark.column + 1)
@@ -140,6 +145,8 @@ def load_document(text: str, file: str) -> Located:
                           line=line, column=column) from exc
     except yaml.YAMLError as exc:
         raise PolicyError(f"not valid YAML/JSON: {exc}", file=file, line=1, column=1) from exc
+    except RecursionError as exc:  # the YAML composer recurses once per nesting level
+        raise PolicyError(f"nested more than {MAX_DEPTH} levels deep", file=file, line=1, column=1) from exc
     if root is None:
         raise PolicyError("the document is empty", file=file, line=1, column=1)
     return Located(build(root, ""), positions, file, text_starts)

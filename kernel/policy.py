@@ -279,7 +279,10 @@ def _build(doc: Located) -> Policy:
             p["window"], total, selector(p["source"]) if p["kind"] == "flow" else None,
         ))
     document = dict(doc.value)
-    digest = "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
+    try:
+        digest = "sha256:" + hashlib.sha256(canonical_json(document)).hexdigest()
+    except ValueError as exc:  # rfc8785: a lone surrogate or a number JSON can't carry
+        raise PolicyError(f"the document has no canonical JSON form: {exc}", file=doc.file) from exc
     return Policy(policy_id, None if version is None else str(version), rules, tuple(invariants),
                   types, ld.lower, document, digest)
 

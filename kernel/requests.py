@@ -98,6 +98,8 @@ def _check_json(value: Any, field: str, depth: int = 0) -> None:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidRequest(field, "number is not finite")
+        if abs(value) > _INT_LIMIT:  # beyond it JSON numbers lose integers, and certificates can't hold them
+            raise InvalidRequest(field, "number outside ±(2^53-1)")
         return
     if isinstance(value, list):
         for i, item in enumerate(value):
@@ -107,6 +109,8 @@ def _check_json(value: Any, field: str, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidRequest(field, "object keys must be strings")
+            if re.search(r"[\ud800-\udfff]", key):
+                raise InvalidRequest(field, "a key contains a lone surrogate")
             _check_json(item, f"{field}.{key}", depth + 1)
         return
     raise InvalidRequest(field, f"unsupported value of type {type(value).__name__}")

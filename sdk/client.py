@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -63,6 +64,11 @@ def _parse(reply: httpx.Response) -> Any:
 _RETRY = object()
 
 
+def _segment(value: str) -> str:
+    """An id as one URL path segment (a `/` or `..` in it can never reach another route)."""
+    return quote(str(value), safe="")
+
+
 def _settle(call: Call, attempt: int, retries: int, reply: httpx.Response | None,
             error: httpx.TransportError | None) -> Any:
     """The result of one attempt, or `_RETRY`; the same rule for both clients."""
@@ -90,11 +96,11 @@ class _Routes:
 
     def certificate(self, certificate_id: str) -> Any:
         """`{certificate, log_index}` of a certificate."""
-        return self._send(Call("GET", f"/v1/certificates/{certificate_id}", retry=True))
+        return self._send(Call("GET", f"/v1/certificates/{_segment(certificate_id)}", retry=True))
 
     def proof(self, certificate_id: str) -> Any:
         """The evidence bundle (`bundle`, `checkpoint`, `proof`) of a certificate."""
-        return self._send(Call("GET", f"/v1/certificates/{certificate_id}/proof", retry=True))
+        return self._send(Call("GET", f"/v1/certificates/{_segment(certificate_id)}/proof", retry=True))
 
     def checkpoint(self) -> Any:
         """The newest signed checkpoint of the tenant's log."""
@@ -111,7 +117,7 @@ class _Routes:
     def diff(self, policy_id: str, version: int | None = None, against: int | None = None) -> Any:
         """What a policy version permits that another does not, and the reverse."""
         body = {k: v for k, v in {"version": version, "against": against}.items() if v is not None}
-        return self._send(Call("POST", f"/v1/policies/{policy_id}/diff", body=body, retry=True))
+        return self._send(Call("POST", f"/v1/policies/{_segment(policy_id)}/diff", body=body, retry=True))
 
     def delegate(self, delegate: str, scope: list[dict[str, Any]], expires_at: str, *, max_depth: int = 0,
                  parent: str | None = None) -> Any:
@@ -126,7 +132,7 @@ class _Routes:
 
     def revoke_delegation(self, grant_id: str) -> Any:
         """Revoke a grant and every grant issued under it."""
-        return self._send(Call("POST", f"/v1/delegations/{grant_id}/revoke"))
+        return self._send(Call("POST", f"/v1/delegations/{_segment(grant_id)}/revoke"))
 
 
 class LicetClient(_Routes):

@@ -1414,6 +1414,8 @@ def _check_numbers(v: object, where: str) -> None:
     elif isinstance(v, float):
         if not math.isfinite(v):
             raise ReferenceInvalid(where, "non-finite number")
+        if abs(v) > MAX_SAFE_INT:
+            raise ReferenceInvalid(where, "number outside ±(2^53-1)")
     elif isinstance(v, dict):
         for k, x in v.items():
             _check_numbers(x, f"{where}.{k}")
