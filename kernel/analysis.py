@@ -34,6 +34,15 @@ def _literal(text: str) -> Any:
     return ast.literal_eval(text)
 
 
+def z3_var(ctx: z3.Context, name: str, sort: str) -> z3.ExprRef:
+    """The Z3 constant `name` of sort "Int", "Real" or "Bool" (the plan checker's too)."""
+    if sort == "Int":
+        return z3.Int(name, ctx)
+    if sort == "Real":
+        return z3.Real(name, ctx)
+    return z3.Bool(name, ctx)
+
+
 @dataclass(frozen=True)
 class Example:
     """A concrete request (and session summary) the analysis found, with both verdicts."""
@@ -203,13 +212,6 @@ class SymbolicRequest:
         self.terms: dict[FactKey, z3.ExprRef] = {}
         self.enums: set[str] = set()
 
-    def _var(self, name: str, sort: str) -> z3.ExprRef:
-        if sort == "Int":
-            return z3.Int(name, self.ctx)
-        if sort == "Real":
-            return z3.Real(name, self.ctx)
-        return z3.Bool(name, self.ctx)
-
     def _enum(self, attr: str) -> z3.ArithRef:
         var = z3.Int(f"str#{attr}", self.ctx)
         if attr not in self.enums:
@@ -231,46 +233,46 @@ class SymbolicRequest:
         if kind == "res":
             return self.resource.matches(key[1])
         if kind == "ok":
-            ok = self._var(f"ok#{key[1]}#{key[2]}", "Bool")
-            self.extra.append(z3.Implies(ok, self._var(f"has#{key[1]}", "Bool")))
+            ok = z3_var(self.ctx, f"ok#{key[1]}#{key[2]}", "Bool")
+            self.extra.append(z3.Implies(ok, z3_var(self.ctx, f"has#{key[1]}", "Bool")))
             for other in self.types.get(key[1], set()) - {key[2]}:
                 if {other, key[2]} not in ({"sized", "string"}, {"sized", "list"}):
-                    other_ok = self._var(f"ok#{key[1]}#{other}", "Bool")
+                    other_ok = z3_var(self.ctx, f"ok#{key[1]}#{other}", "Bool")
                     self.extra.append(z3.Not(z3.And(ok, other_ok)))  # one value, one type
             return ok
         if kind == "has":
-            return self._var(f"has#{key[1]}", "Bool")
+            return z3_var(self.ctx, f"has#{key[1]}", "Bool")
         if kind == "num":
-            return self._var(f"num#{key[1]}", "Real")
+            return z3_var(self.ctx, f"num#{key[1]}", "Real")
         if kind == "count":  # a number of requests: a whole number
-            whole = self._var(f"count#{key[1]}", "Int")
+            whole = z3_var(self.ctx, f"count#{key[1]}", "Int")
             self.extra.append(whole >= 0)
             return z3.ToReal(whole)
         if kind in ("size", "spent"):
-            var = self._var(f"{kind}#{key[1]}", "Real")
+            var = z3_var(self.ctx, f"{kind}#{key[1]}", "Real")
             self.extra.append(var >= 0)
             return var
         if kind in ("bool", "tainted", "bad_history"):
-            return self._var(f"{kind}#{key[1]}", "Bool")
+            return z3_var(self.ctx, f"{kind}#{key[1]}", "Bool")
         if kind == "str":
             op, subject, literal = key[1], key[2], _literal(key[3])
             if subject in ("action", "resource"):
-                return self._var(f"free#{'#'.join(key)}", "Bool")  # over-approximated
+                return z3_var(self.ctx, f"free#{'#'.join(key)}", "Bool")  # over-approximated
             enum = self._enum(subject)
             options = [enum == i for i, s in enumerate(self.strings) if string_holds(op, s, literal)]
             if op not in ("eq", "in"):
                 options.append(z3.And(enum == len(self.strings),
-                                      self._var(f"free#{'#'.join(key)}", "Bool")))
+                                      z3_var(self.ctx, f"free#{'#'.join(key)}", "Bool")))
             return z3.Or(*options) if options else z3.BoolVal(False, ctx)
         if kind == "same":
             a, b = key[1], key[2]
             if any(t == "bool" for t in self.types.get(a, set())):
-                return self._var(f"bool#{a}", "Bool") == self._var(f"bool#{b}", "Bool")
+                return z3_var(self.ctx, f"bool#{a}", "Bool") == z3_var(self.ctx, f"bool#{b}", "Bool")
             ea, eb = self._enum(a), self._enum(b)
             last = len(self.strings)
             return z3.Or(z3.And(ea == eb, ea < last),
-                         z3.And(ea == last, eb == last, self._var(f"free#same#{a}#{b}", "Bool")))
-        return self._var(f"free#{'#'.join(key)}", "Bool")  # list membership: independent facts
+                         z3.And(ea == last, eb == last, z3_var(self.ctx, f"free#same#{a}#{b}", "Bool")))
+        return z3_var(self.ctx, f"free#{'#'.join(key)}", "Bool")  # list membership: independent facts
 
     def lift(self, cp: CompiledPolicy, term: z3.ExprRef) -> z3.ExprRef:
         """A compiled term with every fact replaced by its symbolic meaning."""
@@ -299,26 +301,26 @@ class SymbolicRequest:
             for inv in cp.policy.invariants:
                 entry = session.setdefault(inv.id, {})
                 if inv.kind == "budget":
-                    value = model.eval(self._var(f"spent#{inv.id}", "Real"), model_completion=True)
+                    value = model.eval(z3_var(self.ctx, f"spent#{inv.id}", "Real"), model_completion=True)
                     entry["spent"] = _summary_number(value.as_fraction())
                 elif inv.kind == "count":
-                    value = model.eval(self._var(f"count#{inv.id}", "Int"), model_completion=True)
+                    value = model.eval(z3_var(self.ctx, f"count#{inv.id}", "Int"), model_completion=True)
                     entry["count"] = value.as_long()
                 for kind in ("tainted", "bad_history"):
                     if (inv.kind == "flow") == (kind == "tainted") and inv.kind != "count":
-                        entry[kind] = z3.is_true(model.eval(self._var(f"{kind}#{inv.id}", "Bool"),
+                        entry[kind] = z3.is_true(model.eval(z3_var(self.ctx, f"{kind}#{inv.id}", "Bool"),
                                                             model_completion=True))
         return request, session
 
     def _value(self, model: z3.ModelRef, path: str) -> Any:
         def true(name: str) -> bool:
-            return bool(z3.is_true(model.eval(self._var(name, "Bool"), model_completion=True)))
+            return bool(z3.is_true(model.eval(z3_var(self.ctx, name, "Bool"), model_completion=True)))
 
         for kind in sorted(self.types[path]):
             if not true(f"ok#{path}#{kind}"):
                 continue
             if kind == "number":
-                number = model.eval(self._var(f"num#{path}", "Real"), model_completion=True)
+                number = model.eval(z3_var(self.ctx, f"num#{path}", "Real"), model_completion=True)
                 return _json_number(number.as_fraction())
             if kind == "bool":
                 return true(f"bool#{path}")
@@ -331,7 +333,7 @@ class SymbolicRequest:
                     if key[0] == "list" and key[1] == path and z3.is_true(model.eval(term, model_completion=True)):
                         members.append(_literal(key[2]))
                 return [m if not isinstance(m, Fraction) else _json_number(m) for m in members]
-            size = model.eval(self._var(f"size#{path}", "Real"), model_completion=True)
+            size = model.eval(z3_var(self.ctx, f"size#{path}", "Real"), model_completion=True)
             return "s" * int(size.as_fraction())
         if true(f"has#{path}"):
             return None  # present but of no usable type

@@ -3,23 +3,28 @@
 Every step is unrolled with the invariant state (budget sums, counts, flow taint) threaded from
 one step to the next, starting from the session's state. Concrete facts are evaluated first
 (partial evaluation: most of a step folds to constants in Z3's simplifier); each distinct step
-shape is turned into SMT-LIB text once, instantiated per step by renaming, and the whole
-unrolling is handed to Z3 as one parsed script (DESIGN.md, "Build big formulas cheaply").
+shape is turned into SMT-LIB text once, instantiated per step by renaming, and handed to one
+incremental solver as parsed text (DESIGN.md, "Build big formulas cheaply"). One question over
+every step decides safety; an unsafe plan's earliest failing step is then found by questions over
+prefixes, and its counterexample read from a model of that step failing.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
+from functools import cached_property
 from typing import Any, Literal
 
 import z3
 
 from kernel import facts as F
+from kernel.analysis import z3_var
 from kernel.compiler import CompiledPolicy, FactKey, compiled
 from kernel.decision import SOLVER, epoch_seconds, invariant_state
 from kernel.errors import InvalidRequest, LicetError
@@ -34,6 +39,7 @@ DEFAULT_MAX_STEPS = 10_000
 OTHER = "<other>"  # a string value different from every constant the policy mentions
 _STATE_KINDS = ("spent", "count", "tainted", "bad_history")
 _TYPES = {"int": "number", "real": "number", "bool": "bool", "string": "string"}
+_SORTS = {"int": "Real", "real": "Real", "bool": "Bool", "string": "Int"}  # a string: its index
 
 
 class PlanTooLong(LicetError):
@@ -168,7 +174,7 @@ class _Shape:
     """The SMT-LIB text of one kind of step, with `@STEP` where the step index goes."""
 
     declarations: list[str]
-    integral: list[str]  # integrality of symbolic ints, asserted only when a model is wanted
+    ints: list[str]  # names of the symbolic ints (reals whose integrality is asserted lazily)
     forbid: str  # a forbid rule applies (invariants apart)
     approval: str
     permit: str
@@ -188,13 +194,6 @@ class _Unroller:
         self.ctx = cp.ctx
         self.strings = sorted(_string_constants(cp))
         self.shapes: dict[Any, _Shape] = {}
-
-    def _var(self, name: str, sort: str) -> z3.ExprRef:
-        if sort == "Int":
-            return z3.Int(name, self.ctx)
-        if sort == "Real":
-            return z3.Real(name, self.ctx)
-        return z3.Bool(name, self.ctx)
 
     def shape(self, bucket_key: tuple[int, ...], subject: Subject,
               symbols: Mapping[str, Symbolic]) -> _Shape:
@@ -228,28 +227,30 @@ class _Unroller:
                symbols: Mapping[str, Symbolic]) -> _Shape:
         ctx = self.ctx
         declarations: list[str] = []
-        integral: list[str] = []
+        ints: list[str] = []
         variables: dict[str, tuple[Symbolic, z3.ExprRef]] = {}
-        ranges: list[z3.BoolRef] = []
+        domain: list[z3.BoolRef] = []  # what folding may assume of the symbolic arguments
         for name, sym in sorted(symbols.items()):
-            # Symbolic ints are reals plus integrality: mixed integer arithmetic over a long plan
-            # is slow, and when the real relaxation has no counterexample no integer one exists.
-            sort = {"int": "Real", "real": "Real", "bool": "Bool", "string": "Int"}[sym.kind]
-            var = self._var(f"arg#{name}@STEP", sort)
+            # Symbolic ints are reals, integral only where a plan-wide model needs it (see
+            # _Query.model): mixed integer arithmetic over a long plan is slow. Within one step
+            # folding is cheap and exact, so a test only a fraction passes folds away here.
+            sort = _SORTS[sym.kind]
+            var = z3_var(self.ctx, f"arg#{name}@STEP", sort)
             variables[name] = (sym, var)
             declarations.append(f"(declare-const {var.sexpr()} {sort})")
             if sym.kind == "int":
-                integral.append(f"(is_int {var.sexpr()})")
+                ints.append(var.decl().name())
+                domain.append(z3.IsInt(var))
             bounds = self._bounds(sym, var)
             if bounds is not None:
-                ranges.append(bounds)
+                domain.append(bounds)
                 declarations.append(f"(assert {bounds.sexpr()})")
         pairs: list[tuple[z3.ExprRef, z3.ExprRef]] = []
         for key in keys:
             var = self.cp.vars[key]
             if key[0] in _STATE_KINDS:
                 sort = "Bool" if key[0] in ("tainted", "bad_history") else "Real"
-                pairs.append((var, self._var(f"st#{key[0]}#{key[1]}@STEP", sort)))
+                pairs.append((var, z3_var(self.ctx, f"st#{key[0]}#{key[1]}@STEP", sort)))
             elif self._is_symbolic(key, symbols):
                 pairs.append((var, self._symbolic_fact(key, variables, declarations)))
             else:
@@ -263,7 +264,7 @@ class _Unroller:
 
         terms = [(item.id, item.effect, text(item.applies)) for item in items]
         false = z3.BoolVal(False, ctx)
-        fold = _Folder(ctx, ranges)
+        fold = _Folder(ctx, domain)
 
         def any_of(effects: tuple[str, ...]) -> str:
             chosen = [t for _, e, t in terms if e in effects]
@@ -275,7 +276,7 @@ class _Unroller:
             contributions[inv_id] = text(z3.If(valid, amount, zero)).sexpr()
             amount_bad[inv_id] = fold(text(z3.Or(z3.Not(valid), amount < zero)))
         violations = {i: fold(t) for i, e, t in terms if e == "invariant"}
-        return _Shape(declarations, integral, any_of(("forbid",)), any_of(("require_approval",)),
+        return _Shape(declarations, ints, any_of(("forbid",)), any_of(("require_approval",)),
                       any_of(("permit",)), violations, amount_bad,
                       {k: fold(text(v.applies)) for k, v in history.items()}, contributions, terms,
                       variables)
@@ -314,12 +315,12 @@ class _Unroller:
             literal = _literal(key[3])
             options = [var == i for i, s in enumerate(self.strings) if F.string_holds(key[1], s, literal)]
             if key[1] not in ("eq", "in"):  # 'other' may or may not pass a prefix/regex test
-                free = self._var(f"other#{len(declarations)}@STEP", "Bool")
+                free = z3_var(self.ctx, f"other#{len(declarations)}@STEP", "Bool")
                 declarations.append(f"(declare-const {free.sexpr()} Bool)")
                 options.append(z3.And(var == len(self.strings), free))
             return z3.Or(*options) if options else z3.BoolVal(False, ctx)
         if kind == "size" and sym.kind == "string":
-            size = self._var(f"size#{len(declarations)}@STEP", "Real")
+            size = z3_var(self.ctx, f"size#{len(declarations)}@STEP", "Real")
             declarations.append(f"(declare-const {size.sexpr()} Real)")
             declarations.append(f"(assert {(size >= 0).sexpr()})")
             term: z3.ExprRef = size
@@ -327,7 +328,7 @@ class _Unroller:
                 term = z3.If(var == i, z3.RealVal(len(s), ctx), term)
             return term
         if kind == "same" and typed:
-            free = self._var(f"same#{len(declarations)}@STEP", "Bool")
+            free = z3_var(self.ctx, f"same#{len(declarations)}@STEP", "Bool")
             declarations.append(f"(declare-const {free.sexpr()} Bool)")
             return free
         return z3.BoolVal(False, ctx) if kind != "size" else z3.RealVal(0, ctx)
@@ -335,12 +336,13 @@ class _Unroller:
 
 class _Folder:
     """Partial evaluation by Z3 itself: a step-shape formula that holds (or fails) for every value
-    in its symbolic arguments' ranges becomes `true` (or `false`), once per shape."""
+    in its symbolic arguments' domains (ranges, integrality) becomes `true` (or `false`), once per
+    shape."""
 
-    def __init__(self, ctx: z3.Context, ranges: Sequence[z3.BoolRef]) -> None:
+    def __init__(self, ctx: z3.Context, domain: Sequence[z3.BoolRef]) -> None:
         self.solver = z3.Solver(ctx=ctx)
-        self.solver.add(*ranges)
-        self.symbolic = bool(ranges)
+        self.solver.add(*domain)
+        self.symbolic = bool(domain)
 
     def __call__(self, term: z3.ExprRef) -> str:
         simple = z3.simplify(term)
@@ -401,7 +403,6 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
             at: float, principal: Mapping[str, Any], context: Mapping[str, Any]) -> PlanVerdict:
     unroller = _Unroller(cp)
     lines: list[str] = []
-    integral: list[str] = []
     steps: list[tuple[_Shape, Subject]] = []
     seen: dict[str, tuple[_Shape, Subject]] = {}  # plans repeat steps: same text, same shape
     for i, step in enumerate(plan):
@@ -416,7 +417,6 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
             shape, subject = seen[identity]
             steps.append((shape, subject))
             lines += [d.replace("@STEP", f"@{i}") for d in shape.declarations]
-            integral += [d.replace("@STEP", f"@{i}") for d in shape.integral]
             continue
         unknown = sorted(set(step) - {"action", "resource", "args"})
         if unknown:
@@ -435,32 +435,15 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
         seen[identity] = (shape, subject)
         steps.append((shape, subject))
         lines += [d.replace("@STEP", f"@{i}") for d in shape.declarations]
-        integral += [d.replace("@STEP", f"@{i}") for d in shape.integral]
 
     # The session state before step 0, from the history (as `decide` computes it).
     initial = invariant_state(cp, list(cp.policy.invariants), steps[0][1], state, at)
-    shapes = [shape for shape, _ in steps]
-    query = _Query(cp, shapes)
+    query = _Query(cp, [shape for shape, _ in steps], initial, lines)
     proof: dict[str, Any] = {"solver": SOLVER, "method": "bounded model checking",
                              "steps": len(steps), "step_shapes": len(unroller.shapes)}
-    # First the reduced question, with only what it mentions and session sums written out flat
-    # (one row each for the solver, not a chain of a thousand equalities).
-    unsafe = query.unsafe(len(steps) - 1)
-    mentioned = " ".join([unsafe, *(query.needs_approval_text(i) for i in range(len(steps)))])
-    query.solver = _solver(cp, lines, _parts(shapes, mentioned), _flat_state(cp, shapes, initial, mentioned))
-    if integral:  # kept out of the script: its mere presence makes Z3 pick mixed-integer arithmetic
-        query.integral = f"(assert (and {' '.join(integral)}))"
-    query.solver.from_string(query.define("unsafe", unsafe))
-    if query.model("unsafe") is not None:
-        # Unsafe: the full unrolling (every part of every step, state threaded) to find the
-        # earliest failing step and read the counterexample.
-        everything = _parts(shapes, None)
-        query.solver = _solver(cp, lines, everything, _chained_state(cp, shapes, initial))
-        query.solver.from_string(query.define("unsafe", unsafe))
-        model = query.model("unsafe")
-        if model is None:
-            raise LicetError("internal: the full unrolling disagrees with the reduced one")
-        return _counterexample(cp, model, steps, query, proof)
+    failure = query.first_failure()
+    if failure is not None:
+        return _counterexample(steps, failure, unroller.strings, proof)
     proof["unsafe_query"] = "unsat: no value makes any step forbidden, denied or over an invariant"
     approval_steps = query.approval_steps()
     if approval_steps:
@@ -472,184 +455,155 @@ _NAME = re.compile(r"\|((?:forbid|approval|permit|v#[^@|]*|ab#[^@|]*))@(\d+)\|")
 _STATE_NAME = re.compile(r"\|st#([a-z_]+)#([^@|]*)@(\d+)\|")
 
 
-def _parts(shapes: Sequence[_Shape], mentioned: str | None) -> list[str]:
-    """Definitions of the per-step parts (all, or those `mentioned`), each once."""
-    wanted = None if mentioned is None else {(m.group(1), int(m.group(2)))
-                                              for m in _NAME.finditer(mentioned)}
-    out: list[str] = []
-    for i, shape in enumerate(shapes):
-        named = {"forbid": shape.forbid, "approval": shape.approval, "permit": shape.permit,
-                 **{f"v#{k}": v for k, v in shape.violations.items()},
-                 **{f"ab#{k}": v for k, v in shape.amount_bad.items()}}
-        for name, value in named.items():
-            if value in ("true", "false"):
-                continue  # folded: the query uses the constant itself (see _Query.ref)
-            if wanted is not None and (name, i) not in wanted:
-                continue
-            out.append(f"(declare-const |{name}@{i}| Bool)")
-            out.append(f"(assert (= |{name}@{i}| {value.replace('@STEP', f'@{i}')}))")
-    return out
-
-
-def _solver(cp: CompiledPolicy, declarations: Sequence[str], parts: Sequence[str],
-            state: Sequence[str]) -> z3.Solver:
-    solver = z3.Solver(ctx=cp.ctx)
-    # State definitions come before the parts that read them; parsed straight into the solver.
-    solver.from_string("\n".join([*declarations, *state, *parts]))
-    return solver
-
-
-def _initial(cp: CompiledPolicy, initial: Mapping[FactKey, Any], kind: str, inv_id: str) -> str:
-    value = initial.get((kind, inv_id))
-    if kind in ("tainted", "bad_history"):
-        return "true" if value else "false"
-    return _real(value if value is not None else Fraction(0))
-
-
-def _contribution(cp: CompiledPolicy, shape: _Shape, inv_id: str, kind: str, j: int) -> str:
-    matched = shape.history.get(inv_id, "false").replace("@STEP", f"@{j}")
-    if kind == "tainted":
-        return matched
-    amount = "1.0" if kind == "count" else shape.amounts.get(inv_id, "0.0").replace("@STEP", f"@{j}")
-    return f"(ite {matched} {amount} 0.0)"
-
-
-def _flat_state(cp: CompiledPolicy, shapes: Sequence[_Shape], initial: Mapping[FactKey, Any],
-                mentioned: str) -> list[str]:
-    """Session facts the reduced query reads, each written out as one sum (or disjunction)."""
-    parts = _parts(shapes, mentioned)
-    names = {(m.group(1), m.group(2), int(m.group(3))) for m in _STATE_NAME.finditer("\n".join(parts))}
-    out = []
-    for kind, inv_id, i in sorted(names):
-        start = _initial(cp, initial, kind, inv_id)
-        terms = [_contribution(cp, shapes[j], inv_id, kind, j) for j in range(i)] if kind != "bad_history" else []
-        terms = [t for t in terms if t not in ("false", "(ite false 1.0 0.0)", "(ite false 0.0 0.0)")]
-        sort = "Bool" if kind in ("tainted", "bad_history") else "Real"
-        op = "or" if sort == "Bool" else "+"
-        body = f"({op} {start} {' '.join(terms)})" if terms else start
-        out.append(f"(define-fun |st#{kind}#{inv_id}@{i}| () {sort} {body})")
-    return out
-
-
-def _chained_state(cp: CompiledPolicy, shapes: Sequence[_Shape], initial: Mapping[FactKey, Any]) -> list[str]:
-    """Every step's session facts, each defined from the previous step's (for reading models)."""
-    out = []
-    for inv in cp.policy.invariants:
-        for kind in _STATE_KINDS:
-            if (kind, inv.id) in initial:
-                sort = "Bool" if kind in ("tainted", "bad_history") else "Real"
-                out += _state(kind, inv.id, 0, sort, _initial(cp, initial, kind, inv.id))
-    for i in range(1, len(shapes)):
-        out += _advance(cp, shapes[i - 1], i)
-    return out
-
-
-def _real(value: Fraction) -> str:
-    value = Fraction(value)
-    text = f"(/ {abs(value.numerator)}.0 {value.denominator}.0)"
-    return f"(- {text})" if value < 0 else text
-
-
-def _advance(cp: CompiledPolicy, previous: _Shape, i: int) -> list[str]:
-    # Step i's session state: step i-1 happened (every step must be permitted for the plan to be
-    # safe), so it counts toward budgets and counts and may taint the session.
-    out = []
-    for inv in cp.policy.invariants:
-        matched = previous.history.get(inv.id, "false").replace("@STEP", f"@{i - 1}")
-        prev = f"|st#{{}}#{inv.id}@{i - 1}|"
-        if inv.kind == "flow":
-            out += _state("tainted", inv.id, i, "Bool", f"(or {prev.format('tainted')} {matched})")
-        elif inv.kind == "count":
-            out += _state("count", inv.id, i, "Real", f"(+ {prev.format('count')} (ite {matched} 1.0 0.0))")
-        else:
-            amount = previous.amounts.get(inv.id, "0.0").replace("@STEP", f"@{i - 1}")
-            out += _state("spent", inv.id, i, "Real", f"(+ {prev.format('spent')} (ite {matched} {amount} 0.0))")
-            out += _state("bad_history", inv.id, i, "Bool", prev.format("bad_history"))
-    return out
-
-
-def _state(kind: str, inv_id: str, step: int, sort: str, value: str) -> list[str]:
-    # A fresh constant per step (not a macro): sums stay linear in size, and models show them.
-    name = f"|st#{kind}#{inv_id}@{step}|"
-    return [f"(declare-const {name} {sort})", f"(assert (= {name} {value}))"]
-
-
 class _Query:
-    """The unsafe query over a prefix of the plan, with cumulative invariants reduced.
+    """Questions about the plan, asked of one incremental solver as SMT-LIB text.
 
-    A budget sum and a request count only grow along the plan (a negative or unusable amount is
-    itself a violation), so among the steps that surely count for such an invariant, a breach at
-    one implies a breach at the last of them: only the last needs asking, plus each step's own
-    unusable amount. Steps that count only for some values are all asked. This is what keeps a
-    1 000-step plan from becoming 1 000 separate refutations.
+    A step's parts (forbid, approval, permit, an invariant's violation, a budget amount being
+    unusable) and the session facts they read are defined in the solver the first time a question
+    mentions them. A session fact is written out flat, the session's start plus one sum (or
+    disjunction) over the earlier steps: one row for the solver, not a chain of equalities.
 
-    Queries are SMT-LIB text behind a Boolean name, parsed straight into the solver.
+    Cumulative invariants are reduced: a budget sum and a request count only grow along the plan
+    (a negative or unusable amount is itself a violation), so among the steps that surely count
+    for such an invariant, a breach at one implies a breach at the last of them: only the last
+    needs asking, plus each step's own unusable amount. Steps that count only for some values are
+    all asked. This is what keeps a 1 000-step plan from becoming 1 000 separate refutations.
     """
 
-    def __init__(self, cp: CompiledPolicy, shapes: Sequence[_Shape]) -> None:
+    def __init__(self, cp: CompiledPolicy, shapes: Sequence[_Shape], initial: Mapping[FactKey, Any],
+                 declarations: Sequence[str]) -> None:
         self.ctx = cp.ctx
         self.shapes = shapes
-        self.solver: z3.Solver | None = None
-        self.integral = ""
+        self.initial = initial
+        self.solver = z3.Solver(ctx=cp.ctx)
+        self.solver.from_string("\n".join(declarations))
+        self.defined: set[str] = set()  # parts and session facts the solver already has
+        self.integral = False  # whether every symbolic int is asserted integral
+        self.asked = 0  # questions asked, each behind its own literal q<n>
+        self.contributions: dict[tuple[str, str], list[str]] = {}
         kinds = {inv.id: inv.kind for inv in cp.policy.invariants}
         self.sure: dict[str, list[int]] = {}  # cumulative invariant -> steps that surely count
         for i, shape in enumerate(shapes):
             for inv_id, matched in shape.history.items():
                 if kinds[inv_id] != "flow" and matched == "true" and inv_id in shape.violations:
                     self.sure.setdefault(inv_id, []).append(i)
+        self.surely = {(inv_id, i) for inv_id, sure in self.sure.items() for i in sure}
 
-    @staticmethod
-    def define(name: str, text: str) -> str:
-        """SMT-LIB making `name` imply the query `text`."""
-        return f"(declare-const |{name}| Bool)\n(assert (=> |{name}| {text}))"
+    @cached_property
+    def ints(self) -> tuple[list[int], list[str], list[z3.ArithRef]]:
+        """The steps, names and variables of every symbolic int, in step order (built on first use)."""
+        pairs = [(i, name.replace("@STEP", f"@{i}")) for i, shape in enumerate(self.shapes) for name in shape.ints]
+        return [i for i, _ in pairs], [n for _, n in pairs], [z3.Real(n, self.ctx) for _, n in pairs]
 
-    def ref(self, name: str, i: int) -> str:
-        """Step i's part `name` in SMT-LIB: its constant if folded, else its declared name."""
+    @cached_property
+    def reduced_ways(self) -> list[list[str]]:
+        """Each step's ways to fail in the reduced question (see the class doc)."""
+        return [self.ways(i, reduced=True) for i in range(len(self.shapes))]
+
+    def part(self, name: str, i: int) -> str:
+        """Step i's part `name` (forbid, approval, permit, v#<invariant>, ab#<budget>), over @STEP."""
         shape = self.shapes[i]
         kind, _, inv_id = name.partition("#")
-        text = {"forbid": shape.forbid, "approval": shape.approval, "permit": shape.permit,
-                "v": shape.violations.get(inv_id, "false"),
-                "ab": shape.amount_bad.get(inv_id, "false")}[kind]
+        if kind == "v":
+            return shape.violations.get(inv_id, "false")
+        if kind == "ab":
+            return shape.amount_bad.get(inv_id, "false")
+        return {"forbid": shape.forbid, "approval": shape.approval, "permit": shape.permit}[kind]
+
+    def ref(self, name: str, i: int) -> str:
+        """Step i's part `name` in a question: its constant if folded, else its defined name."""
+        text = self.part(name, i)
         return text if text in ("true", "false") else f"|{name}@{i}|"
 
-    def local(self, i: int) -> str:
-        """Step i fails on its own: a forbid applies, or neither an approval nor a permit."""
+    def value(self, model: z3.ModelRef, name: str, i: int) -> bool:
+        """Step i's part `name` under a model of a question that mentioned it."""
+        text = self.ref(name, i)
+        if text in ("true", "false"):
+            return text == "true"
+        return bool(z3.is_true(model.eval(z3.Bool(f"{name}@{i}", self.ctx), model_completion=True)))
+
+    def ways(self, i: int, reduced: bool) -> list[str]:
+        """How step i can fail, ways folded to false left out: "local" (a forbid applies, or neither
+        an approval nor a permit), "v#<id>" (it breaks the invariant), "ab#<id>" (its amount is
+        unusable). Reduced: a sure step's cumulative breach is left to the last sure step."""
         shape = self.shapes[i]
-        if shape.forbid == "false" and "true" in (shape.approval, shape.permit):
-            return "false"  # folded: permitted (or sent to a human) for every value
-        forbid, approval, permit = (self.ref(n, i) for n in ("forbid", "approval", "permit"))
-        return f"(or {forbid} (and (not {approval}) (not {permit})))"
+        out = []
+        if shape.forbid != "false" or "true" not in (shape.approval, shape.permit):
+            out.append("local")
+        for inv_id, violated in shape.violations.items():
+            if violated == "false":
+                continue
+            if not reduced or (inv_id, i) not in self.surely:
+                out.append(f"v#{inv_id}")
+            elif shape.amount_bad.get(inv_id, "false") != "false":
+                out.append(f"ab#{inv_id}")
+        return out
 
-    def fails(self, i: int) -> z3.BoolRef:
-        """Step i is not permitted (unreduced, for reading a model)."""
-        violations = [self.ref(f"v#{k}", i) for k in self.shapes[i].violations]
-        text = f"(or {self.local(i)} {' '.join(violations)})"
-        return self._term(text)
-
-    def _term(self, text: str) -> z3.BoolRef:
-        names = set(re.findall(r"\|[^|]*\|", text))
-        declarations = "".join(f"(declare-const {n} Bool)" for n in names)
-        return z3.parse_smt2_string(f"{declarations}(assert {text})", ctx=self.ctx)[0]
-
-    def unsafe(self, last: int) -> str:
-        """Some step among 0..last is not permitted, for some values."""
-        parts: list[str] = []
-        for i in range(last + 1):
-            shape = self.shapes[i]
-            parts.append(self.local(i))
-            for inv_id, violated in shape.violations.items():
-                if violated == "false":
-                    continue
-                if i not in self.sure.get(inv_id, []):
-                    parts.append(self.ref(f"v#{inv_id}", i))
-                elif shape.amount_bad.get(inv_id, "false") != "false":
-                    parts.append(self.ref(f"ab#{inv_id}", i))
-        for inv_id, sure in self.sure.items():
-            upto = [i for i in sure if i <= last]
-            if upto:
-                parts.append(self.ref(f"v#{inv_id}", upto[-1]))
-        parts = [p for p in parts if p != "false"]
+    def text(self, ways: Sequence[tuple[int, str]]) -> str:
+        """SMT-LIB for "one of these (step, way) happens"."""
+        parts = []
+        for i, way in ways:
+            if way == "local":
+                forbid, approval, permit = (self.ref(n, i) for n in ("forbid", "approval", "permit"))
+                parts.append(f"(or {forbid} (and (not {approval}) (not {permit})))")
+            else:
+                parts.append(self.ref(way, i))
         return f"(or {' '.join(parts)})" if parts else "false"
+
+    def holds(self, model: z3.ModelRef, i: int, way: str) -> bool:
+        """Whether step i fails this way under `model`."""
+        if way == "local":
+            return self.value(model, "forbid", i) or not (self.value(model, "approval", i)
+                                                         or self.value(model, "permit", i))
+        return self.value(model, way, i)
+
+    def first_failure(self) -> tuple[int, z3.ModelRef] | None:
+        """The earliest step that some instantiation makes fail, with a model in which it fails
+        and every part of it is defined; None when no step can fail."""
+        low = 0
+        while (step := self._earliest(low)) is not None:
+            ways = [(step, way) for way in self.ways(step, reduced=False)]
+            model = self.model(self.text(ways), step)
+            if model is not None:
+                return step, model
+            # Only fractions of symbolic ints make it fail. From here on every symbolic int is
+            # asserted integral (slower, and rare) and the search goes on after this step.
+            self.solver.from_string(f"(assert (and true {' '.join(f'(is_int |{n}|)' for n in self.ints[1])}))")
+            self.integral = True
+            low = step + 1
+        return None
+
+    def _earliest(self, low: int) -> int | None:
+        """The earliest step that can fail with symbolic ints taken as reals, or None, knowing
+        that no step before `low` can."""
+        high = self._failing(len(self.shapes) - 1)
+        if high is None:
+            return None
+        # A model's first failing step is an upper bound, and usually the answer: ask just before
+        # it first, then bisect (a prefix that can fail still can with more steps after it).
+        mid = high - 1
+        while low < high:
+            found = self._failing(mid)
+            if found is None:
+                low = mid + 1
+            else:
+                high = found
+            mid = (low + high) // 2
+        return high
+
+    def _failing(self, last: int) -> int | None:
+        """The reduced question "can some step among 0..last fail?" (ints as reals): None, or the
+        first step failing in a model."""
+        ways = [(i, way) for i in range(last + 1) for way in self.reduced_ways[i]]
+        for inv_id, sure in self.sure.items():
+            count = bisect.bisect_right(sure, last)
+            if count:
+                ways.append((sure[count - 1], f"v#{inv_id}"))
+        ways.sort()
+        model = self.relaxed(self.text(ways))
+        if model is None:
+            return None
+        return next(i for i, way in ways if self.holds(model, i, way))
 
     def needs_approval_text(self, i: int) -> str:
         """Step i goes to a human for some values (SMT-LIB), "false" when it never does."""
@@ -658,81 +612,135 @@ class _Query:
             return "false"
         return f"(and {self.ref('approval', i)} (not {self.ref('forbid', i)}))"
 
-    def model(self, name: str, extra: str = "") -> z3.ModelRef | None:
-        """A model where the query `name` holds, or None.
-
-        Symbolic ints are first relaxed to reals (no real model: no integer one, and mixed
-        integer arithmetic over long plans is slow); only a relaxed model is checked again
-        with integrality.
-        """
-        solver = self.solver
-        assert solver is not None
-        if extra:
-            solver.from_string(extra)
-        literal = z3.Bool(name, self.ctx)
-        result = solver.check(literal)
-        if result == z3.sat and self.integral:
-            solver.push()
-            try:
-                solver.from_string(self.integral)
-                result = solver.check(literal)
-                model = solver.model() if result == z3.sat else None
-            finally:
-                solver.pop()
-            if result == z3.unknown:
-                raise LicetError(f"the solver could not decide the plan: {solver.reason_unknown()}")
-            return model
-        if result == z3.unknown:
-            raise LicetError(f"the solver could not decide the plan: {solver.reason_unknown()}")
-        return solver.model() if result == z3.sat else None
-
     def approval_steps(self) -> tuple[int, ...]:
         """Every step that some instantiation sends to a human (models enumerated, each round
         excluding the steps already found)."""
         found: set[int] = set()
         possible = [i for i in range(len(self.shapes)) if self.needs_approval_text(i) != "false"]
-        for round_ in range(len(possible) + 1):
+        for _ in range(len(possible) + 1):
             rest = [i for i in possible if i not in found]
             if not rest:
                 break
             text = " ".join(self.needs_approval_text(i) for i in rest)
-            model = self.model(f"approval-{round_}", self.define(f"approval-{round_}", f"(or {text})"))
+            model = self.model(f"(or {text})", len(self.shapes) - 1)
             if model is None:
                 break
-            found.update(i for i in rest if z3.is_true(model.eval(
-                self._term(self.needs_approval_text(i)), model_completion=True)))
+            found.update(i for i in rest if self.value(model, "approval", i)
+                         and not self.value(model, "forbid", i))
         return tuple(sorted(found))
 
+    def relaxed(self, question: str) -> z3.ModelRef | None:
+        """A model of `question` (SMT-LIB) with symbolic ints taken as reals, or None (no real
+        model: no integer one either)."""
+        self._require(question)
+        self.asked += 1
+        self.solver.from_string(f"(declare-const |q{self.asked}| Bool)\n(assert (=> |q{self.asked}| {question}))")
+        return self._check(z3.Bool(f"q{self.asked}", self.ctx))
 
-def _counterexample(cp: CompiledPolicy, model: z3.ModelRef, steps: Sequence[tuple[_Shape, Subject]],
-                    query: _Query, proof: dict[str, Any]) -> PlanVerdict:
-    # The earliest step that can fail: binary search over prefixes, keeping the last model.
-    def first_failing(found: z3.ModelRef, upto: int) -> int:
-        return min(i for i in range(upto + 1)
-                   if z3.is_true(found.eval(query.fails(i), model_completion=True)))
+    def model(self, question: str, upto: int) -> z3.ModelRef | None:
+        """A model of `question` whose symbolic ints of steps 0..upto are integers, or None.
 
-    low, high = 0, first_failing(model, len(steps) - 1)
-    while low < high:
-        mid = (low + high) // 2
-        found = query.model(f"unsafe-{mid}", query.define(f"unsafe-{mid}", query.unsafe(mid)))
-        if found is not None:
-            model, high = found, first_failing(found, mid)
+        Mixed integer arithmetic over a long plan is slow, and a relaxed model is mostly integral
+        (a strict budget breach leaves one fraction): its integral ints are kept and only the
+        fractional ones asked again as integers; only if that fails are all of them. (Asserting
+        integrality of just the fractional ones would let the next model move the fraction to
+        another variable, for as many rounds as there are ints.)
+        """
+        model = self.relaxed(question)
+        if model is None or self.integral:
+            return model
+        steps, names, variables = self.ints
+        count = bisect.bisect_right(steps, upto)
+        values = [_number(model.eval(var, model_completion=True)) for var in variables[:count]]
+        if all(v.denominator == 1 for v in values):
+            return model
+        near = " ".join(f"(= |{n}| {_real(v)})" if v.denominator == 1 else f"(is_int |{n}|)"
+                        for n, v in zip(names, values, strict=False))
+        every = " ".join(f"(is_int |{n}|)" for n in names[:count])
+        question_literal = z3.Bool(f"q{self.asked}", self.ctx)
+        for text in (near, every):
+            self.asked += 1
+            self.solver.from_string(f"(declare-const |q{self.asked}| Bool)\n(assert (=> |q{self.asked}| (and {text})))")
+            found = self._check(question_literal, z3.Bool(f"q{self.asked}", self.ctx))
+            if found is not None:
+                return found
+        return None
+
+    def _check(self, *literals: z3.BoolRef) -> z3.ModelRef | None:
+        result = self.solver.check(*literals)
+        if result == z3.unknown:
+            raise LicetError(f"the solver could not decide the plan: {self.solver.reason_unknown()}")
+        return self.solver.model() if result == z3.sat else None
+
+    def _require(self, text: str) -> None:
+        """Define in the solver the step parts `text` mentions and the session facts they read."""
+        parts: list[str] = []
+        for match in _NAME.finditer(text):
+            name = f"{match.group(1)}@{match.group(2)}"
+            if name not in self.defined:
+                self.defined.add(name)
+                body = self.part(match.group(1), int(match.group(2))).replace("@STEP", f"@{match.group(2)}")
+                parts.append(f"(declare-const |{name}| Bool)\n(assert (= |{name}| {body}))")
+        facts: list[str] = []
+        for match in _STATE_NAME.finditer("\n".join(parts)):
+            kind, inv_id, step = match.groups()
+            if f"st#{kind}#{inv_id}@{step}" not in self.defined:
+                self.defined.add(f"st#{kind}#{inv_id}@{step}")
+                facts.append(self._fact(kind, inv_id, int(step)))
+        self.solver.from_string("\n".join([*facts, *parts]))  # facts first: the parts read them
+
+    def _fact(self, kind: str, inv_id: str, i: int) -> str:
+        """SMT-LIB defining a session fact at step i: its start plus every earlier step's share."""
+        value = self.initial.get((kind, inv_id))
+        if kind in ("tainted", "bad_history"):
+            sort, op, start = "Bool", "or", "true" if value else "false"
         else:
-            low = mid + 1
-    step = high
-    shape = steps[step][0]
+            sort, op, start = "Real", "+", _real(value if value is not None else Fraction(0))
+        earlier = [t for t in self._contributions(kind, inv_id)[:i] if t]
+        body = f"({op} {start} {' '.join(earlier)})" if earlier else start
+        name = f"|st#{kind}#{inv_id}@{i}|"  # a constant, not a macro: models show it
+        return f"(declare-const {name} {sort})\n(assert (= {name} {body}))"
+
+    def _contributions(self, kind: str, inv_id: str) -> list[str]:
+        """Each step's share of a session fact ("" for none). Every step must be permitted for the
+        plan to be safe, so each counts toward the budgets and counts of the steps after it and
+        may taint them; bad_history is the session's alone."""
+        if (kind, inv_id) not in self.contributions:
+            out = []
+            for j, shape in enumerate(self.shapes):
+                matched = shape.history.get(inv_id, "false").replace("@STEP", f"@{j}")
+                if kind == "bad_history" or matched == "false":
+                    out.append("")
+                elif kind == "tainted":
+                    out.append(matched)
+                else:
+                    amount = "1.0" if kind == "count" else shape.amounts.get(inv_id, "0.0").replace("@STEP", f"@{j}")
+                    out.append(amount if matched == "true" else f"(ite {matched} {amount} 0.0)")
+            self.contributions[kind, inv_id] = out
+        return self.contributions[kind, inv_id]
+
+
+def _real(value: Fraction) -> str:
+    value = Fraction(value)
+    text = f"(/ {abs(value.numerator)}.0 {value.denominator}.0)"
+    return f"(- {text})" if value < 0 else text
+
+
+def _counterexample(steps: Sequence[tuple[_Shape, Subject]], failure: tuple[int, z3.ModelRef],
+                    strings: Sequence[str], proof: dict[str, Any]) -> PlanVerdict:
+    """The unsafe verdict: the earliest failing step, the values up to it, and why it fails."""
+    step, model = failure
     values: dict[str, Any] = {}
+    ctx = model.ctx
     for j in range(step + 1):
         for name, (sym, var) in steps[j][0].symbols.items():
-            actual = model.eval(_rename(var, j, cp), model_completion=True)
-            values[f"steps[{j}].{name}"] = _shown(actual, sym, _Unroller(cp).strings)
+            actual = z3_var(ctx, var.decl().name().replace("@STEP", f"@{j}"), _SORTS[sym.kind])
+            values[f"steps[{j}].{name}"] = _shown(model.eval(actual, model_completion=True), sym, strings)
     # Which items applied at the failing step, under the model.
-    renamed = []
-    for item_id, effect, term in shape.items:
-        step_term = _rename_term(term, step, cp)
-        renamed.append((item_id, effect, z3.is_true(model.eval(step_term, model_completion=True))))
-    forbidding = [i for i, e, on in renamed if on and e == "forbid"]
-    violated = [i for i, e, on in renamed if on and e == "invariant"]
+    applied = [(item_id, effect) for item_id, effect, term in steps[step][0].items
+               if z3.is_true(model.eval(_rename_term(term, step), model_completion=True))]
+    forbidding = [i for i, e in applied if e == "forbid"]
+    violated = [i for i, e in applied if e == "invariant"]
     if forbidding:
         rule, invariant, reason = forbidding[0], None, f"forbidden by rule {forbidding[0]}"
     elif violated:
@@ -740,19 +748,18 @@ def _counterexample(cp: CompiledPolicy, model: z3.ModelRef, steps: Sequence[tupl
     else:
         rule, invariant, reason = None, None, "denied: no permit rule applies"
     proof["unsafe_query"] = "sat"
+    if step:
+        proof["earlier_steps"] = f"unsat: no value makes any of steps 0..{step - 1} fail"
     return PlanVerdict("unsafe", len(steps), Counterexample(step, values, rule, invariant, reason),
                        (), proof)
 
 
-def _rename(var: z3.ExprRef, step: int, cp: CompiledPolicy) -> z3.ExprRef:
-    name = var.decl().name().replace("@STEP", f"@{step}")
-    sort = var.sort()
-    return z3.Const(name, sort)
+def _rename(var: z3.ExprRef, step: int) -> z3.ExprRef:
+    return z3.Const(var.decl().name().replace("@STEP", f"@{step}"), var.sort())
 
 
-def _rename_term(term: z3.ExprRef, step: int, cp: CompiledPolicy) -> z3.ExprRef:
-    consts = _constants(term)
-    pairs = [(c, _rename(c, step, cp)) for c in consts if "@STEP" in c.decl().name()]
+def _rename_term(term: z3.ExprRef, step: int) -> z3.ExprRef:
+    pairs = [(c, _rename(c, step)) for c in _constants(term) if "@STEP" in c.decl().name()]
     return z3.substitute(term, *pairs) if pairs else term
 
 
@@ -768,11 +775,16 @@ def _constants(term: z3.ExprRef) -> list[z3.ExprRef]:
     return list(seen.values())
 
 
+def _number(value: z3.ExprRef) -> Fraction:
+    # Read through the numeral's text ("7", "-1/2"): z3's numerator/denominator calls cost more.
+    assert isinstance(value, (z3.IntNumRef, z3.RatNumRef))  # linear arithmetic: rational models
+    return Fraction(value.as_string())
+
+
 def _shown(value: z3.ExprRef, sym: Symbolic, strings: Sequence[str]) -> Any:
     if sym.kind == "bool":
         return z3.is_true(value)
+    number = _number(value)
     if sym.kind == "string":
-        index = value.as_long()
-        return strings[index] if 0 <= index < len(strings) else OTHER
-    fraction = value.as_fraction()
-    return fraction.numerator if fraction.denominator == 1 else str(fraction)
+        return strings[int(number)] if 0 <= number < len(strings) else OTHER
+    return number.numerator if number.denominator == 1 else str(number)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from fractions import Fraction
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import kernel
 from kernel.plans import PlanTooLong, verify_plan
@@ -128,3 +131,137 @@ def test_one_step_plans_agree_with_decide(case: Case) -> None:
         verdict = verify_plan(policy, [step], state=state, now=now,
                               principal=request.get("principal"), context=request.get("context"))
         assert verdict.verdict == EXPECTED[decision.outcome], (request, state, decision.rules)
+
+
+# Long plans: the counterexample's step is the first that can fail, checked against a running sum
+# computed here, and its values are replayed concretely (and with `decide` at the boundary).
+LONG = """\
+id: long-budget
+rules:
+  - {id: transfer, effect: permit, action: [payments.transfer], resource: ["/accounts/*"], when: 'args.amount >= 0'}
+  - {id: list, effect: permit, action: [payments.list], resource: ["/accounts/*"]}
+  - {id: odd-amounts, effect: forbid, action: [payments.transfer], when: 'args.amount > 2 && args.amount < 3'}
+invariants:
+  - {id: budget, kind: budget, action: [payments.transfer], sum: args.amount, limit: LIMIT, window: 24h}
+"""
+# Few distinct steps keep the shapes few. Int ranges reach into (2, 3) only with a fraction, which
+# is not a counterexample; the real range (2, 2.5) is one (rule odd-amounts).
+LONG_STEPS: list[tuple[str, Any]] = [
+    ("concrete", 0), ("concrete", 7), ("concrete", 250), ("concrete", 1000),
+    ("int", (0, 1000)), ("int", (1, 500)), ("int", (0, 10)), ("int", (100, 200)),
+    ("real", (0.5, 1.5)), ("list", None),
+]
+
+
+def long_plan(rng: random.Random, n: int, odd: bool) -> list[tuple[str, Any]]:
+    kinds = LONG_STEPS + ([("real", (2, 2.5))] if odd else [])
+    weights = [1] * len(LONG_STEPS) + ([0.02] if odd else [])
+    return rng.choices(kinds, weights, k=n)
+
+
+def long_step(kind: str, spec: Any) -> dict[str, Any]:
+    if kind == "list":
+        return {"action": "payments.list", "resource": "/accounts/1", "args": {}}
+    value = spec if kind == "concrete" else {"symbolic": kind, "min": spec[0], "max": spec[1]}
+    return transfer(value)
+
+
+def first_possible_failure(kinds: list[tuple[str, Any]], spent: int, limit: int) -> int | None:
+    """Independently: the first step that can fail, with every earlier step at its largest amount."""
+    total = Fraction(spent)
+    for i, (kind, spec) in enumerate(kinds):
+        if kind == "list":
+            continue
+        if kind == "real" and spec[0] < 3 and spec[1] > 2:
+            return i  # an amount strictly between 2 and 3 is forbidden
+        total += spec if kind == "concrete" else Fraction(spec[1])
+        if total > limit:
+            return i
+    return None
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), spent=st.integers(0, 3000), room=st.floats(0.0, 1.1),
+       odd=st.booleans())
+def test_long_plans_report_the_first_failing_step_with_real_values(seed: int, spent: int, room: float,
+                                                                   odd: bool) -> None:
+    rng = random.Random(seed)
+    kinds = long_plan(rng, 1000, odd)
+    most = sum(spec if k == "concrete" else spec[1] for k, spec in kinds if k != "list")
+    limit = spent + int(room * float(most))
+    policy = kernel.load_policy(LONG.replace("LIMIT", str(limit)))
+    plan = [long_step(k, spec) for k, spec in kinds]
+    history = [{"time": NOW.timestamp() - 60, "action": "payments.transfer", "resource": "/accounts/9",
+                "args": {"amount": spent, "currency": "EUR"}}] if spent else []
+    verdict = check(policy, plan, state={"history": history})
+    expected = first_possible_failure(kinds, spent, limit)
+    assert verdict.steps_checked == 1000
+    if expected is None:
+        assert verdict.verdict == "safe" and verdict.counterexample is None
+        return
+    ce = verdict.counterexample
+    assert verdict.verdict == "unsafe" and ce is not None
+    assert ce.step == expected, (ce.step, expected)
+    # The values: one per symbolic step up to the failing one, in range, ints for ints.
+    amounts: list[Any] = []
+    for i, (kind, spec) in enumerate(kinds[: ce.step + 1]):
+        key = f"steps[{i}].args.amount"
+        if kind in ("concrete", "list"):
+            assert key not in ce.values
+            amounts.append(spec if kind == "concrete" else None)
+            continue
+        value = ce.values[key]
+        if kind == "int":
+            assert isinstance(value, int) and not isinstance(value, bool), value
+        exact = Fraction(value)
+        assert spec[0] <= exact <= spec[1], (i, value, spec)
+        amounts.append(value)
+    # Replayed concretely: every earlier step passes, the reported one fails as reported.
+    total = Fraction(spent)
+    for i, value in enumerate(amounts):
+        if value is None:
+            continue
+        odd_amount = 2 < Fraction(value) < 3
+        total += Fraction(value)
+        if i < ce.step:
+            assert not odd_amount and total <= limit, (i, value, total, limit)
+    if ce.rule == "odd-amounts":
+        assert 2 < Fraction(amounts[-1]) < 3
+    else:
+        assert (ce.rule, ce.invariant) == (None, "budget") and total > limit
+    # And by the kernel's own decision procedure at the boundary, with the steps before as history.
+    def decided(step: int) -> str:
+        events = history + [{"time": NOW.timestamp(), "action": "payments.transfer", "resource": "/accounts/1",
+                             "args": {"amount": _json_number(v), "currency": "EUR"}}
+                            for v in amounts[:step] if v is not None]
+        request = {"principal": OPS, "action": plan[step]["action"], "resource": plan[step]["resource"],
+                   "args": {**plan[step]["args"], "amount": _json_number(amounts[step])}}
+        return kernel.decide(policy, request, state={"history": events}, now=NOW).outcome
+
+    assert decided(ce.step) == "forbid"
+    earlier = [i for i in range(ce.step) if amounts[i] is not None]
+    if earlier:
+        assert decided(earlier[-1]) == "permit"
+
+
+def _json_number(value: Any) -> int | float:
+    exact = Fraction(value)
+    return exact.numerator if exact.denominator == 1 else float(exact)
+
+
+def test_an_early_breach_in_a_long_plan_is_found(payments: kernel.Policy) -> None:
+    # The reduced question's model shows the breach at the last transfer; the earliest is step 5.
+    ce = check(payments, [transfer(amount(0, 1000))] * 1000).counterexample
+    assert ce is not None and (ce.step, ce.invariant) == (5, "daily-budget")
+    values = [ce.values[f"steps[{i}].args.amount"] for i in range(6)]
+    assert all(isinstance(v, int) for v in values) and sum(values) > 5000
+
+
+def test_a_fraction_no_integer_reaches_is_not_a_counterexample() -> None:
+    policy = kernel.load_policy(LONG.replace("LIMIT", "100000"))
+    steps = [transfer(amount(0, 10))] * 50
+    assert check(policy, steps).verdict == "safe"
+    real = {"symbolic": "real", "min": 0, "max": 10}
+    ce = check(policy, [*steps, transfer(real)]).counterexample
+    assert ce is not None and (ce.step, ce.rule) == (50, "odd-amounts")
+    assert 2 < Fraction(ce.values["steps[50].args.amount"]) < 3
