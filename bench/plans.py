@@ -1,7 +1,7 @@
 """Plan verification (bounded model checking) and policy diff, next to ea-agentgate's `verify_plan`.
 
     .venv/bin/python bench/plans.py            # 10 / 100 / 1 000 / 10 000 steps + diff, ~2.5 min
-    .venv/bin/python bench/plans.py --quick    # fewer repetitions, 10 000-step safe plan only, ~1 min
+    .venv/bin/python bench/plans.py --quick    # fewer repetitions, 10 000-step safe + budget plans, ~1 min
     .venv/bin/python bench/plans.py --help
 
 One payments policy (`POLICY` below) with all three invariant kinds — a 24 h transfer budget, a
@@ -21,9 +21,10 @@ every amount at its maximum, for a safe plan) are substituted and every step is 
 with `kernel.decide`, the session history growing as the steps run. A counterexample is confirmed
 when the replay's first non-permitted step is the counterexample's step.
 
-10 000 steps: the default `max_steps` (10 000) admits them, so the safe plan runs once in a
-subprocess with a 60 s timeout ("timed out" if so), and a 10 001-step plan shows the refusal
-(`PlanTooLong`, nothing checked).
+10 000 steps: the default `max_steps` (10 000) admits them, so each of the three plans runs once
+in a subprocess with a 60 s timeout ("timed out" if so; not replayed: `decide` over a 10 000-event
+history, step after step, takes too long), and a 10 001-step plan shows the refusal (`PlanTooLong`,
+nothing checked).
 
 ea-agentgate 1.0.1's `ea_agentgate.verification.verify_plan` gets the same steps (action and
 resource: its rules read no arguments) and a translation of the same policy; it decides each step
@@ -700,12 +701,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Licet plan verification (10 / 100 / 1 000 / 10 000 steps) and policy diff, "
                     "next to ea-agentgate 1.0.1's verify_plan.")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer repetitions (5/3/1), no 10 000-step unsafe plan, no "
+                        help="fewer repetitions (5/3/1), no 10 000-step flow plan, no "
                              "replay at 1 000 steps")
     parser.add_argument("--sizes", default="10,100,1000", help="plan lengths timed in-process")
     parser.add_argument("--big", default=None,
-                        help="10 000-step variants run in a subprocess (default: safe,budget; "
-                             "quick: safe; 'none' skips)")
+                        help="10 000-step variants run in a subprocess (default: safe,budget,flow; "
+                             "quick: safe,budget; 'none' skips)")
     parser.add_argument("--timeout", type=float, default=BIG_TIMEOUT_S,
                         help="seconds allowed per 10 000-step run (60)")
     parser.add_argument("--no-agentgate", action="store_true", help="skip the agentgate columns")
@@ -722,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = {10: 5, 100: 3, 1000: 1} if opts.quick else {10: 21, 100: 11, 1000: 5}
     min_reps = 1 if opts.quick else 3
     cell_s = 4.0 if opts.quick else 8.0  # seconds of repetitions per cell, at least min_reps
-    big = opts.big or ("safe" if opts.quick else "safe,budget")
+    big = opts.big or ("safe,budget" if opts.quick else "safe,budget,flow")
     big_variants = [] if big == "none" else [v for v in big.split(",") if v in VARIANTS]
 
     env = versions()
