@@ -265,3 +265,22 @@ def test_a_fraction_no_integer_reaches_is_not_a_counterexample() -> None:
     ce = check(policy, [*steps, transfer(real)]).counterexample
     assert ce is not None and (ce.step, ce.rule) == (50, "odd-amounts")
     assert 2 < Fraction(ce.values["steps[50].args.amount"]) < 3
+
+
+def test_a_breach_only_fractions_reach_across_steps_is_skipped() -> None:
+    # Step 0 breaks the budget only with 2.3 < n < 2.5; that survives per-step folding (it reads the
+    # session sum), so the kernel must ask again with integers and find step 1 (2 + 1 > 2.3).
+    policy = kernel.load_policy("""\
+id: small-budget
+rules: [{id: any, effect: permit, action: [t.x]}]
+invariants: [{id: small, kind: budget, action: [t.x], when: 'args.n < 2.5', sum: args.n, limit: 2.3}]
+""")
+    step = {"action": "t.x", "resource": "/r", "args": {"n": amount(0, 10)}}
+    assert check(policy, [step]).verdict == "safe"
+    ce = check(policy, [step] * 3).counterexample
+    assert ce is not None and (ce.step, ce.invariant) == (1, "small")
+    n0, n1 = ce.values["steps[0].args.n"], ce.values["steps[1].args.n"]
+    assert isinstance(n0, int) and isinstance(n1, int) and n0 <= 2 and n1 <= 2 and n0 + n1 > 2.3
+    real = {**step, "args": {"n": {"symbolic": "real", "min": 0, "max": 10}}}
+    ce = check(policy, [real] * 3).counterexample
+    assert ce is not None and ce.step == 0
