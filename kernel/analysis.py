@@ -23,8 +23,9 @@ import z3
 from kernel.compiler import CompiledPolicy, FactKey
 from kernel.decision import SOLVER, decide
 from kernel.errors import InvalidRequest
-from kernel.facts import string_holds
+from kernel.facts import Subject, string_holds
 from kernel.policy import Policy, load_policy
+from kernel.requests import normalise_request
 
 OTHER_SEGMENT = "x"
 ANY_SCHEME = "other-scheme:"
@@ -499,3 +500,77 @@ def permits_more(child: Policy, parent: Policy) -> Example | None:
 
 __all__ = ["Example", "NeverApplies", "PolicyDiff", "QueryAnswer", "diff", "never_applying_rules",
            "permits_more", "query"]
+
+
+Capability = dict[str, bool]  # {"valid", "permit", "approval"}
+# Context facts a caller's identity fixes (the server sets them alike for every decision of a key).
+PINNED_CONTEXT = ("context.authenticated", "context.mfa")
+
+
+def valid_action(action: str, subject: dict[str, Any]) -> bool:
+    """Whether `action` is a well-formed action name for a request of `subject`."""
+    try:
+        normalise_request({**subject, "action": action, "resource": "/"})
+    except InvalidRequest:
+        return False
+    return True
+
+
+def _pinned_path(key: tuple[str, ...]) -> bool:
+    """Whether a fact reads only the caller's fixed identity (principal, or a pinned context fact)."""
+    if key[0] in ("ok", "has", "num", "size", "bool", "list"):
+        paths = [key[1]]
+    elif key[0] == "str":
+        paths = [key[2]]
+    elif key[0] == "same":
+        paths = [key[1], key[2]]
+    else:
+        return False  # action, resource and session facts stay free
+    return all(p.startswith("principal.") or p in PINNED_CONTEXT for p in paths)
+
+
+def capabilities(policy: Policy, principal: dict[str, Any], context: dict[str, Any],
+                 actions: list[str]) -> dict[str, Capability]:
+    """For each action: can some request by `principal`, with `context` as given, be permitted or need
+    approval (resource, args, the rest of the context and session state free)? Unknown counts as no."""
+    answers: dict[str, Capability] = {}
+    base = {"principal": principal, "context": context}
+    valid = [a for a in actions if valid_action(a, base)]
+    for action in set(actions) - set(valid):
+        answers[action] = {"valid": False, "permit": False, "approval": False}
+    if not valid:
+        return answers
+    # One rule per asked action, compiled with the policy into one context: one solver for all.
+    ids = {action: f"q{i}" for i, action in enumerate(valid)}
+    asked = load_policy({"id": "capabilities", "rules": [
+        {"id": ids[a], "effect": "permit", "action": [a]} for a in valid]}, "<capabilities>")
+    analysis = _Analysis({"policy": policy, "asked": asked})
+    request = normalise_request({**base, "action": valid[0], "resource": "/"})
+    subject = Subject(request.principal, request.action, request.resource, request.args, request.context)
+    compiled = analysis.compiled["policy"]
+    for key, fact in compiled.facts.items():
+        if not _pinned_path(key):
+            continue
+        value = fact.read(subject, {})
+        term = analysis.request.term(key)
+        if fact.numeric:
+            if value is not None:  # absent: its type fact, pinned false, already rules it out
+                analysis.solver.add(term == z3.RealVal(str(value), analysis.ctx))
+        else:
+            analysis.solver.add(term == z3.BoolVal(bool(value), analysis.ctx))
+    outcome = analysis.outcomes["policy"]
+    for action in valid:
+        matches = analysis.outcomes["asked"].applies[ids[action]]
+        permit = _possible(analysis.solver, z3.And(matches, outcome.permitted))
+        approval = _possible(analysis.solver, z3.And(matches, z3.Not(outcome.forbidden), outcome.approval))
+        answers[action] = {"valid": True, "permit": permit, "approval": approval}
+    return answers
+
+
+def _possible(solver: z3.Solver, goal: z3.BoolRef) -> bool:
+    solver.push()
+    try:
+        solver.add(goal)
+        return bool(solver.check() == z3.sat)  # unknown counts as impossible: fail closed
+    finally:
+        solver.pop()

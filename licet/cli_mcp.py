@@ -1,4 +1,4 @@
-"""`licet mcp`: the MCP tool server for Claude, Codex and any MCP client."""
+"""`licet mcp`: the MCP tool server for Claude, Codex and any MCP client, and the governance proxy."""
 
 from __future__ import annotations
 
@@ -38,3 +38,43 @@ def mcp_serve(
         run_stdio(licet_url, api_key)
     else:
         run_http(licet_url, host=host, port=port, path=path)
+
+
+@mcp_app.command("proxy")
+def mcp_proxy(
+    name: Annotated[str, typer.Option(help="The upstream's name in actions and resources "
+                                           "(mcp.<name>.<tool>, /mcp/<name>/<tool>).")],
+    upstream: Annotated[str | None, typer.Option(help="The upstream MCP server's command (stdio), "
+                                                      "e.g. \"npx -y @modelcontextprotocol/server-filesystem /srv\".")]
+    = None,
+    upstream_url: Annotated[str | None, typer.Option(help="The upstream's streamable HTTP endpoint.")] = None,
+    upstream_header: Annotated[list[str] | None, typer.Option(help="HTTP upstream: a header 'Name: value' "
+                                                                   "(repeatable).")] = None,
+    action_prefix: Annotated[str | None, typer.Option(help="Prefix of each tool's action "
+                                                           "(default: mcp.<name>.).")] = None,
+    resource_arg: Annotated[str | None, typer.Option(help="The tool argument that names the resource, for tools "
+                                                          "declaring it (default: /mcp/<name>/<tool>).")] = None,
+    url: Annotated[str | None, typer.Option(help="The Licet server (default: $LICET_URL).")] = None,
+) -> None:
+    """Put an MCP server behind Licet: list only tools the agent could be permitted, decide every call."""
+    if (upstream is None) == (upstream_url is None):
+        raise fail("choose exactly one of --upstream (a command) or --upstream-url")
+    licet_url = url or os.environ.get("LICET_URL", "")
+    if not licet_url:
+        raise fail("no Licet server: set LICET_URL (e.g. http://127.0.0.1:8000) or pass --url")
+    api_key = os.environ.get("LICET_API_KEY", "").strip()
+    if not api_key:
+        raise fail("LICET_API_KEY is not set: the proxy decides each call with the agent's own API key")
+    headers: dict[str, str] = {}
+    for header in upstream_header or []:
+        key, sep, value = header.partition(":")
+        if not sep or not key.strip():
+            raise fail(f"--upstream-header {header!r}: expected 'Name: value'")
+        headers[key.strip()] = value.strip()
+    from mcp_server.proxy import ToolMapping, run
+
+    try:
+        mapping = ToolMapping(name, action_prefix, resource_arg)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    run(mapping, licet_url, api_key, command=upstream, url=upstream_url, headers=headers)
