@@ -16,4 +16,4 @@ async def record(session: AsyncSession, caller: Caller, action: str, target: str
     """Add an event to the caller's tenant's trail, in the caller's transaction."""
     await session.execute(insert(AuditEvent).values(
         tenant_id=caller.tenant_id, at=utcnow(), actor=caller.principal_id, action=action, target=target,
-        details={"role": caller.role, "key_id": caller.key_id, **details}))
+        details={"role": caller.role, "key_id": caller.key_id, "session_id": caller.session_id, **details}))

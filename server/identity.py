@@ -1,7 +1,10 @@
-"""Who is calling: API keys (agents and automation) resolved to a tenant-scoped caller.
+"""Who is calling: an API key (agents and automation) or a person's session, resolved to a
+tenant-scoped caller.
 
 A key is `licet_<43 characters of base64url>` (256 random bits); only its SHA-256 is stored, which is
 enough for a secret of that entropy (a slow password hash buys nothing here and costs every request).
+Sessions (server/auth/sessions.py) arrive as `Authorization: Bearer lcs_…` or as the dashboard's
+cookie; a cookie-authenticated write must also carry the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import bindparam, select
 
+from server.auth import sessions
 from server.errors import ApiError
 from server.models import ApiKey
 from server.roles import allowed
@@ -47,7 +52,14 @@ class Caller:
     principal_roles: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
     key_id: str | None = None
-    mfa: bool = False
+    user_id: str | None = None  # a person signed in with a session (None for API keys)
+    session_id: str | None = None
+    mfa_at: datetime | None = None  # when this session last passed a second factor
+
+    @property
+    def mfa(self) -> bool:
+        """Whether the caller passed multi-factor authentication in this session."""
+        return self.mfa_at is not None
 
     def principal(self) -> dict[str, Any]:
         """The request's `principal` part as policies see it."""
@@ -60,14 +72,39 @@ def _unauthenticated(message: str) -> ApiError:
 
 
 async def authenticate(request: Request) -> Caller:
-    """The caller of this request, from its bearer API key; 401 otherwise."""
+    """The caller of this request, from its API key or session; 401 otherwise."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX):
-        raise _unauthenticated("an API key is required: Authorization: Bearer licet_…")
+    if scheme.lower() == "bearer" and token.strip().startswith(KEY_PREFIX):
+        return await _key_caller(request.app.state.services, token.strip())
+    return _session_caller(await session_of(request))
+
+
+async def session_of(request: Request, *, allow_pending: bool = False) -> sessions.SignedIn:
+    """The person's session of this request: `Bearer lcs_…`, or the cookie plus, for a write, the
+    CSRF header; 401 otherwise."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
     services = request.app.state.services
+    if scheme.lower() == "bearer" and token.strip().startswith(sessions.TOKEN_PREFIX):
+        return await sessions.resolve(services, token.strip(), allow_pending=allow_pending)
+    if header:
+        raise _unauthenticated("unknown credentials: send Authorization: Bearer licet_… (API key) or lcs_… (session)")
+    cookie = request.cookies.get(sessions.COOKIE)
+    if not cookie:
+        raise _unauthenticated("an API key or a session is required: Authorization: Bearer licet_… or lcs_…")
+    signed_in = await sessions.resolve(services, cookie, allow_pending=allow_pending)
+    if request.method not in _SAFE_METHODS:
+        sessions.check_csrf(signed_in, request.headers.get(sessions.CSRF_HEADER, ""))
+    return signed_in
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def _key_caller(services: Any, token: str) -> Caller:
     async with services.db.reader.connect() as connection:
-        key = (await connection.execute(_KEY_BY_HASH, {"hash": key_hash(token.strip())})).first()
+        key = (await connection.execute(_KEY_BY_HASH, {"hash": key_hash(token)})).first()
     now = utcnow()
     if key is None or (key.revoked_at is not None and key.revoked_at <= now):
         raise _unauthenticated("unknown or revoked API key")
@@ -77,12 +114,54 @@ async def authenticate(request: Request) -> Caller:
                   key.id)
 
 
-def require(permission: str) -> Any:
-    """A dependency: the caller, if its role holds `permission`; 403 otherwise."""
+def _session_caller(signed_in: sessions.SignedIn) -> Caller:
+    return Caller(signed_in.tenant_id, signed_in.role, signed_in.principal_id, (signed_in.role,), {},
+                  user_id=signed_in.user_id, session_id=signed_in.session_id, mfa_at=signed_in.mfa_at)
 
-    async def check(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+
+def require(permission: str, *, step_up: bool = False) -> Any:
+    """A dependency: the caller, if its role holds `permission` (403 otherwise); with `step_up`, only a
+    person's session that passed MFA within the configured window."""
+
+    async def check(request: Request, caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
         if not allowed(caller.role, permission):
             raise ApiError(403, "forbidden", f"the {caller.role} role may not {permission}")
+        if step_up:
+            window = request.app.state.services.settings.step_up_seconds
+            if caller.user_id is None:
+                raise ApiError(403, "step_up_required", f"{permission} needs a person signed in with "
+                               "multi-factor authentication; API keys cannot do it")
+            if caller.mfa_at is None or utcnow() - caller.mfa_at > timedelta(seconds=window):
+                raise ApiError(403, "step_up_required", f"{permission} needs multi-factor authentication within "
+                               f"the last {window // 60} minutes: POST /v1/auth/mfa/totp or /v1/auth/mfa/passkey")
         return caller
 
+    check.permission = permission  # type: ignore[attr-defined]  # read by the role-table test and docs
+    check.step_up = step_up  # type: ignore[attr-defined]
     return Depends(check)
+
+
+def public() -> Any:
+    """A dependency marking a route anyone may call (signing in): the role table lists it as such."""
+
+    async def anyone() -> None:
+        return None
+
+    anyone.permission = "public"  # type: ignore[attr-defined]
+    return Depends(anyone)
+
+
+def person(*, allow_pending: bool = False) -> Any:
+    """A dependency: the signed-in person's session (a person's own account routes); with
+    `allow_pending`, also a session still waiting for its second factor."""
+
+    async def signed_in(request: Request) -> sessions.SignedIn:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip().startswith(KEY_PREFIX):
+            caller = await _key_caller(request.app.state.services, token.strip())  # 401 for a bad key
+            raise ApiError(403, "forbidden", f"the {caller.role} role may not account: these routes are a "
+                           "person's own, signed in with a session")
+        return await session_of(request, allow_pending=allow_pending)
+
+    signed_in.permission = "account"  # type: ignore[attr-defined]
+    return Depends(signed_in)

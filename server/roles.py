@@ -21,6 +21,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "delegations.read": frozenset(ROLES),
     "delegations.write": frozenset({"agent", "owner", "admin"}),
     "audit.read": frozenset({"owner", "admin", "auditor"}),
+    "approvals.read": frozenset({"owner", "admin", "approver", "auditor"}),
+    "approvals.vote": frozenset({"owner", "admin", "approver"}),
+    "approvals.request": frozenset({"agent", "owner", "admin"}),  # an agent reads and cancels its own
+    "approvals.status": frozenset({"owner", "admin", "approver", "auditor", "agent"}),  # agents: only their own
+    "webhooks.manage": frozenset({"owner", "admin"}),
+    "account": frozenset(_HUMANS),  # a person's own sessions, password, TOTP and passkeys
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 import kernel
+from server.auth.passwords import hash_password
 from server.identity import new_api_key
 from server.logstore import create_head
 from server.models import ApiKey, PolicyActivation, PolicyRecord, PolicyVersion, Tenant, User
@@ -82,14 +84,17 @@ async def seed_demo(services: Services) -> dict[str, Any]:
         seeded: dict[str, Any] = json.loads(keep.read_text())
         return seeded
     owner = await create_tenant(services, DEMO_TENANT, "Demo tenant")
+    password = secrets.token_urlsafe(15)  # random, never a constant; kept 0600 with the keys below
+    hashed = await hash_password(password)
     async with services.db.write() as session:
         session.add(User(id=str(uuid.uuid4()), tenant_id=DEMO_TENANT, email="admin@demo.licet.localhost",
-                         display_name="Demo admin", role="admin", created_at=utcnow()))
+                         display_name="Demo admin", role="admin", created_at=utcnow(), password_hash=hashed))
     admin = await _add_key(services, DEMO_TENANT, "admin", "user:admin@demo.licet.localhost", ["admin"])
     agent = await _add_key(services, DEMO_TENANT, "agent", "agent:payments-bot", ["payments-agent"])
     names = [await _add_policy(services, DEMO_TENANT, EXAMPLES / f"{name}.yaml", activate=name == "payments-agent")
              for name in ("payments-agent", "devops-agent", "support-agent")]
     seeded = {"tenant": DEMO_TENANT, "owner_key": owner, "admin_key": admin, "agent_key": agent,
+              "admin_email": "admin@demo.licet.localhost", "admin_password": password,
               "policies": names, "active": "payments-agent"}
     fd = os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:

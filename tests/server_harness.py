@@ -30,6 +30,7 @@ from tests.conftest import PAYMENTS
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN = os.environ.get("LICET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
+RP_ID, ORIGIN = "licet.localhost", "https://licet.localhost"  # the WebAuthn relying party of test servers
 
 
 def free_port() -> int:
@@ -104,6 +105,28 @@ class Server:
         return Tenant(self, tenant_id, asyncio.run(provision()))
 
 
+@dataclass(frozen=True)
+class Person:
+    """A person of a tenant, signed in with a session that passed TOTP just now."""
+
+    server: Server
+    user_id: str
+    email: str
+    role: str
+    password: str
+    token: str
+    totp_secret: str
+    backup_codes: tuple[str, ...]
+
+    @property
+    def principal_id(self) -> str:
+        return f"user:{self.email}"
+
+    def client(self) -> httpx.Client:
+        """A client holding this person's session as a bearer token."""
+        return self.server.client(self.token)
+
+
 @dataclass
 class Tenant:
     """A tenant on a test server, with helpers that go through the public API."""
@@ -111,15 +134,51 @@ class Tenant:
     server: Server
     id: str
     owner_key: str
+    _owner: Person | None = None
 
     def owner(self) -> httpx.Client:
         """A client holding the owner key."""
         return self.server.client(self.owner_key)
 
+    def person(self, role: str = "approver", email: str | None = None, *, mfa: bool = True) -> Person:
+        """A new person of `role`, invited by the owner key, who accepted, enrolled TOTP and (with
+        `mfa`) holds a session that passed it just now."""
+        import pyotp
+
+        email = email or f"{role}-{uuid.uuid4().hex[:10]}@example.com"
+        password = f"licet-{uuid.uuid4().hex}"
+        with self.owner() as owner:
+            made = owner.post("/v1/users", json={"email": email, "display_name": email.split("@")[0], "role": role})
+            assert made.status_code == 201, made.text
+        with self.server.client() as anonymous:
+            accepted = anonymous.post("/v1/auth/invitations/accept",
+                                      json={"token": made.json()["invitation"]["token"], "password": password})
+            assert accepted.status_code == 201, accepted.text
+        token = accepted.json()["token"]
+        secret, codes = "", ()
+        if mfa:
+            with self.server.client(token) as client:
+                secret = client.post("/v1/auth/totp/enrol").json()["secret"]
+                confirmed = client.post("/v1/auth/totp/confirm", json={"code": pyotp.TOTP(secret).now()})
+                assert confirmed.status_code == 200, confirmed.text
+                codes = tuple(confirmed.json()["backup_codes"])
+        return Person(self.server, made.json()["user"]["id"], email, role, password, token, secret, codes)
+
+    def owner_person(self) -> Person:
+        """The tenant's owner as a person whose session passed MFA: what key management and policy
+        activation need (the owner key, an API key, cannot step up)."""
+        if self._owner is None:
+            self._owner = self.person("owner")
+        return self._owner
+
+    def owner_session(self) -> httpx.Client:
+        """A client holding `owner_person`'s session."""
+        return self.owner_person().client()
+
     def key(self, role: str = "agent", principal_id: str = "agent:bot", roles: list[str] | None = None,
             **attributes: Any) -> str:
         """A new API key of `role`; its secret."""
-        with self.owner() as client:
+        with self.owner_session() as client:
             reply = client.post("/v1/keys", json={
                 "name": f"{role} {principal_id}", "role": role, "principal_id": principal_id,
                 "principal_roles": roles if roles is not None else ["ops"], "attributes": attributes})
@@ -128,7 +187,7 @@ class Tenant:
 
     def activate(self, source: str = PAYMENTS) -> dict[str, Any]:
         """Store `source` as a new version and activate it; the version record."""
-        with self.owner() as client:
+        with self.owner_session() as client:
             created = client.post("/v1/policies", json={"source": source})
             assert created.status_code == 201, created.text
             body = created.json()
@@ -138,11 +197,16 @@ class Tenant:
         return dict(body)
 
 
-def launch(database_url: str, data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`licet serve` on a free port, as an operator starts it; returns once `/readyz` answers."""
+def launch(database_url: str, data_dir: Path, log: Path,
+           extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """`licet serve` on a free port, as an operator starts it (`extra_env` on top of the environment
+    below); returns once `/readyz` answers."""
     port = free_port()
+    # Every test signs in from 127.0.0.1: the per-address lock is tested on its own (test_auth.py), and
+    # the tests' own origin and plain-HTTP cookies are the deployment's here.
     env = {**os.environ, "LICET_DATABASE_URL": database_url, "LICET_DATA_DIR": str(data_dir),
-           "LICET_LOG_JSON": "true"}
+           "LICET_LOG_JSON": "true", "LICET_SOURCE_LOCK_FAILURES": "100000", "LICET_RP_ID": RP_ID,
+           "LICET_RP_ORIGINS": json.dumps([ORIGIN]), "LICET_COOKIE_SECURE": "false", **(extra_env or {})}
     process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--port", str(port)], env=env,
                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -65,7 +65,7 @@ def test_idempotency_key_returns_the_same_certificate_and_refuses_another_reques
         assert again["certificate"] == first["certificate"] and again["replayed"] is True
         other = client.post("/v1/decide", json=transfer(11), headers={"Idempotency-Key": "k-1"})
         assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
-    with tenant.owner() as owner:
+    with tenant.owner_session() as owner:
         assert owner.get("/v1/evidence/checkpoint").json()["size"] == 1
 
 
@@ -93,7 +93,7 @@ def test_policy_versions_diff_activate_and_rollback(tenant: Tenant) -> None:
     # The tenant fixture activated PAYMENTS as version 1.
     v2_source = PAYMENTS.replace("args.amount <= 10000", "args.amount <= 100")
     agent = tenant.key()
-    with tenant.owner() as owner:
+    with tenant.owner_session() as owner:
         policy_id = owner.get("/v1/policies").json()["policies"][0]["id"]
         created = owner.post("/v1/policies", json={"source": v2_source})
         assert created.status_code == 201 and created.json()["version"]["number"] == 2
@@ -113,7 +113,7 @@ def test_policy_versions_diff_activate_and_rollback(tenant: Tenant) -> None:
 
 
 def test_invalid_policy_reports_line_column_and_stores_nothing(tenant: Tenant) -> None:
-    with tenant.owner() as owner:
+    with tenant.owner_session() as owner:
         before = owner.get("/v1/policies").json()
         reply = owner.post("/v1/policies", json={"source": "id: p\nrules:\n  - id: r\n    action: [a.b]\n    effect: allow\n"})
         assert reply.status_code == 422
@@ -146,7 +146,7 @@ def test_evidence_bundle_checkpoint_and_consistency_verify_offline(tenant: Tenan
         assert client.get("/v1/evidence/checkpoints/5").json()["note"] == first["note"]
         assert client.get("/v1/evidence/checkpoints/6").status_code == 404
         assert client.get("/v1/evidence/entries").status_code == 403  # agents read only their own
-    with tenant.owner() as owner:
+    with tenant.owner_session() as owner:
         page = owner.get("/v1/evidence/entries", params={"start": 2, "limit": 2}).json()
         assert [e["index"] for e in page["entries"]] == [2, 3]
         assert page["entries"][0]["certificate"]["id"] == ids[2]
@@ -154,7 +154,7 @@ def test_evidence_bundle_checkpoint_and_consistency_verify_offline(tenant: Tenan
 
 def test_keys_revoke_and_rotate(tenant: Tenant) -> None:
     agent = tenant.key()
-    with tenant.owner() as owner:
+    with tenant.owner_session() as owner:
         keys = owner.get("/v1/keys").json()["keys"]
         agent_id = next(k["id"] for k in keys if k["role"] == "agent")
         assert all("secret" not in k and "secret_hash" not in k for k in keys)

@@ -39,7 +39,7 @@ def test_concurrent_decisions_never_fork_the_log(tenant: Tenant) -> None:
     assert len(set(ids)) == CONCURRENT
     assert sorted(r["log_index"] for r in results) == list(range(CONCURRENT))
 
-    with tenant.owner() as owner:
+    with tenant.owner_session() as owner:
         entries: list[dict[str, Any]] = []
         start: int | None = 0
         while start is not None:

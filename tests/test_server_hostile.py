@@ -32,7 +32,7 @@ class Hostile:
     def __init__(self, tenant: Tenant) -> None:
         self.tenant = tenant
         self.agent_key = tenant.key(principal_id="agent:bot")
-        self.owner = tenant.owner()
+        self.owner = tenant.owner_session()
         self.agent = tenant.server.client(self.agent_key)
         later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         assert self.agent.post("/v1/decide", json=transfer(5)).json()["decision"] == "permit"

@@ -65,6 +65,9 @@ class Alpha:
     email: str
     idempotency_key: str
     size: int
+    session_id: str = ""  # A's owner's session
+    approval_id: str = ""
+    webhook_id: str = ""
     secrets: set[str] = field(default_factory=set)
 
 
@@ -83,7 +86,7 @@ def _alpha(server: Server) -> Alpha:
                   key_ids=[], certificate_ids=[], grant_id="", user_id="", email=f"alpha-{tag}@example.com",
                   idempotency_key=f"idem-{tag}", size=0)
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    with tenant.owner() as owner, server.client(alpha.agent_key) as agent, server.client(alpha.twin_key) as twin:
+    with tenant.owner_session() as owner, server.client(alpha.agent_key) as agent, server.client(alpha.twin_key) as twin:
         # The twin spends the whole daily budget (5 x 1000 of 5000) in A.
         for i in range(5):
             headers = {"Idempotency-Key": alpha.idempotency_key} if i == 0 else {}
@@ -107,17 +110,26 @@ def _alpha(server: Server) -> Alpha:
         alpha.key_ids = [k["id"] for k in keys]
         checkpoint = owner.get("/v1/evidence/checkpoint").json()
         alpha.size = checkpoint["size"]
-        assert alpha.size == len(alpha.certificate_ids)
+        assert alpha.size >= len(alpha.certificate_ids)  # and the approval's own events
         proof = owner.get(f"/v1/certificates/{alpha.certificate_ids[2]}/proof").json()
         consistency = owner.get("/v1/evidence/consistency", params={"first": 2, "second": alpha.size}).json()
         entries = owner.get("/v1/evidence/entries").json()["entries"]
         versions = [owner.get(f"/v1/policies/{alpha.policy_id}/versions/{n}").json() for n in (1, 2)]
+        alpha.session_id = owner.get("/v1/auth/me").json()["session"]["id"]
+        asked = agent.post("/v1/decide", json=transfer(2000)).json()  # over 1000: needs two approvers
+        assert asked["decision"] == "require_approval", asked
+        alpha.certificate_ids.append(asked["certificate_id"])
+        alpha.approval_id = asked["approval"]["id"]
+        hook = owner.post("/v1/webhooks", json={"url": "https://hooks.example.com/alpha"})
+        assert hook.status_code == 201, hook.text
+        alpha.webhook_id = hook.json()["id"]
         alpha.secrets = {
             tenant.id, tenant.owner_key, alpha.agent_key, alpha.helper_key, alpha.twin_key, alpha.admin_key,
             name, alpha.policy_id, principal, helper, f"user:alpha-admin-{tag}", alpha.grant_id, alpha.user_id,
             alpha.email, alpha.idempotency_key, checkpoint["root_hash"], checkpoint["note"].split("\n")[0],
             *alpha.version_ids, *alpha.key_ids, *alpha.certificate_ids, *proof["proof"], *consistency["proof"],
-            *(e["leaf_hash"] for e in entries), *(v["hash"] for v in versions)}
+            *(e["leaf_hash"] for e in entries), *(v["hash"] for v in versions), alpha.session_id,
+            tenant.owner_person().token, tenant.owner_person().email, alpha.approval_id, alpha.webhook_id}
     return alpha
 
 
@@ -198,7 +210,7 @@ def _b_entries(beta: Tenant, role: str, reply: httpx.Response) -> None:
 
 def _b_certificates(beta: Tenant, role: str, reply: httpx.Response) -> None:
     assert reply.status_code == 200, reply.text
-    with beta.owner() as owner:
+    with beta.owner_session() as owner:
         for item in reply.json()["certificates"]:
             assert owner.get(f"/v1/certificates/{item['id']}").json()["certificate"]["tenant"] == beta.id
 
@@ -207,6 +219,26 @@ def _b_keys(beta: Tenant, role: str, reply: httpx.Response) -> None:
     assert reply.status_code == 200, reply.text
     origin = reply.json()["log"]["origin"]
     assert beta.id in origin
+
+
+def _status(status: int, code: str | None = None) -> Check:
+    """B gets `status` (and `code`): a route whose answer does not depend on A at all."""
+
+    def check(beta: Tenant, role: str, reply: httpx.Response) -> None:
+        if status >= 400:
+            assert_error(reply, status, code)
+        else:
+            assert reply.status_code == status, reply.text
+
+    return check
+
+
+def _b_own_account(beta: Tenant, role: str, reply: httpx.Response) -> None:
+    # B's owner changes B's owner's own second factors: any orderly answer, never A's.
+    assert reply.status_code in (200, 201, 401, 409), reply.text
+
+
+NO_SESSION = {"Authorization": "Bearer lcs_" + "A" * 43}  # signing out is tried with a session that is no one's
 
 
 def _named(name: str) -> str:
@@ -224,6 +256,10 @@ ROUTES: dict[str, Route] = {
         # A's Idempotency-Key names nothing in B: a fresh decision, not A's certificate and not a conflict.
         Call("POST", "/v1/decide", transfer(1000), headers={"Idempotency-Key": a.idempotency_key},
              foreign=a.idempotency_key, check=_b_decides_afresh)]),
+    # A's policy name means nothing in B: B's own active policy answers.
+    "POST /v1/decide/capabilities": Route("decide", lambda a: [
+        Call("POST", "/v1/decide/capabilities", {"actions": ["payments.transfer", a.name]}, foreign=a.name,
+             check=_status(200))]),
     "POST /v1/plans/verify": Route("plans.verify", lambda a: [
         Call("POST", "/v1/plans/verify", {"steps": [transfer(1000)] * 3}, check=_b_plan)]),
     "POST /v1/policies/validate": Route("policies.write", lambda a: [
@@ -283,6 +319,77 @@ ROUTES: dict[str, Route] = {
                                                     "when": "args.amount <= 10"}]}, foreign=a.grant_id)]),
     "POST /v1/delegations/{grant_id}/revoke": Route("delegations.write", lambda a: [
         Call("POST", f"/v1/delegations/{a.grant_id}/revoke", foreign=a.grant_id)]),
+    "GET /v1/approvals": Route("approvals.status", lambda a: [
+        Call("GET", "/v1/approvals"), Call("GET", "/v1/approvals", params={"state": "pending"})]),
+    "GET /v1/approvals/settings": Route("approvals.read", lambda a: [Call("GET", "/v1/approvals/settings")]),
+    "PUT /v1/approvals/settings": Route("webhooks.manage", lambda a: [
+        Call("PUT", "/v1/approvals/settings", {"quorum": 3})]),
+    "GET /v1/approvals/{approval_id}": Route("approvals.status", lambda a: [
+        Call("GET", f"/v1/approvals/{a.approval_id}", foreign=a.approval_id)]),
+    "POST /v1/approvals/{approval_id}/approve": Route("approvals.vote", lambda a: [
+        Call("POST", f"/v1/approvals/{a.approval_id}/approve", foreign=a.approval_id)]),
+    "POST /v1/approvals/{approval_id}/deny": Route("approvals.vote", lambda a: [
+        Call("POST", f"/v1/approvals/{a.approval_id}/deny", {"reason": "takeover"}, foreign=a.approval_id)]),
+    "POST /v1/approvals/{approval_id}/cancel": Route("approvals.request", lambda a: [
+        Call("POST", f"/v1/approvals/{a.approval_id}/cancel", foreign=a.approval_id)]),
+    "POST /v1/webhooks": Route("webhooks.manage", lambda a: [
+        Call("POST", "/v1/webhooks", {"url": "https://hooks.example.com/beta"}, check=_status(201))]),
+    "GET /v1/webhooks": Route("webhooks.manage", lambda a: [Call("GET", "/v1/webhooks")]),
+    "DELETE /v1/webhooks/{webhook_id}": Route("webhooks.manage", lambda a: [
+        Call("DELETE", f"/v1/webhooks/{a.webhook_id}", foreign=a.webhook_id)]),
+    "GET /v1/webhooks/{webhook_id}/deliveries": Route("webhooks.manage", lambda a: [
+        Call("GET", f"/v1/webhooks/{a.webhook_id}/deliveries", foreign=a.webhook_id)]),
+    "POST /v1/users/{user_id}/invitation": Route("users.manage", lambda a: [
+        Call("POST", f"/v1/users/{a.user_id}/invitation", foreign=a.user_id)]),
+    # Signing in names a tenant itself; an unknown one answers like a wrong password.
+    "POST /v1/auth/invitations/accept": Route("public", lambda a: [
+        Call("POST", "/v1/auth/invitations/accept", {"token": "x" * 43, "password": "p" * 20},
+             check=_status(400, "invalid_invitation"))]),
+    "POST /v1/auth/login": Route("public", lambda a: [
+        Call("POST", "/v1/auth/login", {"tenant": "t-nobody", "email": a.email, "password": "wrong password"},
+             foreign=a.email, check=_status(401, "invalid_credentials"))]),
+    "POST /v1/auth/passkey/options": Route("public", lambda a: [
+        Call("POST", "/v1/auth/passkey/options", {"tenant": a.tenant.id}, foreign=a.tenant.id,
+             check=_status(200))]),
+    "POST /v1/auth/passkey": Route("public", lambda a: [
+        Call("POST", "/v1/auth/passkey", {"tenant": a.tenant.id, "challenge_id": str(uuid.uuid4()),
+                                          "credential": {}}, foreign=a.tenant.id,
+             check=_status(400, "invalid_challenge"))]),
+    "GET /v1/auth/me": Route("account", lambda a: [Call("GET", "/v1/auth/me")]),
+    "POST /v1/auth/mfa/totp": Route("account", lambda a: [
+        Call("POST", "/v1/auth/mfa/totp", {"code": "000000"}, check=_b_own_account)]),
+    "POST /v1/auth/mfa/passkey/options": Route("account", lambda a: [
+        Call("POST", "/v1/auth/mfa/passkey/options", check=_status(409, "no_passkey"))]),
+    "POST /v1/auth/mfa/passkey": Route("account", lambda a: [
+        Call("POST", "/v1/auth/mfa/passkey", {"challenge_id": str(uuid.uuid4()), "credential": {}},
+             check=_status(400, "invalid_challenge"))]),
+    "POST /v1/auth/totp/enrol": Route("account", lambda a: [
+        Call("POST", "/v1/auth/totp/enrol", check=_b_own_account)]),
+    "POST /v1/auth/totp/confirm": Route("account", lambda a: [
+        Call("POST", "/v1/auth/totp/confirm", {"code": "000000"}, check=_b_own_account)]),
+    "POST /v1/auth/backup-codes": Route("account", lambda a: [
+        Call("POST", "/v1/auth/backup-codes", check=_b_own_account)]),
+    "DELETE /v1/auth/totp": Route("account", lambda a: [Call("DELETE", "/v1/auth/totp", check=_b_own_account)]),
+    "POST /v1/auth/passkeys/options": Route("account", lambda a: [Call("POST", "/v1/auth/passkeys/options")]),
+    "POST /v1/auth/passkeys": Route("account", lambda a: [
+        Call("POST", "/v1/auth/passkeys", {"challenge_id": str(uuid.uuid4()), "credential": {}},
+             check=_status(400, "invalid_challenge"))]),
+    "GET /v1/auth/passkeys": Route("account", lambda a: [Call("GET", "/v1/auth/passkeys")]),
+    "PATCH /v1/auth/passkeys/{passkey_id}": Route("account", lambda a: [
+        Call("PATCH", f"/v1/auth/passkeys/{uuid.uuid4()}", {"name": "x"}, check=_status(404, "not_found"))]),
+    "DELETE /v1/auth/passkeys/{passkey_id}": Route("account", lambda a: [
+        Call("DELETE", f"/v1/auth/passkeys/{uuid.uuid4()}", check=_status(404, "not_found"))]),
+    "GET /v1/auth/sessions": Route("account", lambda a: [Call("GET", "/v1/auth/sessions")]),
+    # A's owner's session id: B cannot revoke it (the snapshot afterwards uses that very session).
+    "DELETE /v1/auth/sessions/{session_id}": Route("account", lambda a: [
+        Call("DELETE", f"/v1/auth/sessions/{a.session_id}", foreign=a.session_id)]),
+    "POST /v1/auth/password": Route("account", lambda a: [
+        Call("POST", "/v1/auth/password", {"current_password": "wrong password", "new_password": "n" * 20},
+             check=_status(401, "invalid_credentials"))]),
+    "POST /v1/auth/logout": Route("account", lambda a: [
+        Call("POST", "/v1/auth/logout", headers=NO_SESSION, check=_status(401, "unauthenticated"))]),
+    "POST /v1/auth/logout-everywhere": Route("account", lambda a: [
+        Call("POST", "/v1/auth/logout-everywhere", headers=NO_SESSION, check=_status(401, "unauthenticated"))]),
 }
 
 
@@ -295,7 +402,7 @@ def _published(server: Server) -> set[str]:
 
 def _snapshot(alpha: Alpha) -> dict[str, Any]:
     """Everything A's owner can read (a checkpoint request may sign one, but never changes the size)."""
-    with alpha.tenant.owner() as owner:
+    with alpha.tenant.owner_session() as owner:
         state = {path: owner.get(path, params={"limit": 500} if "certificates" in path or "audit" in path else None
                                  ).json()
                  for path in ("/v1/policies", f"/v1/policies/{alpha.policy_id}", "/v1/keys", "/v1/users",
@@ -328,7 +435,7 @@ def test_another_tenant_reaches_nothing_of_a_and_changes_nothing(server: Server,
     beta.activate()
     twin = beta.key(principal_id=TWIN)
     checked, adopted = 0, set()
-    for role, key in (("owner", beta.owner_key), ("agent", twin)):
+    for role, key in (("owner", beta.owner_person().token), ("agent", twin)):
         with server.client(key) as client:
             for name, route in ROUTES.items():
                 for call in route.calls(alpha):
@@ -338,7 +445,8 @@ def test_another_tenant_reaches_nothing_of_a_and_changes_nothing(server: Server,
                     if call.check is not None and call.foreign is not None and reply.status_code < 300:
                         adopted.add(str(call.foreign))
                     assert _leaks(alpha, reply, call, adopted) == [], (role, name, reply.text)
-                    if not allowed(role, route.permission):
+                    if route.permission != "public" and not allowed(role, route.permission) and not (
+                            call.headers and "Authorization" in call.headers):
                         assert_error(reply, 403, "forbidden")
                     elif call.check is not None:
                         call.check(beta, role, reply)
@@ -353,7 +461,7 @@ def test_another_tenant_reaches_nothing_of_a_and_changes_nothing(server: Server,
                         assert reply.status_code in (200, 201), (role, name, reply.text)
     assert checked > 100
     assert _snapshot(alpha) == before
-    with beta.owner() as owner:
+    with beta.owner_session() as owner:
         assert owner.get("/v1/evidence/checkpoint").json()["size"] < alpha.size  # the premise of checkpoints/{size}
     _alpha_still_works(server, alpha)
 
@@ -362,7 +470,7 @@ def test_another_tenant_reaches_nothing_of_a_and_changes_nothing(server: Server,
 
 def _alpha_still_works(server: Server, alpha: Alpha) -> None:
     """A's keys, grant, session state, idempotency keys and active version are as A left them."""
-    with alpha.tenant.owner() as owner:
+    with alpha.tenant.owner_session() as owner:
         active = owner.get("/v1/policies").json()["active"]
         assert active["id"] == alpha.version_ids[0] and active["number"] == 2  # versions are newest first
     with server.client(alpha.agent_key) as agent, server.client(alpha.helper_key) as helper, \
@@ -377,11 +485,11 @@ def _alpha_still_works(server: Server, alpha: Alpha) -> None:
 
 
 def _every_call(alpha: Alpha) -> list[tuple[str, Call]]:
-    return [(name, route.calls(alpha)[0]) for name, route in ROUTES.items()]
+    return [(name, route.calls(alpha)[0]) for name, route in ROUTES.items() if route.permission != "public"]
 
 
 def test_every_route_refuses_missing_garbage_revoked_and_expired_keys(server: Server, alpha: Alpha) -> None:
-    with alpha.tenant.owner() as owner:
+    with alpha.tenant.owner_session() as owner:
         revoked = alpha.tenant.key(principal_id="agent:revoked")
         revoked_id = next(k["id"] for k in owner.get("/v1/keys").json()["keys"] if k["principal_id"] == "agent:revoked")
         assert owner.post(f"/v1/keys/{revoked_id}/revoke").status_code == 200
@@ -412,13 +520,15 @@ def test_every_route_refuses_missing_garbage_revoked_and_expired_keys(server: Se
 
 def test_an_agent_key_calling_administrative_routes_is_forbidden(server: Server, alpha: Alpha) -> None:
     before = _snapshot(alpha)
-    administrative = [name for name, route in ROUTES.items() if not allowed("agent", route.permission)]
+    administrative = [name for name, route in ROUTES.items()
+                      if route.permission != "public" and not allowed("agent", route.permission)]
     assert {"POST /v1/keys/{key_id}/revoke", "POST /v1/policies/{policy_id}/versions/{number}/activate",
             "GET /v1/audit", "GET /v1/evidence/entries", "POST /v1/users"} <= set(administrative)
     with server.client(alpha.agent_key) as agent:
         for name in administrative:
             for call in ROUTES[name].calls(alpha):  # its own tenant's ids: the role is what is refused
-                assert_error(call.send(agent), 403, "forbidden")
+                if not (call.headers and "Authorization" in call.headers):
+                    assert_error(call.send(agent), 403, "forbidden")
     assert _snapshot(alpha) == before
     with server.client(alpha.agent_key) as agent:  # its own key was among those it tried to revoke
         assert agent.post("/v1/decide", json=transfer(1)).status_code == 200
@@ -427,18 +537,20 @@ def test_an_agent_key_calling_administrative_routes_is_forbidden(server: Server,
 def test_listings_show_only_the_callers_tenant(server: Server, alpha: Alpha) -> None:
     beta = server.new_tenant()
     beta.activate()
-    with beta.owner() as owner, server.client(beta.key(principal_id=TWIN)) as twin:
+    with beta.owner_session() as owner, server.client(beta.key(principal_id=TWIN)) as twin:
         mine = twin.post("/v1/decide", json=transfer(3)).json()["certificate_id"]
         listings = {path: owner.get(path).json() for path in (
             "/v1/policies", "/v1/keys", "/v1/users", "/v1/audit", "/v1/certificates", "/v1/delegations",
             "/v1/evidence/entries")}
         assert [p["name"] for p in listings["/v1/policies"]["policies"]] == ["payments-agent"]
         assert {k["principal_id"] for k in listings["/v1/keys"]["keys"]} == {"owner", TWIN}
-        assert listings["/v1/users"]["users"] == [] and listings["/v1/delegations"]["grants"] == []
+        assert [u["email"] for u in listings["/v1/users"]["users"]] == [beta.owner_person().email]
+        assert listings["/v1/delegations"]["grants"] == []
         assert [c["id"] for c in listings["/v1/certificates"]["certificates"]] == [mine]
         assert [c["id"] for c in twin.get("/v1/certificates").json()["certificates"]] == [mine]
         assert [e["certificate"]["id"] for e in listings["/v1/evidence/entries"]["entries"]] == [mine]
         assert {e["action"] for e in listings["/v1/audit"]["events"]} == {
-            "policy.version.create", "policy.activate", "key.create"}
+            "policy.version.create", "policy.activate", "key.create", "user.create", "user.invite",
+            "auth.invitation_accepted", "auth.totp_enrol_started", "auth.totp_enabled"}
         text = json.dumps(listings)
         assert sorted(s for s in alpha.secrets if s in text) == []

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import audit
+from server.auth import sessions
 from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, new_api_key, require
-from server.models import ApiKey, AuditEvent, User
+from server.models import ApiKey, AuditEvent, Invitation, User
 from server.roles import ROLES
 from server.routers import INT64_MAX, DateTime, JsonObject, Text
 from server.routers.decide import services_of
@@ -119,7 +121,7 @@ async def _key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey:
 
 
 @router.post("/keys", status_code=201, summary="Create an API key (the secret is shown once)")
-async def post_key(body: KeyBody, request: Request, caller: Annotated[Caller, require("keys.manage")],
+async def post_key(body: KeyBody, request: Request, caller: Annotated[Caller, require("keys.manage", step_up=True)],
                    ) -> dict[str, Any]:
     """A key scoped to this tenant, a role and a principal."""
     async with services_of(request).db.write() as session:
@@ -137,7 +139,7 @@ async def list_keys(request: Request, caller: Annotated[Caller, require("keys.ma
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke an API key, at once")
-async def revoke_key(key_id: Text, request: Request, caller: Annotated[Caller, require("keys.manage")],
+async def revoke_key(key_id: Text, request: Request, caller: Annotated[Caller, require("keys.manage", step_up=True)],
                      ) -> dict[str, Any]:
     """The key stops working for every request that starts after this one."""
     async with services_of(request).db.write() as session:
@@ -150,7 +152,7 @@ async def revoke_key(key_id: Text, request: Request, caller: Annotated[Caller, r
 
 @router.post("/keys/{key_id}/rotate", status_code=201, summary="Replace a key with a new secret, same scope")
 async def rotate_key(key_id: Text, body: RotateBody, request: Request,
-                     caller: Annotated[Caller, require("keys.manage")]) -> dict[str, Any]:
+                     caller: Annotated[Caller, require("keys.manage", step_up=True)]) -> dict[str, Any]:
     """The old key keeps working for `grace_seconds` (default: not at all)."""
     async with services_of(request).db.write() as session:
         old = await _key(session, caller, key_id)
@@ -181,7 +183,37 @@ async def post_user(body: UserBody, request: Request, caller: Annotated[Caller, 
         session.add(user)
         await session.flush()
         await audit.record(session, caller, "user.create", user.id, role=user.role)
-        return {"user": _user_json(user)}
+        return {"user": _user_json(user), "invitation": await _invite(session, caller, user, request)}
+
+
+async def _invite(session: AsyncSession, caller: Caller, user: User, request: Request) -> dict[str, Any]:
+    """A new single-use invitation for `user` (earlier unused ones stop working); its token shown once."""
+    now = utcnow()
+    await session.execute(update(Invitation).where(Invitation.user_id == user.id, Invitation.used_at.is_(None)).values(
+        used_at=now))
+    token = secrets.token_urlsafe(32)
+    ttl = services_of(request).settings.invitation_ttl_seconds
+    invitation = Invitation(id=str(uuid.uuid4()), tenant_id=user.tenant_id, user_id=user.id,
+                            token_hash=sessions.token_hash(token), created_at=now, created_by=caller.principal_id,
+                            expires_at=now + timedelta(seconds=ttl))
+    session.add(invitation)
+    await audit.record(session, caller, "user.invite", user.id, invitation=invitation.id)
+    return {"token": token, "expires_at": invitation.expires_at.isoformat(),
+            "accept": "POST /v1/auth/invitations/accept {token, password}"}
+
+
+@router.post("/users/{user_id}/invitation", status_code=201, summary="Invite a person again (a new link)")
+async def reinvite(user_id: Text, request: Request, caller: Annotated[Caller, require("users.manage")],
+                   ) -> dict[str, Any]:
+    """For a lost or expired invitation, or a password reset by an admin: the old links stop working."""
+    async with services_of(request).db.write() as session:
+        user = (await session.execute(select(User).where(User.tenant_id == caller.tenant_id,
+                                                         User.id == user_id))).scalar()
+        if user is None:
+            raise not_found("user")
+        if caller.role != "owner" and user.role == "owner":
+            raise ApiError(403, "forbidden", "only an owner may invite owners")
+        return {"user": _user_json(user), "invitation": await _invite(session, caller, user, request)}
 
 
 def _user_json(user: User) -> dict[str, Any]:

@@ -232,7 +232,7 @@ async def _activate(session: AsyncSession, caller: Caller, version: PolicyVersio
 
 @router.post("/{policy_id}/versions/{number}/activate", summary="Make a version the tenant's active policy")
 async def activate(policy_id: Text, number: VersionNumber, body: ActivateBody, request: Request,
-                   caller: Annotated[Caller, require("policies.activate")]) -> dict[str, Any]:
+                   caller: Annotated[Caller, require("policies.activate", step_up=True)]) -> dict[str, Any]:
     """Decisions already running finish on the version they started with; new ones use this one."""
     async with services_of(request).db.write() as session:
         await _policy(session, caller.tenant_id, policy_id)
@@ -241,8 +241,8 @@ async def activate(policy_id: Text, number: VersionNumber, body: ActivateBody, r
 
 
 @router.post("/rollback", summary="Re-activate the version that was active before the current one")
-async def rollback(body: ActivateBody, request: Request, caller: Annotated[Caller, require("policies.activate")],
-                   ) -> dict[str, Any]:
+async def rollback(body: ActivateBody, request: Request,
+                   caller: Annotated[Caller, require("policies.activate", step_up=True)]) -> dict[str, Any]:
     """Walks back through the activations, one per call (activations push, rollbacks pop)."""
     async with services_of(request).db.write() as session:
         history = (await session.execute(select(PolicyActivation.version_id, PolicyActivation.rollback).where(
