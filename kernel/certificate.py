@@ -129,8 +129,16 @@ def redecide(certificate: Mapping[str, Any], policy: Policy) -> Check:
     except (LicetError, KeyError, ValueError) as exc:
         return Check("redecide", False, f"could not re-decide: {exc}")
     # Cores are minimal but not unique, so the proof is compared by what it proves.
-    same = (again.outcome == certificate.get("decision")
-            and list(again.rules) == certificate.get("rules"))
+    certified = certificate.get("decision")
+    proof = certificate.get("proof")
+    refused = proof.get("approval_refused") if isinstance(proof, Mapping) else None
+    if refused and certified == "deny":
+        # The server refused a presented approval (used, expired, another request...): the policy
+        # still requires approval, and the certified outcome is a deny with the refusal in the proof.
+        certified = "require_approval"
+    same = again.outcome == certified and list(again.rules) == certificate.get("rules")
     detail = f"kernel again says {again.outcome} {list(again.rules)}"
+    if refused and same:
+        detail += f"; the presented approval was refused ({refused.get('code')}), so the certificate denies"
     return Check("redecide", same, detail + ("" if same else
                  f"; certificate says {certificate.get('decision')} {certificate.get('rules')}"))

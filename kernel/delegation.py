@@ -15,7 +15,7 @@ from itertools import pairwise
 from typing import Any
 
 from kernel.analysis import Example, permits_more
-from kernel.decision import Decision, decide, epoch_seconds
+from kernel.decision import Decision, PresentedApproval, decide, epoch_seconds
 from kernel.errors import PolicyError
 from kernel.policy import Policy, load_policy
 
@@ -163,14 +163,15 @@ def descendants(grants: Iterable[Grant], grant_id: str) -> set[str]:
 
 
 def decide_delegated(policy: Policy, request: Mapping[str, Any], chain: Sequence[Grant], *, agent: str,
-                     now: datetime | float, state: Mapping[str, Any] | None = None) -> Decision:
+                     now: datetime | float, state: Mapping[str, Any] | None = None,
+                     approval: PresentedApproval | None = None) -> Decision:
     """Decide a request `agent` makes for the issuer (the request's principal) through `chain`.
 
     Permitted only if the issuer's policy permits it and every scope in the chain does; any bad
     link denies. The decision (and so the certificate) records the chain.
     """
     at = epoch_seconds(now)
-    base = decide(policy, request, state=state, now=at)
+    base = decide(policy, request, state=state, now=at, approval=approval)
     links = tuple(g.reference() for g in chain)
     issuer = str(base.request.principal.get("id", ""))
     problems = chain_problems(chain, issuer=issuer, agent=agent, now=at)

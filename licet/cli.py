@@ -15,7 +15,7 @@ from rich.table import Table
 import kernel
 from licet.cli_log import bundle_checks, log_app
 from licet.cli_mcp import mcp_app
-from licet.cli_server import migrate, serve, tenant_app
+from licet.cli_server import beat, migrate, serve, tenant_app, worker
 from licet.output import console, fail, print_checks
 
 app = typer.Typer(help="Licet: proven decisions for AI agents.", no_args_is_help=True,
@@ -31,6 +31,8 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(mcp_app, name="mcp")
 app.command()(serve)
 app.command()(migrate)
+app.command()(worker)
+app.command()(beat)
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -78,6 +78,11 @@ def _print_demo(seeded: dict[str, Any], host: str, port: int) -> None:
                   f"[cyan]{seeded['active']}[/] (also stored: {', '.join(seeded['policies'])})")
     console.print(f"  agent key  {seeded['agent_key']}\n  admin key  {seeded['admin_key']}\n"
                   f"  owner key  {seeded['owner_key']}")
+    if "admin_password" in seeded:
+        console.print(f"  sign in    POST {base}/v1/auth/login  tenant={seeded['tenant']} "
+                      f"email={seeded['admin_email']} password={seeded['admin_password']}\n"
+                      "             (then enrol TOTP at /v1/auth/totp/enrol to activate policies and manage keys)",
+                      soft_wrap=True, markup=False)
     console.print(f"  API docs   {base}/docs\n  try:\n    curl -s {base}/v1/decide -H 'Authorization: Bearer "
                   f"{seeded['agent_key']}' -H 'content-type: application/json' \\\n"
                   "      -d '{\"action\": \"payments.read\", \"resource\": \"/accounts/acc-001/statements/2025-05\"}'",
@@ -119,3 +124,35 @@ def tenant_create(
     except (StartupError, TenantExists, ValueError) as exc:
         raise fail(f"tenant {tenant_id}: {exc}") from exc
     console.print(f"tenant {tenant_id} created; owner key (shown once):\n{token}")
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Tasks run at once (processes of the prefork pool).")] = 2,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+) -> None:
+    """Run a Celery worker for approvals (webhooks, expiry, escalation) on LICET_BROKER_URL."""
+    settings = _settings(None)
+    if not settings.broker_url:
+        raise fail("set LICET_BROKER_URL (e.g. redis://127.0.0.1:6379/0); without a broker `licet serve` runs "
+                   "these jobs itself")
+    from server.workers import celery_app
+
+    celery_app.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",
+                            "-Q", settings.task_queue])
+
+
+def beat(
+    schedule: Annotated[Path | None, typer.Option(help="Where beat keeps its schedule state.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+) -> None:
+    """Run Celery beat: the periodic approvals sweep (expiries, escalations, deliveries due)."""
+    import tempfile
+
+    settings = _settings(None)
+    if not settings.broker_url:
+        raise fail("set LICET_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    from server.workers import celery_app
+
+    where = schedule or Path(tempfile.gettempdir()) / "licet-beat-schedule"
+    celery_app.start(["beat", f"--loglevel={loglevel}", "-s", str(where)])

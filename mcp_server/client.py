@@ -8,7 +8,7 @@ from sdk.client import AsyncLicetClient, Call
 
 
 class McpLicetClient(AsyncLicetClient):
-    """`AsyncLicetClient` with policy queries, checkpoints by size and approvals."""
+    """`AsyncLicetClient` with policy queries and checkpoints by size (approvals are in the SDK)."""
 
     async def policy_query(self, pattern: dict[str, Any], version_id: str | None = None) -> Any:
         """`POST /v1/policies/query`: can any request matching `pattern` be permitted?"""
@@ -30,7 +30,3 @@ class McpLicetClient(AsyncLicetClient):
     async def checkpoint_at(self, size: int) -> Any:
         """The signed checkpoint kept for tree size `size`."""
         return await self._send(Call("GET", f"/v1/evidence/checkpoints/{size}", retry=True))
-
-    async def approval(self, approval_id: str) -> Any:
-        """`GET /v1/approvals/{id}`."""
-        return await self._send(Call("GET", f"/v1/approvals/{approval_id}", retry=True))

@@ -139,13 +139,15 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
         args: Annotated[dict[str, Any] | None, Field(description="The tool call's arguments.")] = None,
         delegation: Annotated[str | None, Field(description="A delegation grant id to act under.")] = None,
         include_certificate: Annotated[bool, Field(description="Return the full signed certificate too.")] = False,
+        approval: Annotated[str | None, Field(max_length=36, description=(
+            "A granted approval id (from a require_approval decision) for this exact request: used once."))] = None,
     ) -> dict[str, Any]:
         """May I do this? Decides one action against the tenant's active policy and returns the certified
         decision: permit, forbid, deny (no permit rule applies) or require_approval, the rules that decided
         it, a short explanation of the proof and the certificate id. Act only on `permit`. The decision is
         signed and appended to the evidence log (it also counts toward budgets and rate invariants)."""
         async with backend.client(ctx) as client:
-            result = await client.decide(action, resource, args or {}, delegation=delegation)
+            result = await client.decide(action, resource, args or {}, delegation=delegation, approval=approval)
         return _decision_json(result, include_certificate)
 
     @mcp.tool(annotations=ToolAnnotations(title="Pre-flight a plan", read_only_hint=True, destructive_hint=False,
@@ -306,15 +308,11 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
 
     @mcp.tool(annotations=ToolAnnotations(title="Approval status", **_RO))
     async def approval_status(ctx: Context, approval_id: ID) -> dict[str, Any]:
-        """The state of an approval request (opened by a require_approval decision): pending, approved,
-        denied or expired, with the approvers so far."""
+        """The state of an approval request (opened by a require_approval decision): pending, granted,
+        used, denied, expired or cancelled, with the votes so far and the deadline. Once granted, decide
+        the exact same request again with `approval` set to this id: it is used once."""
         async with backend.client(ctx) as client:
-            try:
-                return dict(await client.approval(approval_id))
-            except ApiError as exc:
-                if exc.status == 404 and exc.message == "Not Found":  # the route, not the approval
-                    raise ToolError("approvals are not available on this Licet server yet") from exc
-                raise
+            return dict(await client.approval(approval_id))
 
     @mcp.tool(annotations=ToolAnnotations(title="Issue a delegation", read_only_hint=False, destructive_hint=False,
                                           idempotent_hint=False, open_world_hint=False))

@@ -3,7 +3,16 @@
 
 from sdk.agent import Agent
 from sdk.client import AsyncLicetClient, LicetClient
-from sdk.errors import ApiError, ApprovalRequired, Denied, Forbidden, LicetError, LicetUnavailable, NotPermitted
+from sdk.errors import (
+    ApiError,
+    ApprovalRefused,
+    ApprovalRequired,
+    Denied,
+    Forbidden,
+    LicetError,
+    LicetUnavailable,
+    NotPermitted,
+)
 from sdk.local import LocalLicet
 from sdk.types import DecisionResult, PlanResult
 from sdk.verify import verified, verify_bundle, verify_certificate
@@ -11,6 +20,7 @@ from sdk.verify import verified, verify_bundle, verify_certificate
 __all__ = [
     "Agent",
     "ApiError",
+    "ApprovalRefused",
     "ApprovalRequired",
     "AsyncLicetClient",
     "DecisionResult",

@@ -35,11 +35,14 @@ class Call:
 
 
 def decide_call(action: str, resource: str, args: dict[str, Any] | None, *, delegation: str | None = None,
-                idempotency_key: str | None = None) -> Call:
-    """`POST /v1/decide` (a fresh idempotency key unless given, so retries are safe)."""
+                idempotency_key: str | None = None, approval: str | None = None) -> Call:
+    """`POST /v1/decide` (a fresh idempotency key unless given, so retries are safe); `approval`: a
+    granted approval for this exact request, used once."""
     body: dict[str, Any] = {"action": action, "resource": resource, "args": args or {}}
     if delegation is not None:
         body["delegation"] = delegation
+    if approval is not None:
+        body["approval"] = approval
     return Call("POST", "/v1/decide", body=body, retry=True,
                 headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())})
 
@@ -94,6 +97,11 @@ class _Routes:
     def _send(self, call: Call) -> Any:
         raise NotImplementedError
 
+    def capabilities(self, actions: list[str]) -> Any:
+        """`{policy, actions: {name: {valid, permit, approval}}}`: could this key ever be permitted each
+        action (or need approval for it), for some resource and arguments? Advice, not a decision."""
+        return self._send(Call("POST", "/v1/decide/capabilities", body={"actions": actions}, retry=True))
+
     def certificate(self, certificate_id: str) -> Any:
         """`{certificate, log_index}` of a certificate."""
         return self._send(Call("GET", f"/v1/certificates/{_segment(certificate_id)}", retry=True))
@@ -134,6 +142,19 @@ class _Routes:
         """Revoke a grant and every grant issued under it."""
         return self._send(Call("POST", f"/v1/delegations/{_segment(grant_id)}/revoke"))
 
+    def approval(self, approval_id: str) -> Any:
+        """An approval (an agent sees its own): state, request, votes, deadline and history."""
+        return self._send(Call("GET", f"/v1/approvals/{_segment(approval_id)}", retry=True))
+
+    def approvals(self, state: str = "pending") -> Any:
+        """`{approvals, next_before}`: approvals in `state` (pending, granted, used, denied, expired,
+        cancelled, open or all), newest first."""
+        return self._send(Call("GET", "/v1/approvals", {"state": state}, retry=True))
+
+    def cancel_approval(self, approval_id: str, reason: str = "cancelled by the requester") -> Any:
+        """Withdraw a pending (or granted, unused) approval this client asked for."""
+        return self._send(Call("POST", f"/v1/approvals/{_segment(approval_id)}/cancel", body={"reason": reason}))
+
 
 class LicetClient(_Routes):
     """A synchronous client for one tenant's API key."""
@@ -155,10 +176,24 @@ class LicetClient(_Routes):
         self._http.close()
 
     def decide(self, action: str, resource: str, args: dict[str, Any] | None = None, *,
-               delegation: str | None = None, idempotency_key: str | None = None) -> DecisionResult:
+               delegation: str | None = None, idempotency_key: str | None = None,
+               approval: str | None = None) -> DecisionResult:
         """Decide an action; the certified decision, whatever it is."""
-        call = decide_call(action, resource, args, delegation=delegation, idempotency_key=idempotency_key)
+        call = decide_call(action, resource, args, delegation=delegation, idempotency_key=idempotency_key,
+                           approval=approval)
         return DecisionResult.from_json(self._send(call))
+
+    def wait_for_approval(self, approval_id: str, *, timeout: float = 600.0, interval: float = 2.0) -> Any:
+        """Poll an approval until it is no longer pending (granted, denied, expired, cancelled); the
+        approval. Raises `TimeoutError` if it is still pending after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.approval(approval_id)
+            if found.get("state") != "pending":
+                return found
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"approval {approval_id} still pending after {timeout} s")
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
     def verify_plan(self, steps: list[dict[str, Any]]) -> PlanResult:
         """Pre-flight: is every step of the plan permitted, for every value of its symbolic arguments?"""
@@ -200,10 +235,23 @@ class AsyncLicetClient(_Routes):
         await self._http.aclose()
 
     async def decide(self, action: str, resource: str, args: dict[str, Any] | None = None, *,
-                     delegation: str | None = None, idempotency_key: str | None = None) -> DecisionResult:
+                     delegation: str | None = None, idempotency_key: str | None = None,
+                     approval: str | None = None) -> DecisionResult:
         """Decide an action; the certified decision, whatever it is."""
-        call = decide_call(action, resource, args, delegation=delegation, idempotency_key=idempotency_key)
+        call = decide_call(action, resource, args, delegation=delegation, idempotency_key=idempotency_key,
+                           approval=approval)
         return DecisionResult.from_json(await self._send(call))
+
+    async def wait_for_approval(self, approval_id: str, *, timeout: float = 600.0, interval: float = 2.0) -> Any:
+        """Poll an approval until it is no longer pending; the approval (`TimeoutError` after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await self.approval(approval_id)
+            if found.get("state") != "pending":
+                return found
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"approval {approval_id} still pending after {timeout} s")
+            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
     async def verify_plan(self, steps: list[dict[str, Any]]) -> PlanResult:
         """Pre-flight check of a plan."""

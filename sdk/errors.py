@@ -40,6 +40,20 @@ class ApprovalRequired(NotPermitted):
         return self.decision.approval_id
 
 
+class ApprovalRefused(Denied):
+    """A presented approval could not be used (already used, expired, pending, denied, cancelled, for
+    another request or agent): the server certified a deny. `code` and `reason` say why."""
+
+    def __init__(self, decision: DecisionResult) -> None:
+        refusal = decision.proof.get("approval_refused") or {}
+        self.code = str(refusal.get("code", "approval_refused"))
+        self.reason = str(refusal.get("reason", ""))
+        self.approval = refusal.get("id")
+        NotPermitted.__init__(self, decision)
+        self.args = (f"approval {self.approval} refused ({self.code}): {self.reason} "
+                     f"(certificate {decision.certificate_id})",)
+
+
 class LicetUnavailable(LicetError):
     """The server could not be reached or failed: nothing is permitted (fail closed)."""
 
@@ -63,4 +77,6 @@ def raise_for_decision(decision: DecisionResult) -> DecisionResult:
                                             "require_approval": ApprovalRequired}
     if decision.decision == "permit":
         return decision
+    if decision.decision == "deny" and isinstance(decision.proof.get("approval_refused"), dict):
+        raise ApprovalRefused(decision)
     raise kinds.get(decision.decision, Denied)(decision)

@@ -13,9 +13,10 @@ from sqlalchemy import text
 
 from server import errors
 from server.observability import BodyLimit, Metrics, RequestObserver, configure_logging
-from server.routers import admin, decide, delegations, evidence, policies
+from server.routers import admin, approvals, auth, capabilities, decide, delegations, evidence, policies
 from server.services import Services
 from server.settings import Settings
+from server.workers.dispatch import make_dispatcher
 
 DESCRIPTION = """Licet decides each action and plan of an AI agent against its tenant's policy with the
 Z3 SMT solver, signs every decision as an Ed25519 certificate and appends it to the tenant's RFC 6962
@@ -31,14 +32,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await app.state.dispatcher.start()  # approval jobs: Celery, or the in-process worker
         yield
+        await app.state.dispatcher.stop()
         await app.state.services.db.dispose()
 
     app = FastAPI(title="Licet", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = Services(settings)  # start-up errors (no key in production) surface here
     app.state.metrics = metrics
+    app.state.dispatcher = make_dispatcher(app.state.services)
     errors.install(app)
-    for module in (decide, policies, admin, evidence, delegations):
+    for module in (decide, capabilities, policies, admin, evidence, delegations, auth, approvals):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")

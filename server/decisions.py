@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,12 +21,15 @@ from sqlalchemy import and_, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 import kernel
+from kernel.decision import Decision, PresentedApproval
 from kernel.delegation import Grant, decide_delegated, load_grant
+from server import approvals
 from server.errors import ApiError, not_found
 from server.identity import Caller
 from server.logstore import DatabaseLogStore, lock_head
 from server.models import (
     ApiKey,
+    AuditEvent,
     Base,
     CertificateRecord,
     GrantRecord,
@@ -67,10 +71,13 @@ class DecideInput:
     source_ip: str | None
     delegation: str | None = None
     idempotency_key: str | None = None
+    approval_id: str | None = None  # a granted approval presented for this exact request
 
     def fingerprint(self) -> str:
         """Identifies the request an idempotency key was first used with."""
         body = {"action": self.action, "resource": self.resource, "args": self.args, "delegation": self.delegation}
+        if self.approval_id is not None:
+            body["approval"] = self.approval_id
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -110,14 +117,24 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
     # Most requests touch no invariant: then there is no session state to read.
     involved = kernel.involved_invariants(policy, request)
     state = session_state(session, tenant, str(principal["id"]), policy, at) if involved else {"summary": {}}
-    if chain:
-        decision = decide_delegated(policy, request, chain, agent=ask.caller.principal_id, now=at, state=state)
-    else:
-        decision = kernel.decide(policy, request, state=state, now=at)
+
+    def decide(approval: PresentedApproval | None = None) -> Decision:
+        if chain:
+            return decide_delegated(policy, request, chain, agent=ask.caller.principal_id, now=at, state=state,
+                                    approval=approval)
+        return kernel.decide(policy, request, state=state, now=at, approval=approval)
+
+    decision = decide()
+    certificate_id = kernel.uuid7(now, os.urandom(10))
+    # Approvals change state in this same transaction (and log head lock): opened, consumed, refused.
+    tx = approvals.Tx(session, services, tenant, DatabaseLogStore(connection, tenant, size), now)
+    extra: dict[str, Any] = {}
+    if decision.outcome == "require_approval" and ask.approval_id is not None:
+        decision, extra = _present(tx, ask, ask.approval_id, decision, certificate_id, decide)
     certificate = kernel.issue_certificate(decision, signer=services.signer, tenant=tenant, issued_at=now,
-                                           certificate_id=kernel.uuid7(now, os.urandom(10)))
+                                           certificate_id=certificate_id)
     leaf = kernel.certificate_leaf(certificate)
-    index = services.transparency_log(DatabaseLogStore(connection, tenant, size)).append(leaf)
+    index = services.transparency_log(tx.store).append(leaf)
     connection.execute(_INSERT_CERTIFICATE, {
         "id": certificate["id"], "tenant_id": tenant, "log_index": index, "principal_id": str(principal["id"]),
         "action": decision.request.action, "outcome": decision.outcome, "request_hash": decision.request_hash,
@@ -130,28 +147,61 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
             stored = kernel.event_contributions(policy, event)
             connection.execute(_INSERT_CONTRIBUTIONS, {
                 "event_id": event_id, "policy_hash": policy.hash, "contributions": stored, "relevant": bool(stored)})
+    if decision.outcome == "require_approval":
+        row, reused = approvals.open_or_reuse(tx, ask.caller, decision, certificate_id, chain)
+        extra = {"approval": {**approvals.summary(row), "reused": reused}}
     if ask.idempotency_key is not None and ask.caller.key_id is not None:
         session.execute(insert(IdempotencyRecord).values(
             tenant_id=tenant, api_key_id=ask.caller.key_id, key=ask.idempotency_key,
             fingerprint=ask.fingerprint(), certificate_id=certificate["id"], created_at=now))
-    return response(certificate, leaf, index, replayed=False)
+    return response(certificate, leaf, index, replayed=False, extra=extra, jobs=tuple(tx.jobs))
+
+
+def _present(tx: approvals.Tx, ask: DecideInput, approval_id: str, decision: Decision, certificate_id: str,
+             decide: Callable[[PresentedApproval], Decision]) -> tuple[Decision, dict[str, Any]]:
+    """The decision for a request presented with an approval: the permit it grants (the approval is
+    consumed), or a certified deny saying why the approval cannot be used."""
+    found = approvals.check_presented(tx, ask.caller, approval_id, decision)
+    if not isinstance(found, approvals.Refusal):
+        permitted = decide(approvals.presented(found, tx.session))
+        if permitted.outcome != "permit":
+            found = approvals.Refusal("approval_not_applicable", f"approval {approval_id} does not permit this "
+                                      f"request under the active policy ({permitted.outcome})")
+        elif approvals.consume(tx, found, certificate_id):
+            return permitted, {"approval": {**approvals.summary(found),
+                                            "approvers": list(permitted.approval_used.approvers
+                                                              if permitted.approval_used else ())}}
+        else:
+            found = approvals.Refusal("approval_used", f"approval {approval_id} was used by another decision")
+    session = tx.session
+    session.execute(insert(AuditEvent).values(
+        tenant_id=tx.tenant, at=tx.now, actor=ask.caller.principal_id, action="approval.refused",
+        target=f"approval:{approval_id}", details={"code": found.code, "reason": found.reason,
+                                                   "certificate_id": certificate_id, "key_id": ask.caller.key_id}))
+    return approvals.refused(decision, approval_id, found), {
+        "approval_refused": {"id": approval_id, "code": found.code, "reason": found.reason}}
 
 
 @dataclass(frozen=True)
 class Recorded:
-    """A certified decision as the API returns it: the outcome and the response body (JSON bytes)."""
+    """A certified decision as the API returns it: the outcome, the response body (JSON bytes) and the
+    approval jobs to enqueue once the transaction has committed."""
 
     outcome: str
     body: bytes
+    jobs: tuple[approvals.Job, ...] = ()
 
 
-def response(certificate: dict[str, Any], leaf: bytes, index: int, *, replayed: bool) -> Recorded:
+def response(certificate: dict[str, Any], leaf: bytes, index: int, *, replayed: bool,
+             extra: dict[str, Any] | None = None, jobs: tuple[approvals.Job, ...] = ()) -> Recorded:
     """The decide response for a certificate: the certificate is spliced in as its canonical bytes,
-    so it is not encoded twice (it is most of the body)."""
+    so it is not encoded twice (it is most of the body). `extra`: the approval it opened or used,
+    or why a presented approval was refused."""
     head = json.dumps({"decision": certificate["decision"], "rules": certificate["rules"],
                        "proof": certificate["proof"], "diagnostics": certificate["diagnostics"],
-                       "certificate_id": certificate["id"], "log_index": index, "replayed": replayed})
-    return Recorded(certificate["decision"], head[:-1].encode() + b', "certificate": ' + leaf + b"}")
+                       "certificate_id": certificate["id"], "log_index": index, "replayed": replayed,
+                       **(extra or {})})
+    return Recorded(certificate["decision"], head[:-1].encode() + b', "certificate": ' + leaf + b"}", jobs)
 
 
 def _replay(session: Session, ask: DecideInput, ttl_seconds: int) -> Recorded | None:
@@ -168,7 +218,25 @@ def _replay(session: Session, ask: DecideInput, ttl_seconds: int) -> Recorded | 
                        "Idempotency-Key")
     record = session.execute(select(CertificateRecord).where(
         CertificateRecord.id == found.certificate_id)).scalar_one()
-    return response(json.loads(record.body), record.body.encode(), record.log_index, replayed=True)
+    certificate = json.loads(record.body)
+    return response(certificate, record.body.encode(), record.log_index, replayed=True,
+                    extra=_replayed_approval(session, ask, certificate))
+
+
+def _replayed_approval(session: Session, ask: DecideInput, certificate: dict[str, Any]) -> dict[str, Any]:
+    # What the first response said of approvals, as things stand now.
+    refused = certificate["proof"].get("approval_refused") if isinstance(certificate["proof"], dict) else None
+    if refused:
+        return {"approval_refused": refused}
+    used = certificate.get("approval")
+    if isinstance(used, dict) and "id" in used:
+        return {"approval": {"id": used["id"], "state": "used", "approvers": used.get("approvers", [])}}
+    if certificate["decision"] == "require_approval":
+        row = approvals.current_for(session, ask.caller.tenant_id, ask.caller.principal_id,
+                                    certificate["request_hash"])
+        if row is not None:
+            return {"approval": {**approvals.summary(row), "reused": True}}
+    return {}
 
 
 def session_state(session: Session, tenant: str, principal_id: str, policy: kernel.Policy,

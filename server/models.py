@@ -52,6 +52,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    password_hash: Mapped[str | None] = mapped_column(String(200), default=None)  # argon2, via passlib
+    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(default=None)  # None while enrolment is unconfirmed
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)  # codes at or before are spent
 
 
 class ApiKey(Base):
@@ -237,3 +241,209 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(100))
     target: Mapped[str] = mapped_column(String(200))
     details: Mapped[dict[str, Any]]
+
+
+class Invitation(Base):
+    """A single-use, expiring link with which a person sets their first password."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class UserSession(Base):
+    """A person's signed-in session; only the SHA-256 of its token (and of its CSRF token) is kept."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_hash: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(16))  # "mfa_pending" (may only finish MFA) | "active"
+    method: Mapped[str] = mapped_column(String(32))  # how it signed in: password | passkey
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]  # the absolute limit; the idle limit runs from last_seen_at
+    mfa_at: Mapped[datetime | None] = mapped_column(default=None)
+    source: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str] = mapped_column(String(300))
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class BackupCode(Base):
+    """A single-use TOTP backup code (80 random bits; SHA-256 stored, like API keys)."""
+
+    __tablename__ = "backup_codes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Passkey(Base):
+    """A WebAuthn credential of a person."""
+
+    __tablename__ = "passkeys"
+    __table_args__ = (UniqueConstraint("tenant_id", "credential_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[str] = mapped_column(String(1400))  # base64url, as WebAuthn ids go up to 1023 bytes
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger)
+    transports: Mapped[list[Any]]
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebAuthnChallenge(Base):
+    """A server-side WebAuthn challenge: single use, expiring, bound to its ceremony."""
+
+    __tablename__ = "webauthn_challenges"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
+    purpose: Mapped[str] = mapped_column(String(16))  # register | authenticate
+    challenge: Mapped[bytes] = mapped_column(LargeBinary(64))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins counted per account (tenant and email, existing or not) and per source address."""
+
+    __tablename__ = "login_throttle"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # account | source
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+
+
+# Approvals (server/approvals/): requests people must approve before they run, and their webhooks.
+
+
+class ApprovalRecord(Base):
+    """An approval a require_approval decision opened, bound to the exact request hash, the tenant and
+    the requesting agent; its state moves pending → granted → used, or to denied, expired, cancelled."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_tenant_state", "tenant_id", "state", "created_at"),
+                      Index("ix_approvals_tenant_request", "tenant_id", "request_hash"),
+                      Index("ix_approvals_state_deadline", "state", "deadline"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    state: Mapped[str] = mapped_column(String(16))  # pending | granted | used | denied | expired | cancelled
+    agent_id: Mapped[str] = mapped_column(String(200))  # the caller that asked (an API key's or person's principal)
+    key_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    principal_id: Mapped[str] = mapped_column(String(200))  # the request's principal (the issuer when delegated)
+    excluded: Mapped[list[Any]]  # principals that may never vote: requester, principal, delegation chain
+    action: Mapped[str] = mapped_column(String(200))
+    resource: Mapped[str] = mapped_column(Text)
+    request: Mapped[dict[str, Any]]  # the normalised request, exactly as hashed
+    request_hash: Mapped[str] = mapped_column(String(80))
+    rules: Mapped[list[Any]]
+    policy_hash: Mapped[str] = mapped_column(String(80))
+    quorum: Mapped[int] = mapped_column(Integer)
+    deny_quorum: Mapped[int] = mapped_column(Integer)
+    roles: Mapped[list[Any]]  # roles whose people may vote (each must be among the approvers)
+    escalate_role: Mapped[str | None] = mapped_column(String(32), default=None)
+    escalate_at: Mapped[datetime | None] = mapped_column(default=None)
+    escalated_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime]
+    deadline: Mapped[datetime]
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)  # granted, denied, expired or cancelled
+    reason: Mapped[str | None] = mapped_column(String(1000), default=None)  # why it was cancelled
+    opened_certificate_id: Mapped[str] = mapped_column(String(36))
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    used_certificate_id: Mapped[str | None] = mapped_column(String(36), default=None)
+
+
+class ApprovalVote(Base):
+    """One person's approve or deny of an approval; each person counts once."""
+
+    __tablename__ = "approval_votes"
+    __table_args__ = (UniqueConstraint("approval_id", "user_id"),)
+
+    approval_id: Mapped[str] = mapped_column(ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True)
+    voter: Mapped[str] = mapped_column(String(200), primary_key=True)  # user:<email>
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(String(36))
+    session_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    role: Mapped[str] = mapped_column(String(32))
+    vote: Mapped[str] = mapped_column(String(8))  # approve | deny
+    reason: Mapped[str | None] = mapped_column(String(1000), default=None)
+    at: Mapped[datetime]
+
+
+class ApprovalSettings(Base):
+    """A tenant's approval defaults, used where a rule's `approval:` block is silent (unset: the server's)."""
+
+    __tablename__ = "approval_settings"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    quorum: Mapped[int | None] = mapped_column(Integer, default=None)
+    role: Mapped[str | None] = mapped_column(String(32), default=None)
+    ttl_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+    deny_quorum: Mapped[int | None] = mapped_column(Integer, default=None)
+    escalate_after_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+    escalate_role: Mapped[str | None] = mapped_column(String(32), default=None)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class Webhook(Base):
+    """Where a tenant's approval events are posted; the secret signs each body (HMAC-SHA256), so it is
+    kept as is (it is the tenant's shared secret with its receiver, not a credential to Licet)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(100))
+    events: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook (an outbox row written with the state change): sent until a 2xx,
+    with backoff, at most once at a time (the lease); each event of an approval is one delivery."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "approval_id", "event"),
+                      Index("ix_webhook_deliveries_due", "state", "next_attempt_at"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"))
+    approval_id: Mapped[str] = mapped_column(String(36))
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(1000), default=None)

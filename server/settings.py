@@ -55,8 +55,41 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = []
     log_json: bool = True
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
+    # Sign-in for people (server/auth/).
+    session_idle_seconds: int = 30 * 60
+    session_absolute_seconds: int = 12 * 3600
+    step_up_seconds: int = 10 * 60  # how recent MFA must be to approve, activate a policy or manage keys
+    invitation_ttl_seconds: int = 72 * 3600
+    password_min_length: int = 12
+    login_lock_failures: int = 5  # per account (tenant and email), within login_lock_seconds
+    source_lock_failures: int = 30  # per source address, within login_lock_seconds
+    login_lock_seconds: int = 15 * 60
+    login_delay_cap_seconds: float = 2.0  # failed attempts answer slower, up to this
+    rp_id: str = "localhost"  # WebAuthn relying-party id
+    rp_name: str = "Licet"
+    rp_origins: list[str] = ["http://localhost:8000"]
+    cookie_secure: bool = True
+    # Approvals (server/approvals/) and their workers (server/workers/). Defaults apply where neither a
+    # rule's `approval:` block nor the tenant's approval settings say otherwise.
+    approval_quorum: int = 1
+    approval_role: str = "approver"
+    approval_ttl_seconds: int = 3600
+    approval_deny_quorum: int = 1  # denials that close an approval as denied
+    approval_escalate_after_seconds: int = 0  # 0: never escalate
+    approval_escalate_role: str = "admin"
+    broker_url: str = ""  # Celery broker (e.g. redis://redis:6379/0); empty: tasks run in the server process
+    result_backend: str = ""  # Celery result backend; empty: the broker's URL
+    task_queue: str = "licet"
+    broker_visibility_timeout: int = 3600  # seconds before an unacknowledged task goes to another worker
+    sweep_seconds: float = 15.0  # the periodic sweep: expiries, escalations and deliveries due
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_seconds: float = 5.0  # the first retry's delay; doubled each attempt, capped at an hour
 
-    @field_validator("max_body_bytes", "max_plan_steps")
+    @field_validator("max_body_bytes", "max_plan_steps", "session_idle_seconds", "session_absolute_seconds",
+                     "step_up_seconds", "invitation_ttl_seconds", "password_min_length", "login_lock_failures",
+                     "source_lock_failures", "login_lock_seconds", "approval_quorum", "approval_ttl_seconds",
+                     "approval_deny_quorum", "broker_visibility_timeout", "webhook_max_attempts")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:

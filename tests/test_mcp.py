@@ -181,9 +181,10 @@ async def _exercise(session: ClientSession, tenant: Tenant) -> None:
     assert "403" in await error(session, "policy_query", action="files.delete", resource="/prod/**")
     assert "403" in await error(session, "policy_diff", policy="payments-agent")
 
-    # approvals are not built on the server yet: said plainly, not faked
-    assert "not available on this Licet server yet" in await error(session, "approval_status",
-                                                                      approval_id="0190-x")
+    # approvals: the large transfer opened one, pending; an unknown id is the server's 404
+    status = await call(session, "approval_status", approval_id=approval["approval_id"])
+    assert status["state"] == "pending" and status["rules"] == ["large-transfer"], status
+    assert "404" in await error(session, "approval_status", approval_id="0190-x")
 
     # delegations: issue, list, revoke (destructive: refused without confirm)
     scope = [{"id": "small", "effect": "permit", "action": ["payments.transfer"], "when": "args.amount <= 100"}]
@@ -247,7 +248,7 @@ def test_stdio_with_an_invalid_key_fails_every_call(server: Server) -> None:
 def test_http_bearer_key_per_request(tenant: Tenant, mcp_http: str) -> None:
     agent_key = tenant.key()
     auditor_key = tenant.key("auditor", "person:audit")
-    with tenant.owner() as owner:  # a second version, more permissive, not activated
+    with tenant.owner_session() as owner:  # a second version, more permissive, not activated
         created = owner.post("/v1/policies", json={"source": PAYMENTS.replace('["/scratch/**"]', '["/scratch/**", "/tmp/**"]')})
         assert created.status_code == 201, created.text
 

@@ -43,6 +43,8 @@ class DecideBody(_AgentBody):
     args: RequestArgs = Field(default_factory=dict, examples=[{"amount": 120, "currency": "EUR"}])
     delegation: Text | None = Field(None, max_length=36, description="Acting for another principal through "
                                     "this delegation grant (the leaf of the chain).")
+    approval: Text | None = Field(None, max_length=36, description="A granted approval for this exact request "
+                                  "(the id a require_approval response gave): used once, by the agent that asked.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"action": "payments.transfer", "resource": "/accounts/acc-001",
@@ -87,8 +89,11 @@ async def decide(body: DecideBody, request: Request, caller: Annotated[Caller, r
     returns the same certificate."""
     services = services_of(request)
     ask = DecideInput(caller, body.action, body.resource, body.args,
-                      client_ip(request, services.settings.trusted_proxies), body.delegation, idempotency_key)
+                      client_ip(request, services.settings.trusted_proxies), body.delegation, idempotency_key,
+                      body.approval)
     recorded = await services.db.run_write(decide_and_record, services, ask)
+    if recorded.jobs:  # after the commit: a worker must never see an approval that was rolled back
+        await request.app.state.dispatcher.submit(recorded.jobs)
     request.app.state.metrics.decisions.labels(recorded.outcome).inc()
     return Response(recorded.body, media_type="application/json")
 
