@@ -25,11 +25,14 @@ hidden and its calls refused.
   `{status: "forbidden"|"denied"|"pending_approval"|"refused"|"unavailable", forwarded: false,
   decision, rules, certificate_id, log_index, approval_id, action, resource}`. A pending approval is
   an error result too: the tool did not run, and a success result would be checked against the
-  tool's output schema. Licet unreachable or failing: an error result, never forwarded (fail closed).
+  tool's output schema. Once a person grants that approval, the same call (same tool and arguments)
+  made again presents it and is permitted and forwarded once. Licet unreachable or failing: an error
+  result, never forwarded (fail closed).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -95,9 +98,10 @@ class ToolMapping:
 class ProxyClient(AsyncLicetClient):
     """The SDK's async client, keeping the decide response whole (it may carry an approval)."""
 
-    async def decide_raw(self, action: str, resource: str, args: dict[str, Any]) -> dict[str, Any]:
-        """`POST /v1/decide`, the response body as sent."""
-        body = await self._send(decide_call(action, resource, args))
+    async def decide_raw(self, action: str, resource: str, args: dict[str, Any],
+                         approval: str | None = None) -> dict[str, Any]:
+        """`POST /v1/decide` (presenting `approval` if given), the response body as sent."""
+        body = await self._send(decide_call(action, resource, args, approval=approval))
         if not isinstance(body, dict):
             raise LicetUnavailable("Licet answered a decide with something that is not a JSON object")
         return body
@@ -188,6 +192,19 @@ class GovernanceProxy:
     mapping: ToolMapping
     tools: dict[str, types.Tool] = field(default_factory=dict)
     checkers: dict[str, tuple[types.Tool, Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
+    # The approval opened for each exact call (action, resource, arguments): when a person has granted
+    # it, the same call again presents it, and is permitted once.
+    approvals: dict[str, str] = field(default_factory=dict)
+
+    async def granted_approval(self, call: str) -> str | None:
+        """The approval to present for `call`, if one was opened for it and is granted now."""
+        opened = self.approvals.get(call)
+        if opened is None:
+            return None
+        state = (await self.licet.approval(opened)).get("state")
+        if state != "pending":
+            del self.approvals[call]  # granted: used now; anything else: it can never be used
+        return opened if state == "granted" else None
 
     async def upstream_tools(self) -> dict[str, types.Tool]:
         """Every tool of the upstream (all pages), remembered for schema checks."""
@@ -248,13 +265,17 @@ class GovernanceProxy:
             resource = self.mapping.resource(tool, arguments)
         except Refused as exc:
             return _error(f"{exc}. The call was not forwarded.", status="refused")
+        call = json.dumps([action, resource, arguments], sort_keys=True, default=str)
         try:
-            body = await self.licet.decide_raw(action, resource, arguments)
+            body = await self.licet.decide_raw(action, resource, arguments, await self.granted_approval(call))
             decision = DecisionResult.from_json(body)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, nothing was permitted
             return _licet_failure(exc, action, resource)
         if not decision.permitted:
-            return _not_permitted(decision, approval_id(body), action, resource, self.mapping.name)
+            opened = approval_id(body)
+            if decision.decision == "require_approval" and opened is not None:
+                self.approvals[call] = opened
+            return _not_permitted(decision, opened, action, resource, self.mapping.name)
         try:
             result = await self.upstream.call_tool(tool.name, arguments)
         except Exception as exc:  # noqa: BLE001 - the upstream's failure is the tool's error

@@ -124,6 +124,7 @@ def test_listing_shows_only_tools_that_could_be_permitted(governed: Tenant, tmp_
 
 def test_calls_are_decided_and_only_permits_forwarded(governed: Tenant, tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
+    approver = governed.person("approver")
 
     async def run() -> None:
         async with files_proxy(governed.server.url, governed.key(), log) as session:
@@ -162,8 +163,17 @@ def test_calls_are_decided_and_only_permits_forwarded(governed: Tenant, tmp_path
             assert facts["status"] == "pending_approval" and facts["decision"] == "require_approval"
             assert facts["rules"] == ["large-transfer"] and "approval_id" in facts
             assert "approval" in text(pending).lower() and facts["certificate_id"] in text(pending)
-            if facts["approval_id"] is not None:
-                assert facts["approval_id"] in text(pending)
+            assert facts["approval_id"] is not None and facts["approval_id"] in text(pending)
+            again = await session.call_tool("transfer", {"amount": 500, "currency": "EUR"})
+            assert again.structured_content["approval_id"] == facts["approval_id"]  # one approval per request
+            with approver.client() as person:
+                voted = person.post(f"/v1/approvals/{facts['approval_id']}/approve", json={})
+                assert voted.status_code == 200 and voted.json()["state"] == "granted", voted.text
+            approved = await session.call_tool("transfer", {"amount": 500, "currency": "EUR"})
+            assert not approved.is_error, text(approved)  # the granted approval, presented: forwarded once
+            used = await session.call_tool("transfer", {"amount": 500, "currency": "EUR"})
+            assert used.structured_content["status"] == "pending_approval"  # used once: a new approval
+            assert used.structured_content["approval_id"] != facts["approval_id"]
 
             small = await session.call_tool("transfer", {"amount": 50, "currency": "EUR"})
             assert not small.is_error and small.structured_content == {"sent": 50.0, "currency": "EUR"}
@@ -188,6 +198,7 @@ def test_calls_are_decided_and_only_permits_forwarded(governed: Tenant, tmp_path
 
     asyncio.run(run())
     assert calls(log) == [{"tool": "read_file", "arguments": {"path": "/data/report.txt"}},
+                          {"tool": "transfer", "arguments": {"amount": 500.0, "currency": "EUR"}},
                           {"tool": "transfer", "arguments": {"amount": 50.0, "currency": "EUR"}},
                           {"tool": "echo", "arguments": {"text": "hi"}}]
 
