@@ -22,7 +22,9 @@ T = TypeVar("T")
 
 
 def _sqlite_engine(url: str, *, writer: bool, synchronous: str) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=1 if writer else 4, max_overflow=0 if writer else 4,
+    # Readers: a fixed pool (no overflow), as each aiosqlite connection is a thread of its own and
+    # opening one per burst of requests costs more than waiting for a free one.
+    engine = create_async_engine(url, pool_size=1 if writer else 8, max_overflow=0,
                                  connect_args={"timeout": 30})
     _sqlite_setup(engine.sync_engine, writer=writer, synchronous=synchronous)
     return engine

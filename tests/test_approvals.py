@@ -290,3 +290,25 @@ def test_sdk_approval_round_trip(tenant: Tenant) -> None:
         assert second.approval_id is not None
         assert client.cancel_approval(second.approval_id)["state"] == "cancelled"
         assert [a["id"] for a in client.approvals("all")["approvals"]] == [second.approval_id, approval_id]
+
+
+def test_an_unanswered_approval_escalates_to_the_second_role(tenant: Tenant) -> None:
+    with tenant.owner_session() as owner:
+        configured = owner.put("/v1/approvals/settings", json={"escalate_after_seconds": 1, "escalate_role": "admin"})
+        assert configured.status_code == 200, configured.text
+    with tenant.server.client(tenant.key()) as agent:
+        opened = ask(agent)["approval"]  # quorum 2 of role approver, per the rule
+        with tenant.owner() as owner:
+            escalation = owner.get(f"/v1/approvals/{opened['id']}").json()["escalation"]
+        assert escalation["role"] == "admin" and escalation["escalated_at"] is None
+        admin, approver = tenant.person("admin"), tenant.person("approver")
+        error(vote(admin, opened["id"]), 403, "not_an_approver")  # not yet: the rule names approvers
+        assert vote(approver, opened["id"]).json()["state"] == "pending"
+        with tenant.owner() as owner:
+            escalated = wait_for(lambda: owner.get(f"/v1/approvals/{opened['id']}").json()["escalation"][
+                "escalated_at"], timeout=20, what="the in-process worker to escalate the approval")
+            assert escalated
+            events = owner.get(f"/v1/approvals/{opened['id']}").json()["events"]
+            assert next(e for e in events if e["event"] == "escalated")["log_index"] is not None
+        assert vote(admin, opened["id"]).json()["state"] == "granted"  # the admin now stands in
+        assert ask(agent, approval=opened["id"])["decision"] == "permit"
