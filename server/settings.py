@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = 3600  # seconds before an unacknowledged task goes to another worker
     sweep_seconds: float = 15.0  # the periodic sweep: expiries, escalations and deliveries due
     webhook_timeout_seconds: float = 10.0
+    webhook_private_targets: bool = False  # allow loopback and private addresses (tests, closed networks)
     webhook_max_attempts: int = 8
     webhook_backoff_seconds: float = 5.0  # the first retry's delay; doubled each attempt, capped at an hour
 

@@ -202,8 +202,8 @@ def launch(database_url: str, data_dir: Path, log: Path,
     """`licet serve` on a free port, as an operator starts it (`extra_env` on top of the environment
     below); returns once `/readyz` answers."""
     port = free_port()
-    # Every test signs in from 127.0.0.1: the per-address lock is tested on its own (test_auth.py), and
-    # the tests' own origin and plain-HTTP cookies are the deployment's here.
+    # Every test signs in from 127.0.0.1: the per-address lock is tested on its own (test_auth.py); the
+    # tests' own origin, plain-HTTP cookies and local webhook receivers are the deployment's here.
     env = {**os.environ, "LICET_DATABASE_URL": database_url, "LICET_DATA_DIR": str(data_dir),
            "LICET_LOG_JSON": "true", "LICET_SOURCE_LOCK_FAILURES": "100000", "LICET_RP_ID": RP_ID,
            "LICET_RP_ORIGINS": json.dumps([ORIGIN]), "LICET_COOKIE_SECURE": "false", **(extra_env or {})}

@@ -312,3 +312,17 @@ def test_an_unanswered_approval_escalates_to_the_second_role(tenant: Tenant) -> 
             assert next(e for e in events if e["event"] == "escalated")["log_index"] is not None
         assert vote(admin, opened["id"]).json()["state"] == "granted"  # the admin now stands in
         assert ask(agent, approval=opened["id"])["decision"] == "permit"
+
+
+def test_webhooks_to_internal_addresses_are_refused() -> None:
+    """Server-side request forgery: unless LICET_WEBHOOK_PRIVATE_TARGETS allows it, no webhook goes to
+    loopback, private, link-local (cloud metadata) or reserved addresses, at creation or at sending."""
+    from server.approvals import webhooks
+
+    for url in ("http://127.0.0.1:8080/x", "http://localhost/x", "http://10.1.2.3/x", "http://169.254.169.254/latest",
+                "http://[::1]/x", "http://192.168.0.1/x", "http://0.0.0.0/x", "https://224.0.0.1/x", "http:///x"):
+        assert webhooks.not_public(url) is not None, url
+    assert webhooks.not_public("https://93.184.216.34/hook") is None
+    attempt = webhooks.Attempt("d", "t", "h", "http://127.0.0.1:9/x", "whsec_x", "opened", b"{}", 1)
+    status, error = webhooks.send(attempt, 1.0)
+    assert status is None and error is not None and "not a public address" in error

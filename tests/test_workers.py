@@ -191,7 +191,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {"LICET_DATABASE_URL": database_url, "LICET_DATA_DIR": str(data_dir), "LICET_BROKER_URL": broker,
            "LICET_TASK_QUEUE": f"licet-test-{uuid.uuid4().hex[:10]}", "LICET_SWEEP_SECONDS": "1",
            "LICET_BROKER_VISIBILITY_TIMEOUT": "10", "LICET_WEBHOOK_TIMEOUT_SECONDS": "5",
-           "LICET_WEBHOOK_BACKOFF_SECONDS": str(BACKOFF), "LICET_WEBHOOK_MAX_ATTEMPTS": "4"}
+           "LICET_WEBHOOK_BACKOFF_SECONDS": str(BACKOFF), "LICET_WEBHOOK_MAX_ATTEMPTS": "4",
+           "LICET_WEBHOOK_PRIVATE_TARGETS": "true"}  # the receiver is local
     receiver, httpd = _start_receiver()
     process, url = launch(database_url, data_dir, tmp / "server.log", env)
     running = Stack(Server("postgresql", url, database_url, data_dir, process), env, tmp, receiver)

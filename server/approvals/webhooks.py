@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import insert, select, update
@@ -93,8 +96,29 @@ def claim(session: Session, services: Services, delivery_id: str) -> Attempt | J
                    delivery.attempts + 1)
 
 
-def send(attempt: Attempt, timeout: float) -> tuple[int | None, str | None]:
-    """POST the signed body; (status, error)."""
+def not_public(url: str) -> str | None:
+    """Why `url` must not receive webhooks (its host is or resolves to a loopback, private,
+    link-local, multicast or reserved address: server-side request forgery), or None."""
+    host = urlsplit(url).hostname
+    if not host:
+        return "the URL has no host"
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError) as exc:
+        return f"the host {host!r} does not resolve: {exc}"
+    for address in sorted(found):
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            return f"the host {host!r} is {address}, not a public address"
+    return None
+
+
+def send(attempt: Attempt, timeout: float, *, private_targets: bool = False) -> tuple[int | None, str | None]:
+    """POST the signed body; (status, error). Checked again here, not only when the webhook was
+    added, as a name can resolve elsewhere by now."""
+    refusal = None if private_targets else not_public(attempt.url)
+    if refusal is not None:
+        return None, f"not sent: {refusal}"
     stamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", "User-Agent": "Licet-Webhooks/1",
                SIGNATURE_HEADER: signature(attempt.secret, stamp, attempt.body), TIMESTAMP_HEADER: stamp,

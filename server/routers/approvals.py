@@ -3,6 +3,7 @@ their own. Tenant approval defaults and webhooks (`/v1/webhooks`) that announce 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from typing import Annotated, Any, Literal
@@ -13,7 +14,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from server import approvals, audit
-from server.approvals import OPEN, WEBHOOK_EVENTS, Job, Tx
+from server.approvals import OPEN, WEBHOOK_EVENTS, Job, Tx, webhooks
 from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, authenticate, require
 from server.models import ApprovalRecord, ApprovalSettings, AuditEvent, Webhook, WebhookDelivery
@@ -228,6 +229,11 @@ async def create_webhook(body: WebhookBody, request: Request,  # a webhook recei
     """Each approval event is posted as JSON, signed: `X-Licet-Signature: sha256=<HMAC-SHA256 of
     "<X-Licet-Timestamp>.<body>" with the secret>`; retried with exponential backoff until a 2xx.
     The secret is shown once."""
+    if not services_of(request).settings.webhook_private_targets:
+        refusal = await asyncio.to_thread(webhooks.not_public, body.url)
+        if refusal is not None:
+            raise ApiError(422, "webhook_target_not_public", f"url: {refusal} (LICET_WEBHOOK_PRIVATE_TARGETS "
+                           "allows it on a closed network)", "url")
     secret = "whsec_" + secrets.token_urlsafe(32)
     hook = Webhook(id=str(uuid.uuid4()), tenant_id=caller.tenant_id, url=body.url, secret=secret,
                    events=sorted(set(body.events)), created_at=utcnow(), created_by=caller.principal_id)

@@ -24,7 +24,8 @@ async def run_job(services: Services, job: Job) -> list[Job]:
     if isinstance(claimed, Job):
         return [claimed]
     # The network call happens outside any transaction: no lock is held while a receiver is slow.
-    status, error = await asyncio.to_thread(webhooks.send, claimed, services.settings.webhook_timeout_seconds)
+    status, error = await asyncio.to_thread(webhooks.send, claimed, services.settings.webhook_timeout_seconds,
+                                            private_targets=services.settings.webhook_private_targets)
     return await services.db.run_write(webhooks.settle, services, claimed, status, error)
 
 
