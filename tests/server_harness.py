@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,30 @@ class Tenant:
                                 json={"reason": "test"})
             assert reply.status_code == 200, reply.text
         return dict(body)
+
+
+@contextmanager
+def mcp_http_process(command: list[str], port: int, what: str) -> Iterator[str]:
+    """`command`, an MCP server on streamable HTTP at `port`; its endpoint once it listens, and the
+    process stopped afterwards."""
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/mcp"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                httpx.post(url, timeout=2)  # any answer (a 4xx here) means it is listening
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    raise RuntimeError(f"{what} did not start: {process.stderr and process.stderr.read()!r}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def launch(database_url: str, data_dir: Path, log: Path,

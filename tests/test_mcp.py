@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import PAYMENTS
-from tests.server_harness import Server, Tenant, free_port
+from tests.server_harness import Server, Tenant, free_port, mcp_http_process
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
@@ -83,24 +82,9 @@ async def error(session: ClientSession, name: str, **arguments: Any) -> str:
 def mcp_http(server: Server) -> Iterator[str]:
     """`licet mcp serve --http` in front of the test server; its MCP endpoint URL."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "licet", "mcp", "serve", "--http", "--port", str(port),
-                                "--url", server.url], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                httpx.post(url, timeout=2)  # any answer (a 401 here) means it is listening
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"licet mcp serve --http did not start: {process.stderr and process.stderr.read()!r}"
-                                       ) from None
-                time.sleep(0.1)
+    with mcp_http_process([sys.executable, "-m", "licet", "mcp", "serve", "--http", "--port", str(port),
+                           "--url", server.url], port, "licet mcp serve --http") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def _exercise(session: ClientSession, tenant: Tenant) -> None:

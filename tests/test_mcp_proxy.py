@@ -11,13 +11,11 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -25,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
 from sdk import LicetClient
-from tests.server_harness import Server, Tenant, free_port
+from tests.server_harness import Server, Tenant, free_port, mcp_http_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "mcp_upstream_fixture.py"
@@ -259,23 +257,9 @@ def test_command_line_refuses_to_start_without_what_it_needs(server: Server, tmp
 def http_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The fixture upstream serving streamable HTTP; its endpoint and call log."""
     log, port = tmp_path / "http-calls.jsonl", free_port()
-    process = subprocess.Popen([sys.executable, str(FIXTURE), "--log", str(log), "--http", "--port", str(port)],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                httpx.post(url, timeout=2)  # any answer (a 4xx here) means it is listening
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the HTTP upstream fixture did not start") from None
-                time.sleep(0.1)
+    with mcp_http_process([sys.executable, str(FIXTURE), "--log", str(log), "--http", "--port", str(port)], port,
+                          "the HTTP upstream fixture") as url:
         yield url, log
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_http_upstream(governed: Tenant, http_upstream: tuple[str, Path]) -> None:
