@@ -294,14 +294,14 @@ def test_sdk_approval_round_trip(tenant: Tenant) -> None:
 
 def test_an_unanswered_approval_escalates_to_the_second_role(tenant: Tenant) -> None:
     with tenant.owner_session() as owner:
-        configured = owner.put("/v1/approvals/settings", json={"escalate_after_seconds": 1, "escalate_role": "admin"})
+        configured = owner.put("/v1/approvals/settings", json={"escalate_after_seconds": 4, "escalate_role": "admin"})
         assert configured.status_code == 200, configured.text
+    admin, approver = tenant.person("admin"), tenant.person("approver")  # signed in before the clock starts
     with tenant.server.client(tenant.key()) as agent:
         opened = ask(agent)["approval"]  # quorum 2 of role approver, per the rule
         with tenant.owner() as owner:
             escalation = owner.get(f"/v1/approvals/{opened['id']}").json()["escalation"]
         assert escalation["role"] == "admin" and escalation["escalated_at"] is None
-        admin, approver = tenant.person("admin"), tenant.person("approver")
         error(vote(admin, opened["id"]), 403, "not_an_approver")  # not yet: the rule names approvers
         assert vote(approver, opened["id"]).json()["state"] == "pending"
         with tenant.owner() as owner:

@@ -120,7 +120,10 @@ def _alpha(server: Server) -> Alpha:
         assert asked["decision"] == "require_approval", asked
         alpha.certificate_ids.append(asked["certificate_id"])
         alpha.approval_id = asked["approval"]["id"]
-        hook = owner.post("/v1/webhooks", json={"url": "https://hooks.example.com/alpha"})
+        internal = owner.post("/v1/webhooks", json={"url": "http://169.254.169.254/latest/meta-data"})
+        assert internal.status_code == 422 and internal.json()["error"]["code"] == "webhook_target_not_public"
+        # An address, not a name: CI machines resolve no public names, and the guard refuses what it cannot.
+        hook = owner.post("/v1/webhooks", json={"url": "https://93.184.216.34/alpha"})
         assert hook.status_code == 201, hook.text
         alpha.webhook_id = hook.json()["id"]
         alpha.secrets = {
@@ -333,7 +336,7 @@ ROUTES: dict[str, Route] = {
     "POST /v1/approvals/{approval_id}/cancel": Route("approvals.request", lambda a: [
         Call("POST", f"/v1/approvals/{a.approval_id}/cancel", foreign=a.approval_id)]),
     "POST /v1/webhooks": Route("webhooks.manage", lambda a: [
-        Call("POST", "/v1/webhooks", {"url": "https://hooks.example.com/beta"}, check=_status(201))]),
+        Call("POST", "/v1/webhooks", {"url": "https://93.184.216.34/beta"}, check=_status(201))]),
     "GET /v1/webhooks": Route("webhooks.manage", lambda a: [Call("GET", "/v1/webhooks")]),
     "DELETE /v1/webhooks/{webhook_id}": Route("webhooks.manage", lambda a: [
         Call("DELETE", f"/v1/webhooks/{a.webhook_id}", foreign=a.webhook_id)]),
