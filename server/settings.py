@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     # Sign-in for people (server/auth/).
     session_idle_seconds: int = 30 * 60
     session_absolute_seconds: int = 12 * 3600
+    mfa_pending_seconds: int = 5 * 60  # how long a password sign-in may wait for its second factor
     step_up_seconds: int = 10 * 60  # how recent MFA must be to approve, activate a policy or manage keys
     invitation_ttl_seconds: int = 72 * 3600
     password_min_length: int = 12
@@ -88,9 +89,10 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = 5.0  # the first retry's delay; doubled each attempt, capped at an hour
 
     @field_validator("max_body_bytes", "max_plan_steps", "session_idle_seconds", "session_absolute_seconds",
-                     "step_up_seconds", "invitation_ttl_seconds", "password_min_length", "login_lock_failures",
-                     "source_lock_failures", "login_lock_seconds", "approval_quorum", "approval_ttl_seconds",
-                     "approval_deny_quorum", "broker_visibility_timeout", "webhook_max_attempts")
+                     "mfa_pending_seconds", "step_up_seconds", "invitation_ttl_seconds", "password_min_length",
+                     "login_lock_failures", "source_lock_failures", "login_lock_seconds", "approval_quorum",
+                     "approval_ttl_seconds", "approval_deny_quorum", "broker_visibility_timeout",
+                     "webhook_max_attempts")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:

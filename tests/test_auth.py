@@ -119,18 +119,21 @@ def test_brute_force_locks_the_account_and_unknown_users_look_the_same(server: S
 
 
 def test_failed_logins_answer_more_slowly(server: Server, tenant: Tenant) -> None:
+    """Each failure waits twice as long as the last before answering (recorded with the failure)."""
     who = tenant.person("auditor", mfa=False)
-    timings = []
     for _ in range(4):
-        started = time.perf_counter()
-        login(server, tenant.id, who.email, "wrong wrong wrong")
-        timings.append(time.perf_counter() - started)
-    assert timings[3] > timings[0] + 0.5  # 0.1 s, then 0.2, 0.4, 0.8: the delay doubles
+        assert login(server, tenant.id, who.email, "wrong wrong wrong").status_code == 401
+    with tenant.owner() as owner:
+        events = owner.get("/v1/audit", params={"limit": 500}).json()["events"]
+    failures = sorted((e["details"]["attempt"], e["details"]["delay_seconds"]) for e in events
+                      if e["action"] == "auth.login_failed" and e["target"] == who.principal_id)
+    assert failures == [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8)]
 
 
-def test_the_source_address_lock(tmp_path: Path) -> None:
-    """Many accounts tried from one address: the address locks, for every account (run on the
-    throttle itself, as the shared test servers raise the per-address limit)."""
+def test_the_source_address_lock_and_parallel_guesses(tmp_path: Path) -> None:
+    """Many accounts tried from one address: the address locks, for every account; IPv6 counts by /64;
+    an attempt is counted before it is checked, so parallel guesses cannot slip past the limit (run on
+    the throttle itself, as the shared test servers raise the per-address limit)."""
     from server import migrations
     from server.db import Database
 
@@ -138,26 +141,60 @@ def test_the_source_address_lock(tmp_path: Path) -> None:
     migrations.upgrade(url)
     settings = Settings(data_dir=tmp_path, source_lock_failures=3, login_lock_failures=100)
 
-    async def run() -> tuple[datetime | None, datetime | None, datetime | None]:
-        db = Database(settings.url)
+    async def tries(db: Database, who: throttle.Subject, now: datetime) -> str:
+        try:
+            async with db.write() as session:
+                return str(await throttle.attempt(session, who, settings, now))
+        except throttle.Locked:
+            return "locked"
+
+    async def run() -> list[str]:
+        db = Database(url)
         now = datetime.now(UTC)
         try:
-            for i in range(3):
-                async with db.write() as session:
-                    await throttle.record_failure(session, throttle.subject("t", f"user{i}@x", "10.0.0.9"), settings, now)
-            async with db.read() as session:
-                return (await throttle.locked_until(session, throttle.subject("t", "fresh@x", "10.0.0.9"), now),
-                        await throttle.locked_until(session, throttle.subject("t", "fresh@x", "10.0.0.10"), now),
-                        await throttle.locked_until(session, throttle.subject("t", "fresh@x", "10.0.0.9"),
-                                                    now + timedelta(seconds=settings.login_lock_seconds + 1)))
+            seen = [await tries(db, throttle.account("t", f"user{i}@x", "2001:db8::1"), now) for i in range(2)]
+            seen.append(await tries(db, throttle.account("t", "user2@x", "2001:db8::ffff"), now))  # same /64
+            seen.append(await tries(db, throttle.account("t", "fresh@x", "2001:db8::2"), now))
+            seen.append(await tries(db, throttle.account("t", "fresh@x", "2001:db8:1::2"), now))  # another /64
+            later = now + timedelta(seconds=settings.login_lock_seconds + 1)
+            seen.append(await tries(db, throttle.account("t", "fresh@x", "2001:db8::2"), later))
+            burst = await asyncio.gather(*(tries(db, throttle.account("t", f"b{i}@x", "10.0.0.7"), now)
+                                           for i in range(8)))
+            seen.append(",".join(sorted(burst)))
+            return seen
         finally:
             await db.dispose()
 
-    locked, elsewhere, later = asyncio.run(run())
-    assert locked is not None and elsewhere is None and later is None
+    assert asyncio.run(run()) == ["1", "1", "1", "locked", "1", "1", "1,1,1,locked,locked,locked,locked,locked"]
 
 
 # --- TOTP and backup codes ---------------------------------------------------------------------------
+
+
+def test_guessing_the_second_factor_locks_it_across_new_password_sign_ins(server: Server, tenant: Tenant) -> None:
+    """A stolen password gives pending sessions; signing in again must not reset the count of wrong
+    codes, which only a right code clears."""
+    who = tenant.person("approver")
+    for wrong in (2, 2, 1):
+        token = _pending(server, tenant, who)
+        with server.client(token) as client:
+            for _ in range(wrong):
+                assert client.post("/v1/auth/mfa/totp", json={"code": "000000"}).status_code == 401
+    token = _pending(server, tenant, who)
+    with server.client(token) as client:
+        right = client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[0]})
+        assert right.status_code == 429 and right.json()["error"]["code"] == "too_many_attempts", right.text
+    assert "auth.lockout" in audit_actions(tenant)
+
+
+def test_a_pending_session_expires_quickly(server: Server, tenant: Tenant) -> None:
+    who = tenant.person("approver")
+    token = _pending(server, tenant, who)
+    sql(server, "UPDATE user_sessions SET created_at = :t WHERE token_hash = :h",
+        t=datetime.now(UTC) - timedelta(minutes=6), h=__import__("hashlib").sha256(token.encode()).hexdigest())
+    with server.client(token) as client:
+        reply = client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[0]})
+        assert reply.status_code == 401 and reply.json()["error"]["code"] == "session_expired"
 
 
 def _pending(server: Server, tenant: Tenant, who: Person) -> str:

@@ -31,6 +31,7 @@ _TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this oft
 _sessions = UserSession.__table__.c
 _users = User.__table__.c
 _BY_HASH = select(_sessions.id, _sessions.tenant_id, _sessions.user_id, _sessions.stage, _sessions.csrf_hash,
+                  _sessions.created_at,
                   _sessions.last_seen_at, _sessions.expires_at, _sessions.mfa_at, _sessions.revoked_at,
                   _users.role, _users.email, _users.disabled_at).join(
     User.__table__, _users.id == _sessions.user_id).where(_sessions.token_hash == bindparam("hash"))
@@ -106,7 +107,8 @@ async def resolve(services: Any, token: str, *, allow_pending: bool = False) -> 
     settings: Settings = services.settings
     if row is None or row.revoked_at is not None or row.disabled_at is not None:
         raise ApiError(401, "unauthenticated", "unknown or revoked session")
-    if row.expires_at <= now or row.last_seen_at + timedelta(seconds=settings.session_idle_seconds) <= now:
+    if row.expires_at <= now or row.last_seen_at + timedelta(seconds=settings.session_idle_seconds) <= now or (
+            row.stage != "active" and row.created_at + timedelta(seconds=settings.mfa_pending_seconds) <= now):
         raise ApiError(401, "session_expired", "the session has expired: sign in again")
     if row.stage != "active" and not allow_pending:
         raise ApiError(401, "mfa_required", "finish signing in with your second factor: POST /v1/auth/mfa/totp "

@@ -147,26 +147,32 @@ async def _user(db: AsyncSession, signed_in: SignedIn) -> User:
     return user
 
 
-async def _fail_slowly(services: Services, who: throttle.Subject, tenant_exists: bool, actor: Caller | None,
-                       event: str, **details: Any) -> None:
-    """Count a failed attempt, audit it (and a lockout), then answer only after the throttle delay."""
-    now = utcnow()
-    async with services.db.write() as db:
-        delay, locked = await throttle.record_failure(db, who, services.settings, now)
-        if tenant_exists and actor is not None:
-            await audit.record(db, actor, event, actor.principal_id, source=who.source, **details)
-            if locked:
-                await audit.record(db, actor, "auth.lockout", actor.principal_id, source=who.source)
-    _log.warning(event, tenant=who.account.split("\n", 1)[0], source=who.source, locked=locked, **details)
-    await asyncio.sleep(delay)
-
-
-async def _refuse_if_locked(db: AsyncSession, who: throttle.Subject) -> None:
-    until = await throttle.locked_until(db, who, utcnow())
-    if until is not None:
-        seconds = max(1, int((until - utcnow()).total_seconds()))
+async def _count_attempt(services: Services, who: throttle.Subject) -> int:
+    """Count an attempt before checking it (its number), or refuse it while its subject or source is
+    locked."""
+    try:
+        async with services.db.write() as db:
+            return await throttle.attempt(db, who, services.settings, utcnow())
+    except throttle.Locked as locked:
+        seconds = max(1, int((locked.until - utcnow()).total_seconds()))
         raise ApiError(429, "too_many_attempts", f"too many failed attempts: try again in {seconds} seconds",
-                       detail={"retry_after": seconds})
+                       detail={"retry_after": seconds}) from None
+
+
+async def _failed(services: Services, who: throttle.Subject, attempts: int, actor: Caller | None, event: str,
+                  **details: Any) -> None:
+    """Audit a failed attempt (and the lockout it caused), then answer only after the throttle delay."""
+    locked = throttle.locks(services.settings, attempts)
+    wait = throttle.delay(services.settings, attempts)
+    if actor is not None:
+        async with services.db.write() as db:
+            await audit.record(db, actor, event, actor.principal_id, source=who.source, attempt=attempts,
+                               delay_seconds=wait, **details)
+            if locked:
+                await audit.record(db, actor, "auth.lockout", actor.principal_id, source=who.source,
+                                   scope=who.scope)
+    _log.warning(event, subject=who.scope, source=who.source, attempts=attempts, locked=locked, **details)
+    await asyncio.sleep(wait)
 
 
 @router.post("/invitations/accept", summary="Accept an invitation: set a password and sign in")
@@ -206,23 +212,26 @@ async def login(body: LoginBody, request: Request, _: Annotated[None, public()])
     answer to a wrong password, an unknown email and a disabled account is the same."""
     services = services_of(request)
     email = body.email.strip().lower()
-    who = throttle.subject(body.tenant, email, _source(request))
+    who = throttle.account(body.tenant, email, _source(request))
     async with services.db.read() as db:
-        await _refuse_if_locked(db, who)
         tenant_exists = (await db.execute(select(Tenant.id).where(Tenant.id == body.tenant))).first() is not None
         user = (await db.execute(select(User).where(User.tenant_id == body.tenant, User.email == email))).scalar()
+    attempts = await _count_attempt(services, who)
     usable = user is not None and user.disabled_at is None
     ok, rehashed = await passwords.verify_password(body.password, user.password_hash if usable and user else None)
+    if not tenant_exists:  # no trail and no accounts: answer as for any wrong password
+        await _failed(services, who, attempts, None, "auth.login_failed", method="password", tenant=body.tenant)
+        raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     if not ok or user is None:
         actor = _caller(user) if user else Caller(body.tenant, "unknown", sessions.principal_of(email))
-        await _fail_slowly(services, who, tenant_exists, actor, "auth.login_failed", method="password",
-                           known_account=user is not None)
+        await _failed(services, who, attempts, actor, "auth.login_failed", method="password",
+                      known_account=user is not None)
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     async with services.db.write() as db:
         user = (await db.execute(select(User).where(User.id == user.id))).scalar_one()
         if rehashed is not None:  # the stored hash used older parameters: upgrade it now we know the password
             user.password_hash = rehashed
-        await throttle.record_success(db, who)
+        await throttle.succeeded(db, who)
         issued, methods = await _open(db, services, user, request, method="password", mfa=False)
         await audit.record(db, _caller(user, issued.record.id), "auth.login", user.id, method="password",
                            stage=issued.record.stage, source=who.source, rehashed=rehashed is not None)
@@ -241,16 +250,19 @@ async def _pass_mfa(services: Services, signed_in: SignedIn, method: str) -> dic
 @router.post("/mfa/totp", summary="Present a TOTP or backup code: finish signing in, or step up")
 async def mfa_totp(body: CodeBody, request: Request,
                    signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> dict[str, Any]:
-    """Each code is accepted once (±1 time step); a backup code is spent when used."""
+    """Each code is accepted once (±1 time step); a backup code is spent when used. Wrong codes count
+    against the person's second factor, which only a right one clears (not a new password sign-in)."""
     services = services_of(request)
-    who = throttle.subject(signed_in.tenant_id, signed_in.email, _source(request))
+    who = throttle.second_factor(signed_in.user_id, _source(request))
+    attempts = await _count_attempt(services, who)
     async with services.db.write() as db:
-        await _refuse_if_locked(db, who)
         user = await _user(db, signed_in)
         method = await _spend_code(db, user, body.code)
+        if method is not None:
+            await throttle.succeeded(db, who)
     if method is None:
-        await _fail_slowly(services, who, True, _caller(user, signed_in.session_id), "auth.mfa_failed",
-                           method="totp")
+        await _failed(services, who, attempts, _caller(user, signed_in.session_id), "auth.mfa_failed",
+                      method="totp")
         raise ApiError(401, "invalid_code", _BAD_CODE, "code")
     return await _pass_mfa(services, signed_in, method)
 
@@ -621,15 +633,17 @@ async def change_password(body: PasswordBody, request: Request,
                           signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Needs the current password; every other session of this person is revoked."""
     services = services_of(request)
-    who = throttle.subject(signed_in.tenant_id, signed_in.email, _source(request))
+    who = throttle.account(signed_in.tenant_id, signed_in.email, _source(request))
+    attempts = await _count_attempt(services, who)
     async with services.db.read() as db:
-        await _refuse_if_locked(db, who)
         user = await _user(db, signed_in)
     ok, _ = await passwords.verify_password(body.current_password, user.password_hash)
     if not ok:
-        await _fail_slowly(services, who, True, _caller(user, signed_in.session_id), "auth.login_failed",
-                           method="password_change")
+        await _failed(services, who, attempts, _caller(user, signed_in.session_id), "auth.login_failed",
+                      method="password_change")
         raise ApiError(401, "invalid_credentials", "the current password is wrong", "current_password")
+    async with services.db.write() as db:
+        await throttle.succeeded(db, who)
     try:
         passwords.check_strength(body.new_password, services.settings.password_min_length,
                                  user_inputs=(user.email, user.display_name))
