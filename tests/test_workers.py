@@ -29,7 +29,7 @@ import pytest
 
 from server.approvals import webhooks
 from tests.server_harness import IN_CI, Server, Tenant, drop_pg_database, fresh_pg_database, launch
-from tests.test_approvals import SHORT, ask, vote, wait_for
+from tests.test_approvals import SHORT, _epoch, ask, vote, wait_for
 
 REDIS_HOST = os.environ.get("LICET_TEST_REDIS", "127.0.0.1:6379")
 BACKOFF = 0.25  # the first retry's delay in these tests
@@ -324,3 +324,29 @@ def test_a_worker_killed_mid_delivery_loses_nothing_and_sends_each_event_once(st
         hooks = owner.get("/v1/webhooks").json()["webhooks"]
         rows = owner.get(f"/v1/webhooks/{hooks[0]['id']}/deliveries").json()["deliveries"]
     assert {(d["event"], d["state"]) for d in rows} == {("opened", "delivered"), ("granted", "delivered")}
+
+
+def test_with_no_worker_running_an_approval_past_its_deadline_is_still_refused(tmp_path: Path) -> None:
+    """Correctness never depends on a worker: the broker takes the expiry task but nobody consumes the
+    queue, and both a pending and a granted approval are refused as expired once their deadline passed."""
+    env = {"LICET_BROKER_URL": _redis_url(), "LICET_TASK_QUEUE": f"licet-nobody-{uuid.uuid4().hex[:10]}"}
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'licet.db'}"
+    process, url = launch(database_url, tmp_path / "data", tmp_path / "server.log", env)
+    try:
+        tenant = Server("sqlite", url, database_url, tmp_path / "data", process).new_tenant()
+        tenant.activate(SHORT)
+        with tenant.server.client(tenant.key()) as agent:
+            pending = ask(agent)["approval"]
+            granted = ask(agent, 2500)["approval"]
+            assert vote(tenant.person("approver"), granted["id"]).json()["state"] == "granted"
+            last = max(_epoch(pending["deadline"]), _epoch(granted["deadline"]))
+            wait_for(lambda: time.time() > last + 0.05, what="the deadlines")
+            with tenant.owner() as owner:  # nothing ran: still open until someone presents them
+                assert owner.get(f"/v1/approvals/{pending['id']}").json()["state"] == "pending"
+            for opened, amount in ((pending, 2000), (granted, 2500)):
+                refusal = ask(agent, amount, approval=opened["id"])
+                assert refusal["decision"] != "permit", refusal
+                assert refusal["approval_refused"]["code"] == "approval_expired", refusal
+    finally:
+        process.terminate()
+        process.wait(10)

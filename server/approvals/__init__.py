@@ -270,7 +270,7 @@ def check_presented(tx: Tx, caller: Caller, approval_id: str, decision: Decision
         where = ", ".join(differences(row.request, decision.request.to_json())) or "its hash"
         return Refusal("approval_request_mismatch", f"this request differs from the one approval {approval_id} "
                        f"was granted for, in {where}; an approval is bound to the exact request")
-    if row.state == "granted" and row.deadline <= tx.now:
+    if row.state in OPEN and row.deadline <= tx.now:
         expire_row(tx, row, "deadline")
     if row.state != "granted":
         return Refusal(f"approval_{row.state}", _not_granted(row))
