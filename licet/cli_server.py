@@ -110,9 +110,12 @@ def migrate(
 def tenant_create(
     tenant_id: Annotated[str, typer.Argument(help="Lowercase letters, digits and dashes.")],
     name: Annotated[str, typer.Option(help="Display name.")] = "",
+    owner_email: Annotated[str | None, typer.Option(
+        help="The first owner's email: prints their invitation (only a person who passed MFA adds people).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the embedded database lives.")] = None,
 ) -> None:
-    """Create a tenant and print its first owner API key (shown once)."""
+    """Create a tenant; print its first owner API key and, with --owner-email, the first owner's
+    invitation token (each shown once)."""
     from server.services import Services, StartupError
     from server.tenants import TenantExists, create_tenant
 
@@ -120,10 +123,14 @@ def tenant_create(
     _prepare(settings)
     try:
         services = Services(settings)
-        token = asyncio.run(_seed(services, lambda s: create_tenant(s, tenant_id, name or tenant_id)))
+        made = asyncio.run(_seed(services, lambda s: create_tenant(s, tenant_id, name or tenant_id,
+                                                                   owner_email=owner_email)))
     except (StartupError, TenantExists, ValueError) as exc:
         raise fail(f"tenant {tenant_id}: {exc}") from exc
-    console.print(f"tenant {tenant_id} created; owner key (shown once):\n{token}")
+    console.print(f"tenant {tenant_id} created; owner key (shown once):\n{made.owner_key}")
+    if made.owner_invitation is not None:
+        console.print(f"invitation for {owner_email} (shown once; POST /v1/auth/invitations/accept with "
+                      f"{{token, password}}, then enrol TOTP or a passkey):\n{made.owner_invitation}")
 
 
 def worker(

@@ -55,6 +55,7 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200), default=None)  # argon2, via passlib
     totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
     totp_enabled_at: Mapped[datetime | None] = mapped_column(default=None)  # None while enrolment is unconfirmed
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(64), default=None)  # enrolled, not yet confirmed
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)  # codes at or before are spent
 
 

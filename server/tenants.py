@@ -7,21 +7,24 @@ import os
 import re
 import secrets
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 import kernel
+from server.auth.invitations import invite
 from server.auth.passwords import hash_password
 from server.identity import new_api_key
 from server.logstore import create_head
-from server.models import ApiKey, PolicyActivation, PolicyRecord, PolicyVersion, Tenant, User
+from server.models import ApiKey, AuditEvent, PolicyActivation, PolicyRecord, PolicyVersion, Tenant, User
 from server.services import Services
 from server.time import utcnow
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 DEMO_TENANT = "demo"
+BOOTSTRAP = "licet tenant create"  # the actor of what creating a tenant adds
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -29,10 +32,27 @@ class TenantExists(ValueError):
     """A tenant with this id exists already."""
 
 
-async def create_tenant(services: Services, tenant_id: str, name: str) -> str:
-    """Create a tenant and its first owner key; returns the key's secret (shown once)."""
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class NewTenant:
+    """What creating a tenant hands out once: the first owner API key, and the first owner person's
+    invitation token when an owner email was given (people are added only by a person who passed MFA,
+    so the first one comes from here)."""
+
+    owner_key: str
+    owner_invitation: str | None = None
+
+
+async def create_tenant(services: Services, tenant_id: str, name: str, *,
+                        owner_email: str | None = None) -> NewTenant:
+    """Create a tenant, its first owner key and (with `owner_email`) its first owner's account and
+    invitation."""
     if not TENANT_ID.match(tenant_id):
         raise ValueError("a tenant id is 1–64 lowercase letters, digits and dashes, starting with a letter or digit")
+    if owner_email is not None and (not EMAIL.match(owner_email) or len(owner_email) > 320):
+        raise ValueError(f"owner email {owner_email!r} is not an email address")
     now = utcnow()
     token, digest = new_api_key()
     async with services.db.write() as session:
@@ -43,8 +63,19 @@ async def create_tenant(services: Services, tenant_id: str, name: str) -> str:
         await session.run_sync(lambda s: create_head(s.connection(), tenant_id))
         session.add(ApiKey(id=str(uuid.uuid4()), tenant_id=tenant_id, name="first owner key", role="owner",
                            principal_id="owner", principal_roles=["owner"], attributes={}, secret_hash=digest,
-                           created_at=now, created_by="licet tenant create"))
-    return token
+                           created_at=now, created_by=BOOTSTRAP))
+        if owner_email is None:
+            return NewTenant(token)
+        email = owner_email.lower()
+        owner = User(id=str(uuid.uuid4()), tenant_id=tenant_id, email=email, display_name=email.split("@")[0],
+                     role="owner", created_at=now)
+        session.add(owner)
+        await session.flush()
+        invitation, invite_token = await invite(session, owner, BOOTSTRAP, services.settings.invitation_ttl_seconds)
+        session.add_all([AuditEvent(tenant_id=tenant_id, at=now, actor=BOOTSTRAP, action=action, target=owner.id,
+                                    details=details) for action, details in (
+            ("user.create", {"role": "owner"}), ("user.invite", {"invitation": invitation.id}))])
+    return NewTenant(token, invite_token)
 
 
 async def _add_key(services: Services, tenant: str, role: str, principal: str, roles: list[str]) -> str:
@@ -83,7 +114,7 @@ async def seed_demo(services: Services) -> dict[str, Any]:
     if keep.exists():
         seeded: dict[str, Any] = json.loads(keep.read_text())
         return seeded
-    owner = await create_tenant(services, DEMO_TENANT, "Demo tenant")
+    owner = (await create_tenant(services, DEMO_TENANT, "Demo tenant")).owner_key
     password = secrets.token_urlsafe(15)  # random, never a constant; kept 0600 with the keys below
     hashed = await hash_password(password)
     async with services.db.write() as session:

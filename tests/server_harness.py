@@ -61,16 +61,21 @@ def pg_admin(statements: list[str]) -> None:
         pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN}: {exc}")
 
 
+# Databases are named per test run too, so two runs on one machine (and one PostgreSQL) never drop
+# each other's: xdist gives its workers one id per run.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)[:8]
+
+
 def fresh_pg_database(name: str) -> str:
-    """A new, empty PostgreSQL database `name`; its asyncpg URL."""
-    pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'])
+    """A new, empty PostgreSQL database for `name` in this run; its asyncpg URL."""
+    pg_admin([f'DROP DATABASE IF EXISTS "{name}_{_RUN}" WITH (FORCE)', f'CREATE DATABASE "{name}_{_RUN}"'])
     host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
-    return f"postgresql+asyncpg://{host}/{name}"
+    return f"postgresql+asyncpg://{host}/{name}_{_RUN}"
 
 
 def drop_pg_database(name: str) -> None:
-    """Drop a database `fresh_pg_database` made."""
-    pg_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
+    """Drop the database `fresh_pg_database(name)` made."""
+    pg_admin([f'DROP DATABASE IF EXISTS "{name}_{_RUN}" WITH (FORCE)'])
 
 
 @dataclass
@@ -92,18 +97,20 @@ class Server:
         """A tenant of its own for one test, with an owner key."""
         from server.services import Services
         from server.settings import Settings
-        from server.tenants import create_tenant
+        from server.tenants import NewTenant, create_tenant
 
         tenant_id = f"t-{uuid.uuid4().hex[:12]}"
 
-        async def provision() -> str:
+        async def provision() -> NewTenant:
             services = Services(Settings(data_dir=self.data_dir, database_url=self.database_url))
             try:
-                return await create_tenant(services, tenant_id, tenant_id)
+                return await create_tenant(services, tenant_id, tenant_id, owner_email=f"owner@{tenant_id}.example")
             finally:
                 await services.db.dispose()
 
-        return Tenant(self, tenant_id, asyncio.run(provision()))
+        made = asyncio.run(provision())
+        assert made.owner_invitation is not None
+        return Tenant(self, tenant_id, made.owner_key, f"owner@{tenant_id}.example", made.owner_invitation)
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,8 @@ class Tenant:
     server: Server
     id: str
     owner_key: str
+    owner_email: str
+    owner_invitation: str
     _owner: Person | None = None
 
     def owner(self) -> httpx.Client:
@@ -142,18 +151,20 @@ class Tenant:
         return self.server.client(self.owner_key)
 
     def person(self, role: str = "approver", email: str | None = None, *, mfa: bool = True) -> Person:
-        """A new person of `role`, invited by the owner key, who accepted, enrolled TOTP and (with
-        `mfa`) holds a session that passed it just now."""
-        import pyotp
-
+        """A new person of `role`, invited by the owner (a person: an API key cannot add people), who
+        accepted, enrolled TOTP and (with `mfa`) holds a session that passed it just now."""
         email = email or f"{role}-{uuid.uuid4().hex[:10]}@example.com"
-        password = f"licet-{uuid.uuid4().hex}"
-        with self.owner() as owner:
+        with self.owner_session() as owner:
             made = owner.post("/v1/users", json={"email": email, "display_name": email.split("@")[0], "role": role})
             assert made.status_code == 201, made.text
+        return self._accept(made.json()["user"]["id"], email, role, made.json()["invitation"]["token"], mfa)
+
+    def _accept(self, user_id: str, email: str, role: str, invitation: str, mfa: bool) -> Person:
+        import pyotp
+
+        password = f"licet-{uuid.uuid4().hex}"
         with self.server.client() as anonymous:
-            accepted = anonymous.post("/v1/auth/invitations/accept",
-                                      json={"token": made.json()["invitation"]["token"], "password": password})
+            accepted = anonymous.post("/v1/auth/invitations/accept", json={"token": invitation, "password": password})
             assert accepted.status_code == 201, accepted.text
         token = accepted.json()["token"]
         secret, codes = "", ()
@@ -163,13 +174,17 @@ class Tenant:
                 confirmed = client.post("/v1/auth/totp/confirm", json={"code": pyotp.TOTP(secret).now()})
                 assert confirmed.status_code == 200, confirmed.text
                 codes = tuple(confirmed.json()["backup_codes"])
-        return Person(self.server, made.json()["user"]["id"], email, role, password, token, secret, codes)
+        return Person(self.server, user_id, email, role, password, token, secret, codes)
 
     def owner_person(self) -> Person:
-        """The tenant's owner as a person whose session passed MFA: what key management and policy
-        activation need (the owner key, an API key, cannot step up)."""
+        """The tenant's first owner, from the invitation the tenant was created with, as a person whose
+        session passed MFA: what adding people, key management and policy activation need (the owner
+        key, an API key, cannot step up)."""
         if self._owner is None:
-            self._owner = self.person("owner")
+            with self.owner() as owner:
+                user_id = next(u["id"] for u in owner.get("/v1/users").json()["users"]
+                               if u["email"] == self.owner_email)
+            self._owner = self._accept(user_id, self.owner_email, "owner", self.owner_invitation, True)
         return self._owner
 
     def owner_session(self) -> httpx.Client:

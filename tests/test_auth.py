@@ -51,7 +51,7 @@ def audit_actions(tenant: Tenant) -> list[str]:
 
 
 def test_an_invitation_is_single_use_and_refuses_weak_passwords(server: Server, tenant: Tenant) -> None:
-    with tenant.owner() as owner:
+    with tenant.owner_session() as owner:
         made = owner.post("/v1/users", json={"email": "ana@example.com", "display_name": "Ana", "role": "auditor"})
     token = made.json()["invitation"]["token"]
     with server.client() as anonymous:
@@ -68,7 +68,7 @@ def test_an_invitation_is_single_use_and_refuses_weak_passwords(server: Server, 
 
 
 def test_an_expired_or_reissued_invitation_is_refused(server: Server, tenant: Tenant) -> None:
-    with tenant.owner() as owner:
+    with tenant.owner_session() as owner:
         made = owner.post("/v1/users", json={"email": "bo@example.com", "display_name": "Bo", "role": "auditor"}).json()
         first = made["invitation"]["token"]
         second = owner.post(f"/v1/users/{made['user']['id']}/invitation").json()["invitation"]["token"]
@@ -79,6 +79,56 @@ def test_an_expired_or_reissued_invitation_is_refused(server: Server, tenant: Te
             t=datetime.now(UTC) - timedelta(seconds=1), u=made["user"]["id"])
         reply = anonymous.post("/v1/auth/invitations/accept", json={"token": second, "password": "tangerine-orbit-42-x"})
         assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_invitation"
+
+
+def test_only_a_person_who_passed_mfa_adds_people(server: Server, tenant: Tenant) -> None:
+    """An API key (even the owner's) cannot mint a person and so a way around step-up; nor can a
+    session whose MFA is stale."""
+    who = tenant.person("admin")
+    body = {"email": "eve@example.com", "display_name": "Eve", "role": "owner"}
+    with tenant.owner() as key:
+        for path in ("/v1/users", f"/v1/users/{who.user_id}/invitation", f"/v1/users/{who.user_id}/disable"):
+            reply = key.post(path, json=body if path == "/v1/users" else None)
+            assert reply.status_code == 403 and reply.json()["error"]["code"] == "step_up_required", (path, reply.text)
+    sql(server, "UPDATE user_sessions SET mfa_at = :t WHERE user_id = :u", t=datetime.now(UTC) - timedelta(hours=1),
+        u=who.user_id)
+    with who.client() as stale:
+        assert stale.post("/v1/users", json={**body, "role": "auditor"}).json()["error"]["code"] == "step_up_required"
+    with tenant.owner() as key:
+        assert "eve@example.com" not in {u["email"] for u in key.get("/v1/users").json()["users"]}
+
+
+def test_a_reset_invitation_signs_the_person_out_everywhere(server: Server, tenant: Tenant) -> None:
+    who = tenant.person("approver")
+    with tenant.owner_session() as owner:
+        reset = owner.post(f"/v1/users/{who.user_id}/invitation").json()["invitation"]["token"]
+    with who.client() as client:
+        assert client.get("/v1/auth/me").status_code == 200  # the reset alone signs no one out
+    with server.client() as anonymous:
+        accepted = anonymous.post("/v1/auth/invitations/accept", json={"token": reset, "password": "new-phrase-for-88-x"})
+        assert accepted.status_code == 201 and accepted.json()["session"]["stage"] == "mfa_pending"  # TOTP stays
+    with who.client() as client:
+        assert client.get("/v1/auth/me").status_code == 401
+    assert login(server, tenant.id, who.email, who.password).status_code == 401
+
+
+def test_a_disabled_person_is_signed_out_and_cannot_sign_in_until_enabled(server: Server, tenant: Tenant) -> None:
+    who, admin = tenant.person("approver"), tenant.person("admin")
+    with admin.client() as client:
+        disabled = client.post(f"/v1/users/{who.user_id}/disable")
+        assert disabled.status_code == 200 and disabled.json()["sessions_revoked"] == 1, disabled.text
+        assert disabled.json()["user"]["disabled_at"] is not None
+        owner_id = tenant.owner_person().user_id
+        assert client.post(f"/v1/users/{owner_id}/disable").json()["error"]["code"] == "forbidden"
+        assert client.post(f"/v1/users/{admin.user_id}/disable").json()["error"]["code"] == "own_account"
+    with who.client() as client:
+        assert client.get("/v1/auth/me").status_code == 401
+    refused, unknown = (login(server, tenant.id, email, who.password) for email in (who.email, "nobody@example.com"))
+    assert refused.status_code == unknown.status_code == 401 and refused.json() == unknown.json()
+    with admin.client() as client:
+        assert client.post(f"/v1/users/{who.user_id}/enable").json()["user"]["disabled_at"] is None
+    assert login(server, tenant.id, who.email, who.password).json()["session"]["stage"] == "mfa_pending"
+    assert {"user.disable", "user.enable"} <= set(audit_actions(tenant))
 
 
 def test_login_rehashes_a_password_stored_with_older_parameters(server: Server, tenant: Tenant) -> None:
@@ -263,6 +313,28 @@ def test_totp_enrolment_returns_a_scannable_uri_and_qr_code(server: Server, tena
         assert client.get("/v1/auth/me").json()["mfa_methods"] == []  # not on until confirmed
 
 
+def test_re_enrolling_totp_keeps_the_old_secret_until_the_new_one_is_confirmed(server: Server, tenant: Tenant) -> None:
+    """A started enrolment changes nothing (an abandoned one leaves TOTP on); confirming it swaps the
+    secret and retires the old backup codes."""
+    who = tenant.person("approver")
+    with who.client() as client:
+        new = client.post("/v1/auth/totp/enrol").json()["secret"]
+        assert client.get("/v1/auth/me").json()["mfa_methods"] == ["totp"]  # still on
+    assert _pending_or_active(server, tenant, who) == "mfa_pending"
+    with server.client(_pending(server, tenant, who)) as client:  # the old secret still signs in
+        code = pyotp.TOTP(who.totp_secret).at(datetime.now(UTC) + timedelta(seconds=30))
+        assert client.post("/v1/auth/mfa/totp", json={"code": code}).status_code == 200
+        confirmed = client.post("/v1/auth/totp/confirm", json={"code": pyotp.TOTP(new).now()})
+        assert confirmed.status_code == 200, confirmed.text
+    with server.client(_pending(server, tenant, who)) as client:
+        old = pyotp.TOTP(who.totp_secret).at(datetime.now(UTC) + timedelta(seconds=60))
+        if old != pyotp.TOTP(new).at(datetime.now(UTC) + timedelta(seconds=60)):
+            assert client.post("/v1/auth/mfa/totp", json={"code": old}).status_code == 401
+        assert client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[0]}).status_code == 401
+        later = pyotp.TOTP(new).at(datetime.now(UTC) + timedelta(seconds=30))
+        assert client.post("/v1/auth/mfa/totp", json={"code": later}).status_code == 200
+
+
 # --- passkeys ----------------------------------------------------------------------------------------
 
 
@@ -390,7 +462,8 @@ def test_a_session_sees_only_its_own_tenant(server: Server, tenant: Tenant) -> N
     other = server.new_tenant()
     stranger = other.person("admin")
     with stranger.client() as client:
-        assert [u["email"] for u in client.get("/v1/users").json()["users"]] == [stranger.email]
+        assert sorted(u["email"] for u in client.get("/v1/users").json()["users"]) == sorted(
+            [stranger.email, other.owner_email])
         assert client.get("/v1/audit").json()["events"][0]["actor"].startswith(("user:", "owner"))
         assert all(e.get("details", {}).get("role") != "x" for e in client.get("/v1/audit").json()["events"])
     # Its password does not open the same email in another tenant.

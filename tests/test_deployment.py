@@ -369,9 +369,11 @@ def test_production_api_starts_with_a_generated_key(production: dict[str, Any]) 
     assert key.stat().st_mode & 0o777 == 0o600
 
     env = production["env"]["api"]
-    created = licet("tenant", "create", "acme", "--name", "Acme", env=env, cwd=tmp)
+    created = licet("tenant", "create", "acme", "--name", "Acme", "--owner-email", "Root@Acme.example", env=env, cwd=tmp)
     assert created.returncode == 0, created.stdout + created.stderr
-    owner_key = created.stdout.strip().splitlines()[-1].strip()
+    printed = created.stdout.strip().splitlines()
+    owner_key, invitation = printed[1].strip(), printed[-1].strip()
+    assert owner_key.startswith("licet_") and invitation != owner_key, printed
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -407,6 +409,13 @@ def test_production_api_starts_with_a_generated_key(production: dict[str, Any]) 
             assert reply.status_code == 200, reply.text
             assert [k["key_id"] for k in reply.json()["certificate_keys"]] == [public["key_id"]]
         assert httpx.get(f"{base}/v1/evidence/keys").status_code == 401
+        # the first owner signs in through the invitation `tenant create` printed, once
+        accept = {"token": invitation, "password": "correct horse battery staple 42"}
+        accepted = httpx.post(f"{base}/v1/auth/invitations/accept", json=accept)
+        assert accepted.status_code == 201, accepted.text
+        me = httpx.get(f"{base}/v1/auth/me", headers={"Authorization": f"Bearer {accepted.json()['token']}"}).json()
+        assert (me["user"]["email"], me["user"]["role"], me["tenant"]) == ("root@acme.example", "owner", "acme")
+        assert httpx.post(f"{base}/v1/auth/invitations/accept", json=accept).status_code == 400
     finally:
         process.send_signal(signal.SIGTERM)
         try:

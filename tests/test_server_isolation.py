@@ -344,6 +344,10 @@ ROUTES: dict[str, Route] = {
         Call("GET", f"/v1/webhooks/{a.webhook_id}/deliveries", foreign=a.webhook_id)]),
     "POST /v1/users/{user_id}/invitation": Route("users.manage", lambda a: [
         Call("POST", f"/v1/users/{a.user_id}/invitation", foreign=a.user_id)]),
+    "POST /v1/users/{user_id}/disable": Route("users.manage", lambda a: [
+        Call("POST", f"/v1/users/{a.user_id}/disable", foreign=a.user_id)]),
+    "POST /v1/users/{user_id}/enable": Route("users.manage", lambda a: [
+        Call("POST", f"/v1/users/{a.user_id}/enable", foreign=a.user_id)]),
     # Signing in names a tenant itself; an unknown one answers like a wrong password.
     "POST /v1/auth/invitations/accept": Route("public", lambda a: [
         Call("POST", "/v1/auth/invitations/accept", {"token": "x" * 43, "password": "p" * 20},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -13,10 +12,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import audit
-from server.auth import sessions
+from server.auth import invitations
 from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, new_api_key, require
-from server.models import ApiKey, AuditEvent, Invitation, User
+from server.models import ApiKey, AuditEvent, User, UserSession
 from server.roles import ROLES
 from server.routers import INT64_MAX, DateTime, JsonObject, Text
 from server.routers.decide import services_of
@@ -168,7 +167,7 @@ async def rotate_key(key_id: Text, body: RotateBody, request: Request,
 
 
 @router.post("/users", status_code=201, summary="Add a person to the tenant")
-async def post_user(body: UserBody, request: Request, caller: Annotated[Caller, require("users.manage")],
+async def post_user(body: UserBody, request: Request, caller: Annotated[Caller, require("users.manage", step_up=True)],
                     ) -> dict[str, Any]:
     """Creates the account; signing in is set up through an invitation."""
     if caller.role != "owner" and body.role == "owner":
@@ -187,23 +186,16 @@ async def post_user(body: UserBody, request: Request, caller: Annotated[Caller, 
 
 
 async def _invite(session: AsyncSession, caller: Caller, user: User, request: Request) -> dict[str, Any]:
-    """A new single-use invitation for `user` (earlier unused ones stop working); its token shown once."""
-    now = utcnow()
-    await session.execute(update(Invitation).where(Invitation.user_id == user.id, Invitation.used_at.is_(None)).values(
-        used_at=now))
-    token = secrets.token_urlsafe(32)
-    ttl = services_of(request).settings.invitation_ttl_seconds
-    invitation = Invitation(id=str(uuid.uuid4()), tenant_id=user.tenant_id, user_id=user.id,
-                            token_hash=sessions.token_hash(token), created_at=now, created_by=caller.principal_id,
-                            expires_at=now + timedelta(seconds=ttl))
-    session.add(invitation)
+    """A new invitation for `user`, audited; its token shown once."""
+    invitation, token = await invitations.invite(session, user, caller.principal_id,
+                                                 services_of(request).settings.invitation_ttl_seconds)
     await audit.record(session, caller, "user.invite", user.id, invitation=invitation.id)
     return {"token": token, "expires_at": invitation.expires_at.isoformat(),
             "accept": "POST /v1/auth/invitations/accept {token, password}"}
 
 
 @router.post("/users/{user_id}/invitation", status_code=201, summary="Invite a person again (a new link)")
-async def reinvite(user_id: Text, request: Request, caller: Annotated[Caller, require("users.manage")],
+async def reinvite(user_id: Text, request: Request, caller: Annotated[Caller, require("users.manage", step_up=True)],
                    ) -> dict[str, Any]:
     """For a lost or expired invitation, or a password reset by an admin: the old links stop working."""
     async with services_of(request).db.write() as session:
@@ -214,6 +206,44 @@ async def reinvite(user_id: Text, request: Request, caller: Annotated[Caller, re
         if caller.role != "owner" and user.role == "owner":
             raise ApiError(403, "forbidden", "only an owner may invite owners")
         return {"user": _user_json(user), "invitation": await _invite(session, caller, user, request)}
+
+
+@router.post("/users/{user_id}/disable", summary="Disable a person's account (their sessions end at once)")
+async def disable_user(user_id: Text, request: Request,
+                       caller: Annotated[Caller, require("users.manage", step_up=True)]) -> dict[str, Any]:
+    """They can no longer sign in; every session of theirs is revoked. Not one's own account."""
+    return await _set_disabled(request, caller, user_id, disabled=True)
+
+
+@router.post("/users/{user_id}/enable", summary="Enable a disabled account again")
+async def enable_user(user_id: Text, request: Request,
+                      caller: Annotated[Caller, require("users.manage", step_up=True)]) -> dict[str, Any]:
+    """They sign in again with their password and second factor."""
+    return await _set_disabled(request, caller, user_id, disabled=False)
+
+
+async def _set_disabled(request: Request, caller: Caller, user_id: str, *, disabled: bool) -> dict[str, Any]:
+    now = utcnow()
+    async with services_of(request).db.write() as session:
+        user = (await session.execute(select(User).where(User.tenant_id == caller.tenant_id,
+                                                         User.id == user_id))).scalar()
+        if user is None:
+            raise not_found("user")
+        if caller.role != "owner" and user.role == "owner":
+            raise ApiError(403, "forbidden", "only an owner may disable or enable an owner")
+        if user.id == caller.user_id:
+            raise ApiError(409, "own_account", "one cannot disable or enable one's own account")
+        revoked = 0
+        if disabled and user.disabled_at is None:
+            user.disabled_at = now
+            revoked = (await session.execute(update(UserSession).where(
+                UserSession.user_id == user.id, UserSession.revoked_at.is_(None)).values(
+                revoked_at=now))).rowcount  # type: ignore[attr-defined]
+            await audit.record(session, caller, "user.disable", user.id, sessions_revoked=revoked)
+        elif not disabled and user.disabled_at is not None:
+            user.disabled_at = None
+            await audit.record(session, caller, "user.enable", user.id)
+        return {"user": _user_json(user), "sessions_revoked": revoked}
 
 
 def _user_json(user: User) -> dict[str, Any]:

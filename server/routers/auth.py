@@ -200,8 +200,13 @@ async def accept_invitation(body: InvitationBody, request: Request, _: Annotated
             raise ApiError(400, "invalid_invitation", "the invitation was used already", "token")
         user = (await db.execute(select(User).where(User.id == user.id))).scalar_one()
         user.password_hash = hashed
+        # A reset by an administrator: whoever held the old password is signed out everywhere.
+        revoked = (await db.execute(update(UserSession).where(
+            UserSession.user_id == user.id, UserSession.revoked_at.is_(None)).values(
+            revoked_at=utcnow()))).rowcount  # type: ignore[attr-defined]
         issued, methods = await _open(db, services, user, request, method="password", mfa=False)
-        await audit.record(db, _caller(user, issued.record.id), "auth.invitation_accepted", user.id)
+        await audit.record(db, _caller(user, issued.record.id), "auth.invitation_accepted", user.id,
+                           sessions_revoked=revoked)
     return _signed_in(services, issued, body.use_cookie, methods, 201)
 
 
@@ -419,7 +424,7 @@ async def totp_enrol(request: Request, signed_in: Annotated[SignedIn, person()])
         user = await _user(db, signed_in)
         _fresh_mfa(services, signed_in, await _methods(db, user), "replacing TOTP")
         secret = totp.new_secret()
-        user.totp_secret, user.totp_enabled_at, user.totp_last_step = secret, None, None
+        user.totp_pending_secret = secret  # the current secret (if any) keeps working until confirmation
         await audit.record(db, _caller(user, signed_in.session_id), "auth.totp_enrol_started", user.id)
     uri = totp.provisioning_uri(secret, user.email, f"{services.settings.rp_name} ({user.tenant_id})")
     return {"secret": secret, "otpauth_uri": uri, "qr_svg": totp.qr_svg(uri)}
@@ -427,15 +432,17 @@ async def totp_enrol(request: Request, signed_in: Annotated[SignedIn, person()])
 
 @router.post("/totp/confirm", summary="Confirm TOTP with a first code; returns 10 backup codes, shown once")
 async def totp_confirm(body: CodeBody, request: Request, signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
-    """TOTP is on from now; this session counts as having passed MFA."""
+    """TOTP is on from now with the new secret (a previous one and its backup codes stop working);
+    this session counts as having passed MFA."""
     services = services_of(request)
     async with services.db.write() as db:
         user = await _user(db, signed_in)
-        if user.totp_secret is None or user.totp_enabled_at is not None:
+        if user.totp_pending_secret is None:
             raise ApiError(409, "no_enrolment", "no TOTP enrolment is waiting: POST /v1/auth/totp/enrol first")
-        step = totp.matching_step(user.totp_secret, body.code, utcnow(), None)
+        step = totp.matching_step(user.totp_pending_secret, body.code, utcnow(), None)
         if step is None:
             raise ApiError(401, "invalid_code", _BAD_CODE, "code")
+        user.totp_secret, user.totp_pending_secret = user.totp_pending_secret, None
         user.totp_enabled_at, user.totp_last_step = utcnow(), step
         codes = await _replace_backup_codes(db, user)
         record = (await db.execute(select(UserSession).where(UserSession.id == signed_in.session_id))).scalar_one()
@@ -480,7 +487,7 @@ async def totp_disable(request: Request, signed_in: Annotated[SignedIn, person()
         if user.totp_enabled_at is None:
             raise ApiError(409, "no_totp", "TOTP is not on")
         _fresh_mfa(services, signed_in, ["totp"], "turning TOTP off")
-        user.totp_secret = user.totp_enabled_at = user.totp_last_step = None
+        user.totp_secret = user.totp_pending_secret = user.totp_enabled_at = user.totp_last_step = None
         await _void_backup_codes(db, user)
         await audit.record(db, _caller(user, signed_in.session_id), "auth.totp_disabled", user.id)
         return {"mfa_methods": await _methods(db, user)}
