@@ -236,6 +236,29 @@ def test_guessing_the_second_factor_locks_it_across_new_password_sign_ins(server
     assert "auth.lockout" in audit_actions(tenant)
 
 
+def test_finishing_a_sign_in_replaces_the_session_token(server: Server, tenant: Tenant) -> None:
+    """Session fixation: the half-signed-in token (and its CSRF token) stop working once MFA is passed;
+    a step-up on a full session keeps its token."""
+    who = tenant.person("approver")
+    pending = login(server, tenant.id, who.email, who.password).json()
+    with server.client(pending["token"]) as client:
+        passed = client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[0]}).json()
+        assert passed["session"]["id"] == pending["session"]["id"] and passed["session"]["stage"] == "active"
+        assert passed["token"] != pending["token"] and passed["csrf_token"] != pending["csrf_token"]
+        assert client.get("/v1/auth/me").status_code == 401
+    with server.client(passed["token"]) as client:
+        assert client.get("/v1/auth/me").json()["session"]["id"] == pending["session"]["id"]
+        stepped = client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[1]}).json()
+        assert "token" not in stepped and client.get("/v1/auth/me").status_code == 200
+    cookie = login(server, tenant.id, who.email, who.password, use_cookie=True)
+    with server.client() as browser:
+        browser.cookies.set("licet_session", cookie.cookies["licet_session"])
+        passed = browser.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[2]},
+                              headers={"X-CSRF-Token": cookie.json()["csrf_token"]})
+        assert passed.status_code == 200 and "token" not in passed.json(), passed.text
+        assert passed.cookies["licet_session"] != cookie.cookies["licet_session"]
+
+
 def test_a_pending_session_expires_quickly(server: Server, tenant: Tenant) -> None:
     who = tenant.person("approver")
     token = _pending(server, tenant, who)
@@ -268,13 +291,16 @@ def test_totp_codes_are_single_use_and_bound_to_their_window(server: Server, ten
     with server.client(second) as client:
         reply = client.post("/v1/auth/mfa/totp", json={"code": code})
         assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_code", "a code is used once"
-        assert client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[0]}).status_code == 200
+        passed = client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[0]})
+        assert passed.status_code == 200
+    with server.client(passed.json()["token"]) as client:
         assert client.get("/v1/policies").status_code == 200
     third = _pending(server, tenant, who)
     with server.client(third) as client:
         reply = client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[0].upper()})
         assert reply.status_code == 401, "a backup code is spent once used"
-        assert client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[1]}).status_code == 200
+        passed = client.post("/v1/auth/mfa/totp", json={"code": who.backup_codes[1]})
+    with server.client(passed.json()["token"]) as client:
         me = client.get("/v1/auth/me").json()
         assert me["backup_codes_left"] == 8 and me["session"]["mfa_at"] is not None
 
@@ -323,7 +349,9 @@ def test_re_enrolling_totp_keeps_the_old_secret_until_the_new_one_is_confirmed(s
     assert _pending_or_active(server, tenant, who) == "mfa_pending"
     with server.client(_pending(server, tenant, who)) as client:  # the old secret still signs in
         code = pyotp.TOTP(who.totp_secret).at(datetime.now(UTC) + timedelta(seconds=30))
-        assert client.post("/v1/auth/mfa/totp", json={"code": code}).status_code == 200
+        passed = client.post("/v1/auth/mfa/totp", json={"code": code})
+        assert passed.status_code == 200
+    with server.client(passed.json()["token"]) as client:
         confirmed = client.post("/v1/auth/totp/confirm", json={"code": pyotp.TOTP(new).now()})
         assert confirmed.status_code == 200, confirmed.text
     with server.client(_pending(server, tenant, who)) as client:
@@ -378,9 +406,25 @@ def test_passkey_registration_and_sign_in_count_as_multi_factor(server: Server, 
         passed = client.post("/v1/auth/mfa/passkey", json={"challenge_id": options["challenge_id"],
                                                            "credential": device.get(options["options"])})
         assert passed.status_code == 200, passed.text
+    with server.client(passed.json()["token"]) as client:
         assert client.delete(f"/v1/auth/passkeys/{passkeys[0]['id']}").status_code == 200
     assert _passkey_login(server, tenant, device)[0].status_code == 401  # removed: unknown now
     assert {"auth.passkey_added", "auth.passkey_removed"} <= set(audit_actions(tenant))
+
+
+def test_transport_hints_keep_only_what_webauthn_defines(server: Server, tenant: Tenant) -> None:
+    """The browser's transport list is untrusted: junk in it is dropped, never stored or echoed."""
+    who = tenant.person("approver")
+    device = Authenticator(RP_ID, ORIGIN)
+    with who.client() as client:
+        options = client.post("/v1/auth/passkeys/options").json()
+        credential = device.create(options["options"])
+        credential["response"]["transports"] = ["usb", {"x": 1}, "bogus", ["nfc"], "usb", "hybrid"]
+        added = client.post("/v1/auth/passkeys", json={"challenge_id": options["challenge_id"],
+                                                       "credential": credential, "name": "key"})
+        assert added.status_code == 201, added.text
+        again = client.post("/v1/auth/passkeys/options").json()["options"]
+    assert [c["transports"] for c in again["excludeCredentials"]] == [["hybrid", "usb"]]
 
 
 def test_a_replayed_assertion_is_refused(server: Server, tenant: Tenant) -> None:

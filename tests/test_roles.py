@@ -71,7 +71,9 @@ def _fresh_session(server: Server, tenant: Tenant, who: Person, codes: list[str]
     token = str(login.json()["token"])
     if login.json()["session"]["stage"] == "mfa_pending":
         with server.client(token) as client:
-            assert client.post("/v1/auth/mfa/totp", json={"code": codes.pop()}).status_code == 200
+            passed = client.post("/v1/auth/mfa/totp", json={"code": codes.pop()})
+            assert passed.status_code == 200, passed.text
+            token = str(passed.json()["token"])  # finishing a sign-in replaces the token
     return token
 
 

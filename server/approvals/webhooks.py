@@ -99,7 +99,10 @@ def claim(session: Session, services: Services, delivery_id: str) -> Attempt | J
 def not_public(url: str) -> str | None:
     """Why `url` must not receive webhooks (its host is or resolves to a loopback, private,
     link-local, multicast or reserved address: server-side request forgery), or None."""
-    host = urlsplit(url).hostname
+    try:
+        host = urlsplit(url).hostname
+    except ValueError as exc:
+        return f"the URL does not parse: {exc}"
     if not host:
         return "the URL has no host"
     try:
@@ -126,11 +129,12 @@ def send(attempt: Attempt, timeout: float, *, private_targets: bool = False) -> 
     try:
         reply = httpx.post(attempt.url, content=attempt.body, headers=headers, timeout=timeout,
                            follow_redirects=False)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to send is a failed attempt, retried, never a lost job
         return None, f"{type(exc).__name__}: {exc}"[:1000]
     if 200 <= reply.status_code < 300:
         return reply.status_code, None
-    return reply.status_code, f"HTTP {reply.status_code}: {reply.text[:200]}"
+    # The status only: a receiver's body is not ours to keep (it can echo what it should not).
+    return reply.status_code, f"HTTP {reply.status_code} {reply.reason_phrase}"[:200]
 
 
 def settle(session: Session, services: Services, attempt: Attempt, status: int | None,

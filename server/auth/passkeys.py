@@ -38,12 +38,23 @@ class NewCredential:
     credential_id: str  # base64url
     public_key: bytes
     sign_count: int
+    transports: list[str]  # hints for later ceremonies, only WebAuthn's own values
+
+
+_TRANSPORTS = frozenset(t.value for t in AuthenticatorTransport)
+
+
+def known_transports(values: Any) -> list[str]:
+    """The transport hints among `values` that WebAuthn defines (a browser's report is untrusted input:
+    anything else is dropped)."""
+    if not isinstance(values, list):
+        return []
+    return sorted({v for v in values if isinstance(v, str) and v in _TRANSPORTS})
 
 
 def _descriptor(credential_id: str, transports: list[Any]) -> PublicKeyCredentialDescriptor:
-    known = {t.value for t in AuthenticatorTransport}
     return PublicKeyCredentialDescriptor(id=webauthn.base64url_to_bytes(credential_id),
-                                         transports=[AuthenticatorTransport(t) for t in transports if t in known])
+                                         transports=[AuthenticatorTransport(t) for t in known_transports(transports)])
 
 
 def registration_options(settings: Settings, *, user_id: str, email: str, display_name: str,
@@ -66,8 +77,10 @@ def verify_registration(settings: Settings, credential: dict[str, Any], challeng
             expected_origin=settings.rp_origins, require_user_verification=True)
     except (InvalidRegistrationResponse, InvalidJSONStructure, ValueError, KeyError, TypeError) as exc:
         raise CeremonyFailed(f"passkey registration refused: {exc}") from None
+    response = credential.get("response")
     return NewCredential(bytes_to_base64url(verified.credential_id), verified.credential_public_key,
-                         verified.sign_count)
+                         verified.sign_count,
+                         known_transports(response.get("transports") if isinstance(response, dict) else None))
 
 
 def authentication_options(settings: Settings, allowed: list[tuple[str, list[Any]]]) -> tuple[dict[str, Any], bytes]:

@@ -75,13 +75,17 @@ class Issued:
     csrf_token: str
 
 
+def new_secrets() -> tuple[str, str]:
+    """A fresh session token and CSRF token (256 random bits each)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+
+
 def open_session(db: AsyncSession, user: User, settings: Settings, *, method: str, mfa: bool,
                  source: str, user_agent: str) -> Issued:
     """Add a session for `user` to the transaction; `mfa_pending` if the person has a second factor
     that this sign-in has not passed yet."""
     now = utcnow()
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    csrf = secrets.token_urlsafe(32)
+    token, csrf = new_secrets()
     pending = not mfa and has_second_factor(user)
     record = UserSession(id=str(uuid.uuid4()), tenant_id=user.tenant_id, user_id=user.id, token_hash=token_hash(token),
                          csrf_hash=token_hash(csrf), stage="mfa_pending" if pending else "active", method=method,

@@ -8,6 +8,7 @@ import secrets
 import uuid
 from typing import Annotated, Any, Literal
 
+import httpx
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, insert, select, update
@@ -212,8 +213,15 @@ class WebhookBody(BaseModel):
     @field_validator("url")
     @classmethod
     def _http(cls, value: str) -> str:
-        if not value.lower().startswith(("https://", "http://")):
-            raise ValueError("must be an http:// or https:// URL")
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if url.userinfo:
+            raise ValueError("must not carry credentials (they would show in listings): receivers check the "
+                             "X-Licet-Signature header instead")
         return value
 
 

@@ -243,18 +243,26 @@ async def login(body: LoginBody, request: Request, _: Annotated[None, public()])
     return _signed_in(services, issued, body.use_cookie, methods)
 
 
-async def _pass_mfa(services: Services, signed_in: SignedIn, method: str) -> dict[str, Any]:
+async def _pass_mfa(services: Services, request: Request, signed_in: SignedIn, method: str) -> JSONResponse:
+    """Mark the session as having passed MFA. Finishing a sign-in also replaces its token (and CSRF
+    token): whoever saw the half-signed-in token gains nothing from it (session fixation)."""
     async with services.db.write() as db:
         record = (await db.execute(select(UserSession).where(UserSession.id == signed_in.session_id))).scalar_one()
+        finishing = record.stage != "active"
         record.stage, record.mfa_at = "active", utcnow()
         user = await _user(db, signed_in)
         await audit.record(db, _caller(user, record.id), "auth.mfa_passed", user.id, method=method)
-        return {"session": _session_json(record, record.id)}
+        if not finishing:
+            return JSONResponse({"session": _session_json(record, record.id)})
+        token, csrf = sessions.new_secrets()
+        record.token_hash, record.csrf_hash = sessions.token_hash(token), sessions.token_hash(csrf)
+        methods = await _methods(db, user)
+    return _signed_in(services, sessions.Issued(record, token, csrf), "authorization" not in request.headers, methods)
 
 
 @router.post("/mfa/totp", summary="Present a TOTP or backup code: finish signing in, or step up")
 async def mfa_totp(body: CodeBody, request: Request,
-                   signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> dict[str, Any]:
+                   signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> JSONResponse:
     """Each code is accepted once (±1 time step); a backup code is spent when used. Wrong codes count
     against the person's second factor, which only a right one clears (not a new password sign-in)."""
     services = services_of(request)
@@ -269,7 +277,7 @@ async def mfa_totp(body: CodeBody, request: Request,
         await _failed(services, who, attempts, _caller(user, signed_in.session_id), "auth.mfa_failed",
                       method="totp")
         raise ApiError(401, "invalid_code", _BAD_CODE, "code")
-    return await _pass_mfa(services, signed_in, method)
+    return await _pass_mfa(services, request, signed_in, method)
 
 
 async def _spend_code(db: AsyncSession, user: User, code: str) -> str | None:
@@ -386,11 +394,11 @@ async def mfa_passkey_options(request: Request,
 
 @router.post("/mfa/passkey", summary="Present a passkey assertion: finish signing in, or step up")
 async def mfa_passkey(body: AssertionBody, request: Request,
-                      signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> dict[str, Any]:
+                      signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> JSONResponse:
     """The session passes MFA if the assertion verifies for one of this person's passkeys."""
     services = services_of(request)
     await _assert_passkey(services, signed_in.tenant_id, body, "authenticate", signed_in.user_id)
-    return await _pass_mfa(services, signed_in, "passkey")
+    return await _pass_mfa(services, request, signed_in, "passkey")
 
 
 def _fresh_mfa(services: Services, signed_in: SignedIn, methods: list[str], what: str) -> None:
@@ -533,7 +541,7 @@ async def passkey_register(body: RegistrationBody, request: Request,
             raise ApiError(409, "conflict", "this passkey is registered already", "credential")
         key = Passkey(id=str(uuid.uuid4()), tenant_id=user.tenant_id, user_id=user.id,
                       credential_id=new.credential_id, public_key=new.public_key, sign_count=new.sign_count,
-                      transports=list(body.credential.get("response", {}).get("transports", []) or [])[:8],
+                      transports=new.transports,
                       name=body.name, created_at=utcnow())
         db.add(key)
         await audit.record(db, _caller(user, signed_in.session_id), "auth.passkey_added", user.id, passkey=key.id,
