@@ -151,6 +151,22 @@ def test_the_requester_and_its_delegation_chain_never_approve(tenant: Tenant) ->
         assert owner.get(f"/v1/approvals/{delegated['approval']['id']}").json()["votes"] == []
 
 
+def test_the_person_who_made_the_agents_key_never_approves_its_requests(tenant: Tenant) -> None:
+    """Otherwise an admin could mint a key, ask through it and approve the request themselves."""
+    tenant.activate(PAYMENTS.replace("approval: {quorum: 2, role: approver, ttl: 15m}",
+                                     "approval: {quorum: 1, role: admin, ttl: 15m}"))
+    maker, other = tenant.person("admin"), tenant.person("admin")
+    with maker.client() as client:
+        made = client.post("/v1/keys", json={"name": "bot", "role": "agent", "principal_id": "agent:minted",
+                                              "principal_roles": ["ops"]})
+        assert made.status_code == 201, made.text
+    with tenant.server.client(made.json()["secret"]) as agent:
+        opened = ask(agent)["approval"]
+        error(vote(maker, opened["id"]), 403, "self_approval")
+        assert vote(other, opened["id"]).json()["state"] == "granted"
+        assert ask(agent, approval=opened["id"])["decision"] == "permit"
+
+
 def test_voting_needs_a_person_of_the_role_with_recent_mfa_and_a_reason_to_deny(tenant: Tenant) -> None:
     with tenant.server.client(tenant.key()) as agent:
         approval = ask(agent)["approval"]["id"]

@@ -31,6 +31,7 @@ from server.errors import ApiError, not_found
 from server.identity import Caller
 from server.logstore import DatabaseLogStore, lock_head
 from server.models import (
+    ApiKey,
     ApprovalRecord,
     ApprovalSettings,
     ApprovalVote,
@@ -167,10 +168,13 @@ def _outbox(tx: Tx, row: ApprovalRecord, event: str) -> None:
 # ------------------------------------------------------------------------------- opening and views
 
 
-def excluded_principals(caller: Caller, principal_id: str, chain: Sequence[Grant]) -> list[str]:
-    """Who may never vote on a request: the caller, the principal it acts as, and every issuer and
+def excluded_principals(session: Session, caller: Caller, principal_id: str, chain: Sequence[Grant]) -> list[str]:
+    """Who may never vote on a request: the caller, the principal it acts as, the person who made the
+    caller's API key (who could otherwise ask through it and approve themselves), and every issuer and
     delegate of its delegation chain."""
     people = {caller.principal_id, principal_id}
+    if caller.key_id is not None:
+        people.add(session.execute(select(ApiKey.created_by).where(ApiKey.id == caller.key_id)).scalar_one())
     for grant in chain:
         people.update((grant.issuer, grant.delegate))
     return sorted(people)
@@ -199,7 +203,7 @@ def open_or_reuse(tx: Tx, caller: Caller, decision: Decision, certificate_id: st
     row = ApprovalRecord(
         id=kernel.uuid7(tx.now, os.urandom(10)), tenant_id=tx.tenant, state="pending", agent_id=caller.principal_id,
         key_id=caller.key_id, principal_id=str(request["principal"].get("id", "")),
-        excluded=excluded_principals(caller, str(request["principal"].get("id", "")), chain),
+        excluded=excluded_principals(tx.session, caller, str(request["principal"].get("id", "")), chain),
         action=decision.request.action, resource=decision.request.resource, request=request,
         request_hash=decision.request_hash, rules=list(decision.rules), policy_hash=decision.policy_hash,
         quorum=quorum, deny_quorum=base.deny_quorum, roles=roles,
