@@ -167,6 +167,42 @@ def test_brute_force_locks_the_account_and_unknown_users_look_the_same(server: S
     assert login(server, tenant.id, who.email, who.password).status_code == 200
 
 
+def test_the_sweep_forgets_what_sign_in_can_no_longer_use(server: Server, tenant: Tenant) -> None:
+    """Challenges and throttle rows are made by anyone, unauthenticated: once useless they are deleted,
+    and nothing still usable is."""
+    from server.auth import housekeeping
+    from server.db import Database
+
+    who = tenant.person("approver")
+    old, fresh = (login(server, tenant.id, who.email, who.password).json() for _ in range(2))
+    with server.client() as anonymous:
+        spent, kept = (anonymous.post("/v1/auth/passkey/options", json={"tenant": tenant.id}).json()["challenge_id"]
+                       for _ in range(2))
+    ghost, live = f"{tenant.id}\nghost@example.com", f"{tenant.id}\nlive@example.com"
+    for email in ("ghost@example.com", "live@example.com"):
+        assert login(server, tenant.id, email, "not a password").status_code == 401
+    past = datetime.now(UTC) - timedelta(days=2)
+    sql(server, "UPDATE user_sessions SET expires_at = :t WHERE id = :i", t=past, i=old["session"]["id"])
+    sql(server, "UPDATE webauthn_challenges SET expires_at = :t WHERE id = :i", t=past, i=spent)
+    sql(server, "UPDATE login_throttle SET window_start = :t WHERE key = :k", t=past, k=ghost)
+
+    async def purge() -> dict[str, int]:
+        db = Database(server.database_url)
+        try:
+            async with db.write() as session:
+                return await housekeeping.purge(session, Settings(data_dir=server.data_dir), datetime.now(UTC))
+        finally:
+            await db.dispose()
+
+    assert min(asyncio.run(purge()).values()) >= 1
+    assert [r[0] for r in sql(server, "SELECT id FROM user_sessions WHERE id IN (:a, :b)", a=old["session"]["id"],
+                              b=fresh["session"]["id"])] == [fresh["session"]["id"]]
+    assert [r[0] for r in sql(server, "SELECT id FROM webauthn_challenges WHERE id IN (:a, :b)", a=spent,
+                              b=kept)] == [kept]
+    assert [r[0] for r in sql(server, "SELECT key FROM login_throttle WHERE key IN (:a, :b)", a=ghost,
+                              b=live)] == [live]
+
+
 def test_failed_logins_answer_more_slowly(server: Server, tenant: Tenant) -> None:
     """Each failure waits twice as long as the last before answering (recorded with the failure)."""
     who = tenant.person("auditor", mfa=False)
@@ -451,6 +487,21 @@ def test_a_wrong_origin_or_rp_id_is_refused(server: Server, tenant: Tenant, wron
     reply, _ = _passkey_login(server, tenant, device, **wrong)
     assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_credential", reply.text
     assert ("origin" if "origin" in wrong else "rp id") in reply.json()["error"]["message"].lower()
+
+
+def test_failed_passkey_sign_ins_lock_the_credential(server: Server, tenant: Tenant) -> None:
+    """Assertions that do not verify count like wrong passwords: after the limit even a good one waits."""
+    who = tenant.person("approver")
+    device = Authenticator(RP_ID, ORIGIN)
+    assert _register(who, device).status_code == 201
+    for _ in range(5):  # LICET_LOGIN_LOCK_FAILURES
+        reply, _ = _passkey_login(server, tenant, device, origin="https://evil.example")
+        assert reply.status_code == 401, reply.text
+    reply, _ = _passkey_login(server, tenant, device)
+    assert reply.status_code == 429 and reply.json()["error"]["code"] == "too_many_attempts", reply.text
+    other = Authenticator(RP_ID, ORIGIN)  # another passkey is not locked
+    assert _register(who, other).status_code == 201
+    assert _passkey_login(server, tenant, other)[0].status_code == 200
 
 
 def test_a_cloned_authenticator_is_refused(server: Server, tenant: Tenant) -> None:

@@ -36,7 +36,7 @@ class Locked(Exception):
 class Subject:
     """Whom an attempt counts against: its subject row and its source address."""
 
-    scope: str  # account | mfa
+    scope: str  # account | mfa | passkey
     key: str
     source: str
 
@@ -68,6 +68,11 @@ def second_factor(user_id: str, source: str) -> Subject:
     return Subject("mfa", user_id, source_of(source))
 
 
+def passkey(tenant: str, credential_id: str, source: str) -> Subject:
+    """A passkey sign-in by `source` presenting the credential `credential_id` of `tenant`."""
+    return Subject("passkey", f"{tenant}\n{credential_id}"[:400], source_of(source))
+
+
 def _insert_missing(db: AsyncSession, values: dict[str, Any]) -> Any:
     insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     return insert(LoginThrottle).values(**values).on_conflict_do_nothing()
@@ -79,7 +84,7 @@ async def attempt(db: AsyncSession, who: Subject, settings: Settings, now: datet
     next ones."""
     window = timedelta(seconds=settings.login_lock_seconds)
     limits = {"account": settings.login_lock_failures, "mfa": settings.login_lock_failures,
-              "source": settings.source_lock_failures}
+              "passkey": settings.login_lock_failures, "source": settings.source_lock_failures}
     rows = []
     for scope, key in who.rows():
         await db.execute(_insert_missing(db, {"scope": scope, "key": key, "failures": 0, "window_start": now}))

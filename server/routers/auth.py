@@ -366,10 +366,22 @@ async def passkey_login_options(body: PasskeyLoginOptionsBody, request: Request,
 
 @router.post("/passkey", summary="Sign in with a passkey (counts as multi-factor)")
 async def passkey_login(body: PasskeyLoginBody, request: Request, _: Annotated[None, public()]) -> JSONResponse:
-    """A session that passed MFA, from a verified assertion."""
+    """A session that passed MFA, from a verified assertion. Failures are throttled per presented
+    credential and per source address, like passwords."""
     services = services_of(request)
-    user = await _assert_passkey(services, body.tenant, body, "authenticate", None)
+    try:
+        claimed = passkeys.credential_id_of(body.credential)
+    except passkeys.CeremonyFailed as exc:
+        raise ApiError(400, "invalid_credential", str(exc), "credential") from None
+    who = throttle.passkey(body.tenant, claimed, _source(request))
+    attempts = await _count_attempt(services, who)
+    try:
+        user = await _assert_passkey(services, body.tenant, body, "authenticate", None)
+    except ApiError as refused:
+        await _failed(services, who, attempts, None, "auth.passkey_login_failed", code=refused.code)
+        raise
     async with services.db.write() as db:
+        await throttle.succeeded(db, who)
         user = (await db.execute(select(User).where(User.id == user.id))).scalar_one()
         issued, methods = await _open(db, services, user, request, method="passkey", mfa=True)
         await audit.record(db, _caller(user, issued.record.id), "auth.login", user.id, method="passkey",

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from server import approvals
 from server.approvals import Job, webhooks
+from server.auth import housekeeping
 from server.services import Services
 from server.time import utcnow
 
@@ -30,7 +31,11 @@ async def run_job(services: Services, job: Job) -> list[Job]:
 
 
 async def sweep(services: Services) -> list[Job]:
-    """Everything due now, and the timers falling before the next sweep (scheduled precisely)."""
+    """Everything due now, and the timers falling before the next sweep (scheduled precisely); and
+    sign-in rows nothing can use any more are deleted."""
+    now = utcnow()
+    async with services.db.write() as session:
+        await housekeeping.purge(session, services.settings, now)
     horizon = timedelta(seconds=2 * services.settings.sweep_seconds)
     async with services.db.read() as session:
-        return await session.run_sync(approvals.due, utcnow(), horizon)
+        return await session.run_sync(approvals.due, now, horizon)
