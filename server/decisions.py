@@ -130,7 +130,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
     tx = approvals.Tx(session, services, tenant, DatabaseLogStore(connection, tenant, size), now)
     extra: dict[str, Any] = {}
     if decision.outcome == "require_approval" and ask.approval_id is not None:
-        decision, extra = _present(tx, ask, ask.approval_id, decision, certificate_id, decide)
+        decision, extra = _present(tx, ask, ask.approval_id, decision, certificate_id, decide, chain)
     certificate = kernel.issue_certificate(decision, signer=services.signer, tenant=tenant, issued_at=now,
                                            certificate_id=certificate_id)
     leaf = kernel.certificate_leaf(certificate)
@@ -158,10 +158,10 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
 
 
 def _present(tx: approvals.Tx, ask: DecideInput, approval_id: str, decision: Decision, certificate_id: str,
-             decide: Callable[[PresentedApproval], Decision]) -> tuple[Decision, dict[str, Any]]:
+             decide: Callable[[PresentedApproval], Decision], chain: list[Grant]) -> tuple[Decision, dict[str, Any]]:
     """The decision for a request presented with an approval: the permit it grants (the approval is
     consumed), or a certified deny saying why the approval cannot be used."""
-    found = approvals.check_presented(tx, ask.caller, approval_id, decision)
+    found = approvals.check_presented(tx, ask.caller, approval_id, decision, chain)
     if not isinstance(found, approvals.Refusal):
         permitted = decide(approvals.presented(found, tx.session))
         if permitted.outcome != "permit":

@@ -151,6 +151,37 @@ def test_the_requester_and_its_delegation_chain_never_approve(tenant: Tenant) ->
         assert owner.get(f"/v1/approvals/{delegated['approval']['id']}").json()["votes"] == []
 
 
+def test_an_approval_is_refused_through_a_chain_that_makes_its_approver_a_party(tenant: Tenant) -> None:
+    """The chain is part of who asks: opened through X→helper and approved by B, the same request made
+    through X→B→helper would have B approve their own request, so it is refused (and not used up)."""
+    tenant.activate(PAYMENTS.replace("approval: {quorum: 2, role: approver, ttl: 15m}",
+                                     "approval: {quorum: 1, role: approver, ttl: 15m}"))
+    issuer, middle = tenant.person("approver"), tenant.person("approver")
+    scope = [{"id": "transfers", "effect": "permit", "action": ["payments.transfer"]}]
+    later = "2099-01-01T00:00:00Z"
+    with tenant.server.client(tenant.key(principal_id=issuer.principal_id)) as grantor:
+        direct = grantor.post("/v1/delegations", json={"delegate": "agent:helper", "expires_at": later,
+                                                       "scope": scope}).json()["grant"]["id"]
+        to_middle = grantor.post("/v1/delegations", json={"delegate": middle.principal_id, "expires_at": later,
+                                                          "scope": scope, "max_depth": 1}).json()["grant"]["id"]
+    with tenant.server.client(tenant.key(principal_id=middle.principal_id)) as relay:
+        made = relay.post("/v1/delegations", json={"delegate": "agent:helper", "expires_at": later, "scope": scope,
+                                                   "parent": to_middle})
+        assert made.status_code == 201, made.text
+        through_middle = made.json()["grant"]["id"]
+    with tenant.server.client(tenant.key(principal_id="agent:helper")) as helper:
+        def ask_via(grant: str, approval: str | None = None) -> dict[str, Any]:
+            body = {**transfer(approval=approval), "delegation": grant}
+            return dict(helper.post("/v1/decide", json=body).json())
+
+        opened = ask_via(direct)["approval"]["id"]
+        assert vote(middle, opened).json()["state"] == "granted"
+        refused = ask_via(through_middle, opened)
+        assert refused["decision"] != "permit"
+        assert refused["approval_refused"]["code"] == "approval_self_approved", refused
+        assert ask_via(direct, opened)["decision"] == "permit"
+
+
 def test_the_person_who_made_the_agents_key_never_approves_its_requests(tenant: Tenant) -> None:
     """Otherwise an admin could mint a key, ask through it and approve the request themselves."""
     tenant.activate(PAYMENTS.replace("approval: {quorum: 2, role: approver, ttl: 15m}",

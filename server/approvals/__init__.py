@@ -260,9 +260,12 @@ def summary(row: ApprovalRecord) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- presenting (consume)
 
 
-def check_presented(tx: Tx, caller: Caller, approval_id: str, decision: Decision) -> ApprovalRecord | Refusal:
-    """The granted approval `approval_id` if it may permit this decision's request, else why not.
-    An approval past its deadline is expired here, whether or not a worker got to it."""
+def check_presented(tx: Tx, caller: Caller, approval_id: str, decision: Decision,
+                    chain: Sequence[Grant]) -> ApprovalRecord | Refusal:
+    """The granted approval `approval_id` if it may permit this decision's request (made through
+    `chain`), else why not. An approval past its deadline is expired here, whether or not a worker got
+    to it; one approved by someone the request as made now would exclude (a different delegation
+    chain than when it opened) is refused."""
     row = tx.session.execute(select(ApprovalRecord).where(
         ApprovalRecord.tenant_id == tx.tenant, ApprovalRecord.id == approval_id)).scalar()
     if row is None:  # another tenant's id gets exactly what an id that names nothing gets
@@ -278,6 +281,13 @@ def check_presented(tx: Tx, caller: Caller, approval_id: str, decision: Decision
         expire_row(tx, row, "deadline")
     if row.state != "granted":
         return Refusal(f"approval_{row.state}", _not_granted(row))
+    voters = set(approvers(votes(tx.session, row.id)))
+    involved = voters & set(excluded_principals(tx.session, caller, str(row.request["principal"].get("id", "")),
+                                                chain))
+    if involved:
+        return Refusal("approval_self_approved", f"approval {approval_id} was approved by "
+                       f"{', '.join(sorted(involved))}, who takes part in this request as now made (its "
+                       "delegation chain differs from the one it was opened with)")
     return row
 
 
