@@ -253,6 +253,10 @@ def _later() -> str:
     return (datetime.now(UTC) + timedelta(hours=1)).isoformat()
 
 
+# Parses as a WebAuthn assertion (so the challenge is what gets checked) and verifies for nothing.
+WELL_FORMED_ASSERTION = {"id": "AAAA", "rawId": "AAAA", "type": "public-key", "response": {
+    "clientDataJSON": "e30", "authenticatorData": "AAAA", "signature": "AAAA"}}
+
 ROUTES: dict[str, Route] = {
     "POST /v1/decide": Route("decide", lambda a: [
         Call("POST", "/v1/decide", {**transfer(1), "delegation": a.grant_id}, foreign=a.grant_id),
@@ -360,7 +364,7 @@ ROUTES: dict[str, Route] = {
              check=_status(200))]),
     "POST /v1/auth/passkey": Route("public", lambda a: [
         Call("POST", "/v1/auth/passkey", {"tenant": a.tenant.id, "challenge_id": str(uuid.uuid4()),
-                                          "credential": {}}, foreign=a.tenant.id,
+                                          "credential": WELL_FORMED_ASSERTION}, foreign=a.tenant.id,
              check=_status(400, "invalid_challenge"))]),
     "GET /v1/auth/me": Route("account", lambda a: [Call("GET", "/v1/auth/me")]),
     "POST /v1/auth/mfa/totp": Route("account", lambda a: [
