@@ -199,13 +199,19 @@ async def reinvite(user_id: Text, request: Request, caller: Annotated[Caller, re
                    ) -> dict[str, Any]:
     """For a lost or expired invitation, or a password reset by an admin: the old links stop working."""
     async with services_of(request).db.write() as session:
-        user = (await session.execute(select(User).where(User.tenant_id == caller.tenant_id,
-                                                         User.id == user_id))).scalar()
-        if user is None:
-            raise not_found("user")
-        if caller.role != "owner" and user.role == "owner":
-            raise ApiError(403, "forbidden", "only an owner may invite owners")
+        user = await _managed_user(session, caller, user_id)
         return {"user": _user_json(user), "invitation": await _invite(session, caller, user, request)}
+
+
+async def _managed_user(session: AsyncSession, caller: Caller, user_id: str) -> User:
+    """The caller's tenant's person `user_id`, if the caller may manage them (only owners manage owners)."""
+    user = (await session.execute(select(User).where(User.tenant_id == caller.tenant_id,
+                                                     User.id == user_id))).scalar()
+    if user is None:
+        raise not_found("user")
+    if caller.role != "owner" and user.role == "owner":
+        raise ApiError(403, "forbidden", "only an owner may manage an owner's account")
+    return user
 
 
 @router.post("/users/{user_id}/disable", summary="Disable a person's account (their sessions end at once)")
@@ -225,12 +231,7 @@ async def enable_user(user_id: Text, request: Request,
 async def _set_disabled(request: Request, caller: Caller, user_id: str, *, disabled: bool) -> dict[str, Any]:
     now = utcnow()
     async with services_of(request).db.write() as session:
-        user = (await session.execute(select(User).where(User.tenant_id == caller.tenant_id,
-                                                         User.id == user_id))).scalar()
-        if user is None:
-            raise not_found("user")
-        if caller.role != "owner" and user.role == "owner":
-            raise ApiError(403, "forbidden", "only an owner may disable or enable an owner")
+        user = await _managed_user(session, caller, user_id)
         if user.id == caller.user_id:
             raise ApiError(409, "own_account", "one cannot disable or enable one's own account")
         revoked = 0
