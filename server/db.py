@@ -14,11 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, Row, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+_LOOKUP_THREADS = 4
 
 
 def _sqlite_engine(url: str, *, writer: bool, synchronous: str) -> AsyncEngine:
@@ -30,7 +31,9 @@ def _sqlite_engine(url: str, *, writer: bool, synchronous: str) -> AsyncEngine:
     return engine
 
 
-def _sqlite_setup(engine: Engine, *, writer: bool, synchronous: str) -> None:
+def _sqlite_setup(engine: Engine, *, writer: bool | None, synchronous: str) -> None:
+    # writer: True opens transactions with BEGIN IMMEDIATE, False with BEGIN, None never (autocommit:
+    # single-statement lookups, each consistent on its own).
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
@@ -40,6 +43,9 @@ def _sqlite_setup(engine: Engine, *, writer: bool, synchronous: str) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    if writer is None:
+        return
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
@@ -60,15 +66,28 @@ class Database:
                                                             pool_pre_ping=True)
         self._write = async_sessionmaker(self.writer, expire_on_commit=False)
         self._read = async_sessionmaker(self.reader, expire_on_commit=False)
+        self._rollback_listeners: list[Callable[[], None]] = []
         self._thread: ThreadPoolExecutor | None = None
+        self._lookups: ThreadPoolExecutor | None = None
         if self.is_sqlite:
-            # The hot write path (decisions) runs whole transactions on one thread with the plain
-            # sqlite3 driver: one thread hop per decision instead of one per statement.
-            engine = create_engine(url.replace("+aiosqlite", ""), pool_size=1, max_overflow=0,
+            # The hot paths (a decision's transaction, the credential lookup of every request) run on
+            # threads of their own with the plain sqlite3 driver: one thread hop each instead of one
+            # per statement through aiosqlite.
+            plain = url.replace("+aiosqlite", "")
+            engine = create_engine(plain, pool_size=1, max_overflow=0,
                                    connect_args={"timeout": 30, "check_same_thread": False})
             _sqlite_setup(engine, writer=True, synchronous=sqlite_synchronous)
             self._sync_writer: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="licet-sqlite-writer")
+            self._sync_reader = create_engine(plain, pool_size=_LOOKUP_THREADS, max_overflow=0,
+                                              pool_reset_on_return=None, isolation_level="AUTOCOMMIT",
+                                              connect_args={"timeout": 30, "check_same_thread": False})
+            _sqlite_setup(self._sync_reader, writer=None, synchronous=sqlite_synchronous)
+            self._lookups = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="licet-sqlite-reader")
+
+    def on_rollback(self, listener: Callable[[], None]) -> None:
+        """Call `listener` whenever a write transaction does not commit (to drop what it cached)."""
+        self._rollback_listeners.append(listener)
 
     async def run_write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(session, *args)` in one write transaction (committed unless it raises)."""
@@ -78,14 +97,37 @@ class Database:
             return await session.run_sync(fn, *args)
 
     def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self._sync_writer() as session, session.begin():
-            return fn(session, *args)
+        try:
+            with self._sync_writer() as session, session.begin():
+                return fn(session, *args)
+        except BaseException:
+            self._rolled_back()
+            raise
+
+    def _rolled_back(self) -> None:
+        for listener in self._rollback_listeners:
+            listener()
+
+    async def first(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+        """The first row `statement` reads (a credential lookup), outside any transaction of the caller's."""
+        if self._lookups is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._lookups, self._first, statement, params)
+        async with self.reader.connect() as connection:
+            return (await connection.execute(statement, params)).first()
+
+    def _first(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+        with self._sync_reader.connect() as connection:
+            return connection.execute(statement, params).first()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        async with self._write() as session, session.begin():
-            yield session
+        try:
+            async with self._write() as session, session.begin():
+                yield session
+        except BaseException:
+            self._rolled_back()
+            raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -95,9 +137,11 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every connection."""
-        if self._thread is not None:
+        if self._thread is not None and self._lookups is not None:
             self._thread.shutdown()
+            self._lookups.shutdown()
             self._sync_writer.kw["bind"].dispose()
+            self._sync_reader.dispose()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()

@@ -103,8 +103,7 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def _key_caller(services: Any, token: str) -> Caller:
-    async with services.db.reader.connect() as connection:
-        key = (await connection.execute(_KEY_BY_HASH, {"hash": key_hash(token)})).first()
+    key = await services.db.first(_KEY_BY_HASH, {"hash": key_hash(token)})
     now = utcnow()
     if key is None or (key.revoked_at is not None and key.revoked_at <= now):
         raise _unauthenticated("unknown or revoked API key")

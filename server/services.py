@@ -84,10 +84,13 @@ class Services:
         self.signer = load_signing_key(settings)
         self.policies = PolicyCache()
         self._logs: dict[str, TransparencyLog] = {}
+        # A border kept from a transaction that rolled back may describe entries that were never
+        # stored, and another process may since have stored different ones at the same size.
+        self.db.on_rollback(self._logs.clear)
 
     def transparency_log(self, store: DatabaseLogStore) -> TransparencyLog:
         """The tenant's log over `store` (a transaction's view), keeping the log's right border
-        between appends so an append reads no stored hashes while nobody else appended."""
+        between committed appends so an append reads no stored hashes while nobody else appended."""
         log = self._logs.get(store.tenant_id)
         if log is None:
             log = self._logs[store.tenant_id] = TransparencyLog(store, self.origin(store.tenant_id))

@@ -1,21 +1,32 @@
 """200 concurrent decisions at one tenant, then an audit of its evidence log: every certificate is
 in the log exactly once, the log's root matches a signed checkpoint, and every inclusion proof
-verifies. On SQLite and PostgreSQL."""
+verifies. On SQLite and PostgreSQL. And two worker processes sharing a PostgreSQL log, one of them
+rolling an append back, keep one consistent tree."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy.orm import Session
 
 import kernel
 from kernel.bundle import verify_bundle
 from kernel.checkpoint import parse_checkpoint
-from kernel.log import MemoryLogStore, TransparencyLog
+from kernel.log import MemoryLogStore, TransparencyLog, audit_log
+from kernel.merkle import tree_hash
 from kernel.note import parse_verifier_key
 from kernel.report import all_ok
-from tests.server_harness import Tenant, certificate_keys
+from server.logstore import DatabaseLogStore, lock_head
+from server.migrations import upgrade_async
+from server.services import Services
+from server.settings import Settings
+from server.tenants import create_tenant
+from tests.server_harness import Tenant, certificate_keys, drop_pg_database, fresh_pg_database
 
 CONCURRENT = 200
 
@@ -65,3 +76,49 @@ def test_concurrent_decisions_never_fork_the_log(tenant: Tenant) -> None:
             assert all_ok(kernel.verify_certificate(certificate, published))
             bundle = owner.get(f"/v1/certificates/{certificate['id']}/proof").json()["bundle"]
             assert all_ok(verify_bundle(certificate, bundle, [verifier], origin=log_info["origin"]))
+
+
+class _RolledBack(Exception):
+    """Raised inside a write transaction to roll it back."""
+
+
+def test_a_rolled_back_append_never_corrupts_another_workers_log(tmp_path: Path) -> None:
+    # Two server processes on one PostgreSQL database: worker A appends and rolls back, worker B
+    # appends an entry at the same index, then A appends twice more. A border A kept from its rolled-back
+    # transaction describes a size the log has reached with different content: A must not use it.
+    url = fresh_pg_database("licet_log_workers")
+    try:
+        asyncio.run(_two_workers(url, tmp_path))
+    finally:
+        drop_pg_database("licet_log_workers")
+
+
+async def _two_workers(url: str, tmp_path: Path) -> None:
+    await upgrade_async(url)
+    workers = [Services(Settings(data_dir=tmp_path, database_url=url)) for _ in range(2)]
+    a, b = workers
+    try:
+        await create_tenant(a, "acme", "Acme")
+
+        def append(session: Session, services: Services, leaf: bytes, *, roll_back: bool = False) -> int:
+            connection = session.connection()
+            store = DatabaseLogStore(connection, "acme", lock_head(connection, "acme"))
+            index = services.transparency_log(store).append(leaf)
+            if roll_back:
+                raise _RolledBack
+            return index
+
+        assert await a.db.run_write(append, a, b"first") == 0
+        with pytest.raises(_RolledBack):
+            await a.db.run_write(functools.partial(append, roll_back=True), a, b"rolled back")
+        assert await b.db.run_write(append, b, b"second") == 1
+        assert await a.db.run_write(append, a, b"third") == 2
+        assert await a.db.run_write(append, a, b"fourth") == 3  # completes the subtree over entries 0-3
+
+        async with a.db.read() as session:
+            report = await session.run_sync(lambda s: audit_log(DatabaseLogStore(s.connection(), "acme")))
+        assert report.ok, report.problems
+        assert report.root_hash == tree_hash([b"first", b"second", b"third", b"fourth"])
+    finally:
+        for services in workers:
+            await services.db.dispose()

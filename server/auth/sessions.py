@@ -105,8 +105,7 @@ async def resolve(services: Any, token: str, *, allow_pending: bool = False) -> 
     """The live session behind `token`; 401 if unknown, revoked, expired or (unless allowed) awaiting MFA."""
     if not token.startswith(TOKEN_PREFIX):
         raise ApiError(401, "unauthenticated", "not a session token")
-    async with services.db.reader.connect() as connection:
-        row = (await connection.execute(_BY_HASH, {"hash": token_hash(token)})).first()
+    row = await services.db.first(_BY_HASH, {"hash": token_hash(token)})
     now = utcnow()
     settings: Settings = services.settings
     if row is None or row.revoked_at is not None or row.disabled_at is not None:
