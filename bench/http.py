@@ -1,18 +1,21 @@
 """`POST /v1/decide` over real HTTP: latency and throughput of a running `licet serve`.
 
-    .venv/bin/python bench/http.py              # SQLite and PostgreSQL, 1 / 8 / 32 clients, ~1-2 min
-    .venv/bin/python bench/http.py --quick      # fewer requests
-    .venv/bin/python bench/http.py --backends sqlite --clients 1 8
+    .venv/bin/python bench/http.py              # SQLite and PostgreSQL, 1 / 8 / 32 clients, ~2 min
+    .venv/bin/python bench/http.py --quick      # 5 s per level
+    .venv/bin/python bench/http.py --backends sqlite --clients 1 8 --client wrk httpx
 
 Each backend gets a fresh `licet serve` process (uvicorn, one worker, as the README starts it), a
 fresh database migrated by Alembic, a tenant with `examples/payments-agent.yaml` active and an agent
-key. Clients are asyncio tasks sharing one httpx connection pool, each sending its next request as
-soon as the last one answered (closed loop), so "decisions/s" is what the server sustained at that
-concurrency. Every request is decided, signed, appended to the tenant's evidence log and committed
+key. The load comes from wrk (C, one thread, `apt install wrk`): each of N connections sends its next
+request as soon as the last one answered (closed loop), so "decisions/s" is what the server
+sustained at that concurrency. `--client httpx` uses Python clients instead (asyncio tasks sharing
+one httpx pool), which spend about a millisecond of the shared CPU per request themselves: compare
+the two in one run to see what the load generator costs. Every request is decided, signed, appended to the tenant's evidence log and committed
 before it answers. The request mix: statement reads (permit), transfers with varying amounts
 (permit, then forbid once the daily budget is spent: the invariant reads the session history),
-and unknown actions (deny). The load generator runs on the same 2-core machine as the server and
-takes CPU from it: figures are a floor, compare rows within one run.
+and unknown actions (deny). Any answer other than 200 aborts the run. The load generator runs on the
+same 2-core machine as the server and takes CPU from it: figures are a floor, compare rows within
+one run.
 """
 
 # ruff: noqa: E402 - the path fix below must run before any import that reaches the stdlib's `http`
@@ -30,10 +33,12 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from typing import Any
@@ -45,7 +50,7 @@ from rich.table import Table
 from tests.server_harness import fresh_pg_database, launch  # the test suite's way to start a server
 
 BUDGET = {"p50_ms": 3.0, "per_second": 500}
-console = Console()
+console = Console(width=150)
 
 
 async def _provision(database_url: str, data_dir: Path) -> str:
@@ -105,7 +110,67 @@ async def _load(url: str, key: str, clients: int, requests: list[dict[str, Any]]
             "per_second": len(latencies) / elapsed, "outcomes": outcomes}
 
 
-def run_backend(backend: str, clients: list[int], per_level: int, warmup: int) -> list[dict[str, Any]]:
+# The wrk script: cycles through the request bodies, counts outcomes and non-200 answers in each
+# thread, and prints one JSON line of figures at the end.
+WRK_SCRIPT = r"""
+local bodies = {%(bodies)s}
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) sent = 0; outcomes = {}; failed = 0; failure = "" end
+function request()
+  sent = sent + 1
+  return wrk.format("POST", "/v1/decide", nil, bodies[(sent - 1) %% #bodies + 1])
+end
+function response(status, headers, body)
+  if status ~= 200 then
+    failed = failed + 1
+    if failure == "" then failure = status .. ": " .. body:sub(1, 300) end
+    return
+  end
+  local decision = body:match('^{"decision": "(%%a+)"') or "unparsed"
+  outcomes[decision] = (outcomes[decision] or 0) + 1
+end
+function done(summary, latency, requests)
+  local counts, failed, failure = {}, 0, ""
+  for _, thread in ipairs(threads) do
+    for name, n in pairs(thread:get("outcomes")) do counts[name] = (counts[name] or 0) + n end
+    failed = failed + thread:get("failed")
+    if failure == "" then failure = thread:get("failure") end
+  end
+  local parts = {}
+  for name, n in pairs(counts) do table.insert(parts, string.format('"%%s": %%d', name, n)) end
+  io.write(string.format('LICET {"n": %%d, "seconds": %%f, "p50_us": %%d, "p99_us": %%d, "failed": %%d, ' ..
+    '"failure": %%q, "outcomes": {%%s}}\n', summary.requests, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99), failed, failure, table.concat(parts, ", ")))
+end
+"""
+
+
+def _lua_string(text: str) -> str:
+    assert "]==]" not in text, text
+    return f"[==[{text}]==]"
+
+
+def _wrk(url: str, key: str, clients: int, requests: list[dict[str, Any]], seconds: int,
+         work: Path) -> dict[str, Any]:
+    script = work / "decide.lua"
+    script.write_text(WRK_SCRIPT % {"bodies": ", ".join(_lua_string(json.dumps(r)) for r in requests)})
+    finished = subprocess.run(
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "60s", "-s", str(script),
+         "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json", url],
+        capture_output=True, text=True, check=True)
+    line = next((ln for ln in finished.stdout.splitlines() if ln.startswith("LICET ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no figures: {finished.stdout}{finished.stderr}")
+    figures = json.loads(line.removeprefix("LICET "))
+    if figures["failed"]:
+        raise RuntimeError(f"{figures['failed']} requests failed, the first with {figures['failure']}")
+    return {"n": figures["n"], "p50": figures["p50_us"] / 1000, "p99": figures["p99_us"] / 1000,
+            "per_second": figures["n"] / figures["seconds"], "outcomes": figures["outcomes"]}
+
+
+def run_backend(backend: str, client: str, clients: list[int], per_level: int, seconds: int,
+                warmup: int) -> list[dict[str, Any]]:
     """Figures for one backend at each concurrency level."""
     work = Path(tempfile.mkdtemp(prefix=f"licet-bench-{backend}-"))
     try:
@@ -119,8 +184,10 @@ def run_backend(backend: str, clients: list[int], per_level: int, warmup: int) -
             asyncio.run(_load(url, key, 4, _requests(warmup, seed=0)))
             rows = []
             for level in clients:
-                figures = asyncio.run(_load(url, key, level, _requests(per_level, seed=level)))
-                rows.append({"backend": backend, "clients": level, **figures})
+                requests = _requests(per_level, seed=level)
+                figures = (_wrk(url, key, level, requests, seconds, work) if client == "wrk"
+                           else asyncio.run(_load(url, key, level, requests)))
+                rows.append({"backend": backend, "client": client, "clients": level, **figures})
             return rows
         finally:
             process.terminate()
@@ -133,21 +200,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32])
-    parser.add_argument("--requests", type=int, default=3000, help="requests per concurrency level")
-    parser.add_argument("--quick", action="store_true", help="600 requests per level")
+    parser.add_argument("--client", nargs="+", default=["wrk"], choices=["wrk", "httpx"],
+                        help="load generator(s): wrk (C) and/or Python httpx clients")
+    parser.add_argument("--requests", type=int, default=3000,
+                        help="httpx: requests per level; wrk: distinct request bodies it cycles through")
+    parser.add_argument("--seconds", type=int, default=15, help="wrk: seconds per level")
+    parser.add_argument("--quick", action="store_true", help="600 requests / 5 s per level")
     args = parser.parse_args()
-    per_level = 600 if args.quick else args.requests
+    per_level, seconds = (600, 5) if args.quick else (args.requests, args.seconds)
+    if "wrk" in args.client and shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt install wrk), or use --client httpx")
     rows = []
     for backend in args.backends:
-        rows += run_backend(backend, args.clients, per_level, warmup=200)
+        for client in args.client:
+            rows += run_backend(backend, client, args.clients, per_level, seconds, warmup=200)
     table = Table(title=f"POST /v1/decide over HTTP (uvicorn, 1 worker; {os.cpu_count()} CPUs, client on the same "
                         "machine)")
-    for column in ("backend", "clients", "requests", "p50 ms", "p99 ms", "decisions/s", "outcomes"):
-        table.add_column(column, justify="right" if column not in ("backend", "outcomes") else "left")
+    for column in ("backend", "client", "clients", "requests", "p50 ms", "p99 ms", "decisions/s", "outcomes"):
+        table.add_column(column, justify="left" if column in ("backend", "client", "outcomes") else "right")
     for row in rows:
         p50_ok = row["p50"] <= BUDGET["p50_ms"]
         rate_ok = row["per_second"] >= BUDGET["per_second"]
-        table.add_row(row["backend"], str(row["clients"]), str(row["n"]),
+        table.add_row(row["backend"], row["client"], str(row["clients"]), str(row["n"]),
                       f"[{'green' if p50_ok else 'red'}]{row['p50']:.2f}[/]", f"{row['p99']:.2f}",
                       f"[{'green' if rate_ok else 'red'}]{row['per_second']:.0f}[/]",
                       ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())))
