@@ -98,6 +98,8 @@ class CompiledPolicy:
         self.ctx = ctx or z3.Context()
         # Z3 contexts are not thread-safe; one lock per compiled policy serialises solver use.
         self.lock = threading.RLock()
+        # Plans' step shapes (kernel.plans), built once and reused by later plans; under `lock`.
+        self.plan_shapes: dict[Any, Any] = {}
         self.facts: dict[FactKey, Fact] = {}
         self.vars: dict[FactKey, z3.ExprRef] = {}
         self._used: list[FactKey] | None = None

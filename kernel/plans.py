@@ -36,6 +36,7 @@ from kernel.requests import normalise_request
 Verdict = Literal["safe", "unsafe", "needs_approval"]
 SymbolicKind = Literal["int", "real", "bool", "string"]
 DEFAULT_MAX_STEPS = 10_000
+MAX_KEPT_SHAPES = 4096  # step shapes a compiled policy keeps for later plans
 OTHER = "<other>"  # a string value different from every constant the policy mentions
 _STATE_KINDS = ("spent", "count", "tainted", "bad_history")
 _TYPES = {"int": "number", "real": "number", "bool": "bool", "string": "string"}
@@ -193,7 +194,9 @@ class _Unroller:
         self.cp = cp
         self.ctx = cp.ctx
         self.strings = sorted(_string_constants(cp))
-        self.shapes: dict[Any, _Shape] = {}
+        # Shapes depend only on the compiled policy and their signature: kept on it across plans.
+        self.shapes: dict[Any, _Shape] = cp.plan_shapes
+        self.used: set[Any] = set()  # the signatures of this plan's steps
 
     def shape(self, bucket_key: tuple[int, ...], subject: Subject,
               symbols: Mapping[str, Symbolic]) -> _Shape:
@@ -211,8 +214,11 @@ class _Unroller:
                         and k[0] not in _STATE_KINDS else None) for k in keys}
         signature = (bucket_key, tuple(sorted(history)), tuple(sorted(symbols.items())),
                      tuple(concrete.get(k) for k in keys))
+        self.used.add(signature)
         found = self.shapes.get(signature)
         if found is None:
+            if len(self.shapes) >= MAX_KEPT_SHAPES:  # concrete values make signatures unbounded
+                self.shapes.clear()
             found = self.shapes[signature] = self._build(bucket.items, history, amounts, keys,
                                                          concrete, symbols)
         return found
@@ -440,7 +446,7 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
     initial = invariant_state(cp, list(cp.policy.invariants), steps[0][1], state, at)
     query = _Query(cp, [shape for shape, _ in steps], initial, lines)
     proof: dict[str, Any] = {"solver": SOLVER, "method": "bounded model checking",
-                             "steps": len(steps), "step_shapes": len(unroller.shapes)}
+                             "steps": len(steps), "step_shapes": len(unroller.used)}
     failure = query.first_failure()
     if failure is not None:
         return _counterexample(steps, failure, unroller.strings, proof)

@@ -284,3 +284,29 @@ invariants: [{id: small, kind: budget, action: [t.x], when: 'args.n < 2.5', sum:
     real = {**step, "args": {"n": {"symbolic": "real", "min": 0, "max": 10}}}
     ce = check(policy, [real] * 3).counterexample
     assert ce is not None and ce.step == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seeds=st.lists(st.integers(0, 2**32 - 1), min_size=2, max_size=4), spent=st.integers(0, 1500))
+def test_shapes_kept_from_earlier_plans_never_change_a_verdict(seeds: list[int], spent: int) -> None:
+    # A compiled policy keeps the step shapes of every plan it checked: each plan, checked after
+    # others, gets the verdict it gets from a policy that has seen no plan before (the same failing
+    # step, rule or invariant; Z3 may pick other values that reach it).
+    policy = kernel.load_policy(LONG.replace("LIMIT", "2000"))
+    history = [{"time": NOW.timestamp() - 60, "action": "payments.transfer", "resource": "/accounts/9",
+                "args": {"amount": spent, "currency": "EUR"}}]
+    plans = [[long_step(k, spec) for k, spec in long_plan(random.Random(seed), 12, seed % 2 == 1)]
+             for seed in seeds]
+    compiled = kernel.compiler.compiled(policy)
+    alone = []
+    for plan in plans:
+        compiled.plan_shapes.clear()
+        alone.append(_essence(check(policy, plan, state={"history": history})))
+    assert compiled.plan_shapes  # the last plan's shapes are kept
+    assert [_essence(check(policy, plan, state={"history": history})) for plan in plans] == alone
+
+
+def _essence(verdict: kernel.plans.PlanVerdict) -> tuple[Any, ...]:
+    found = verdict.counterexample
+    return (verdict.verdict, verdict.steps_checked, verdict.approval_steps,
+            None if found is None else (found.step, found.rule, found.invariant))
