@@ -477,8 +477,7 @@ class CompiledPolicy:
             if _check(solver, assumptions) != z3.sat:
                 raise KernelFault("the request's facts are inconsistent with the policy encoding")
             model = solver.model()
-            applying = [item.id for item in bucket.items
-                        if z3.is_true(model.eval(bucket.indicators[item.id], model_completion=True))]
+            applying = [item.id for item in bucket.items if _true_in(model, bucket.indicators[item.id])]
             cores: dict[str, tuple[FactKey, ...]] = {}
             for item_id, applies in (explain(bucket, applying) if explain else {}).items():
                 ind = bucket.indicators[item_id]
@@ -486,8 +485,7 @@ class CompiledPolicy:
                 if result != z3.unsat:
                     raise KernelFault(f"could not prove that {item_id} "
                                       f"{'applies' if applies else 'does not apply'}")
-                cores[item_id] = tuple(
-                    origin[lit.get_id()] for lit in solver.unsat_core() if lit.get_id() in origin)
+                cores[item_id] = tuple(origin[i] for i in _core_ids(solver) if i in origin)
             return Verdict(tuple(applying), cores)
         finally:
             solver.pop()
@@ -499,6 +497,28 @@ def _check(solver: z3.Solver, literals: Sequence[z3.BoolRef]) -> z3.CheckSatResu
     array = (z3.Ast * len(literals))(*[literal.as_ast() for literal in literals])
     result = z3.Z3_solver_check_assumptions(solver.ctx.ref(), solver.solver, len(literals), array)
     return z3.CheckSatResult(result)
+
+
+def _true_in(model: z3.ModelRef, indicator: z3.BoolRef) -> bool:
+    """Whether `indicator` is true in `model` (completed), without z3's wrapping of the result: the
+    value of a Boolean under completion is the context's own `true` or `false`, always alive."""
+    out = (z3.Ast * 1)()
+    ctx = model.ctx.ref()
+    if not z3.Z3_model_eval(ctx, model.model, indicator.as_ast(), True, out):
+        raise KernelFault("Z3 could not evaluate an indicator in its own model")
+    return bool(z3.Z3_get_bool_value(ctx, out[0]) == z3.Z3_L_TRUE)
+
+
+def _core_ids(solver: z3.Solver) -> list[int]:
+    """The AST ids of the last unsat core's literals, without a Python object per literal."""
+    ctx = solver.ctx.ref()
+    core = z3.Z3_solver_get_unsat_core(ctx, solver.solver)
+    z3.Z3_ast_vector_inc_ref(ctx, core)
+    try:
+        return [z3.Z3_get_ast_id(ctx, z3.Z3_ast_vector_get(ctx, core, i))
+                for i in range(z3.Z3_ast_vector_size(ctx, core))]
+    finally:
+        z3.Z3_ast_vector_dec_ref(ctx, core)
 
 
 def _quote(value: object) -> str:
