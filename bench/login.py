@@ -5,7 +5,7 @@
 
 Prints (1) the argon2id hash and verify time in-process (the parameters of server/auth/passwords.py),
 (2) `POST /v1/auth/login` latency over HTTP, one at a time, and (3) `POST /v1/decide` p50/p99 from
-one closed-loop client, alone and while 50 clients sign in concurrently without pause. Password
+one closed-loop client, alone and while 50 people sign in concurrently without pause. Password
 hashing runs one at a time per process, off the event loop, so decisions should keep their latency
 while sign-ins queue. Server and load run on the same 2-core machine: compare rows within one run.
 """
@@ -56,6 +56,8 @@ async def _decide_for(url: str, key: str, seconds: float) -> list[float]:
 
 
 async def _sign_in_forever(url: str, body: dict[str, str], stop: asyncio.Event, done: list[float]) -> None:
+    # One person per client: attempts are counted before they are checked, so one account signing in
+    # many times at once is locked out like a parallel guesser would be (server/auth/throttle.py).
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         while not stop.is_set():
             started = time.perf_counter()
@@ -64,10 +66,10 @@ async def _sign_in_forever(url: str, body: dict[str, str], stop: asyncio.Event, 
             done.append(time.perf_counter() - started)
 
 
-async def _under_load(url: str, key: str, body: dict[str, str], seconds: float,
-                      logins: int) -> tuple[list[float], list[float]]:
+async def _under_load(url: str, key: str, bodies: list[dict[str, str]], seconds: float,
+                      ) -> tuple[list[float], list[float]]:
     stop, done = asyncio.Event(), []
-    signing_in = [asyncio.create_task(_sign_in_forever(url, body, stop, done)) for _ in range(logins)]
+    signing_in = [asyncio.create_task(_sign_in_forever(url, body, stop, done)) for body in bodies]
     await asyncio.sleep(1.0)  # let the sign-in queue fill
     decisions = await _decide_for(url, key, seconds)
     stop.set()
@@ -78,7 +80,7 @@ async def _under_load(url: str, key: str, body: dict[str, str], seconds: float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--logins", type=int, default=50, help="concurrent sign-in clients")
+    parser.add_argument("--logins", type=int, default=50, help="people signing in concurrently")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else 15.0
 
@@ -101,8 +103,9 @@ def main() -> None:
             tenant = server.new_tenant()
             tenant.activate(Path("examples/payments-agent.yaml").read_text())
             key = tenant.key("agent", "agent:payments-bot", ["payments-agent"])
-            who = tenant.person("auditor", mfa=False)
-            body = {"tenant": tenant.id, "email": who.email, "password": who.password}
+            people = [tenant.person("auditor", mfa=False) for _ in range(args.logins)]
+            bodies = [{"tenant": tenant.id, "email": who.email, "password": who.password} for who in people]
+            body = bodies[0]
             sequential = []
             with httpx.Client(base_url=url, timeout=60) as client:
                 for _ in range(10 if args.quick else 30):
@@ -110,7 +113,7 @@ def main() -> None:
                     assert client.post("/v1/auth/login", json=body).status_code == 200
                     sequential.append(time.perf_counter() - started)
             alone = asyncio.run(_decide_for(url, key, seconds))
-            loaded, logins = asyncio.run(_under_load(url, key, body, seconds, args.logins))
+            loaded, logins = asyncio.run(_under_load(url, key, bodies, seconds))
         finally:
             process.terminate()
             process.wait(10)
