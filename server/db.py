@@ -9,9 +9,9 @@ one pool serves both and writers serialise per tenant on the row lock of the ten
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Executable, Row, create_engine, event
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
 _LOOKUP_THREADS = 4
+_BEGIN_WRITE = "BEGIN IMMEDIATE"
 
 
 def _sqlite_engine(url: str, *, writer: bool, synchronous: str) -> AsyncEngine:
@@ -27,13 +28,22 @@ def _sqlite_engine(url: str, *, writer: bool, synchronous: str) -> AsyncEngine:
     # opening one per burst of requests costs more than waiting for a free one.
     engine = create_async_engine(url, pool_size=1 if writer else 8, max_overflow=0,
                                  connect_args={"timeout": 30})
-    _sqlite_setup(engine.sync_engine, writer=writer, synchronous=synchronous)
+    _sqlite_setup(engine.sync_engine, begin=_BEGIN_WRITE if writer else "BEGIN", synchronous=synchronous)
     return engine
 
 
-def _sqlite_setup(engine: Engine, *, writer: bool | None, synchronous: str) -> None:
-    # writer: True opens transactions with BEGIN IMMEDIATE, False with BEGIN, None never (autocommit:
-    # single-statement lookups, each consistent on its own).
+def _plain_sqlite_engine(url: str, *, pool_size: int, begin: str | None, synchronous: str,
+                         **options: Any) -> Engine:
+    """An engine on the plain sqlite3 driver, for connections used from threads of our own."""
+    engine = create_engine(url.replace("+aiosqlite", ""), pool_size=pool_size, max_overflow=0,
+                           connect_args={"timeout": 30, "check_same_thread": False}, **options)
+    _sqlite_setup(engine, begin=begin, synchronous=synchronous)
+    return engine
+
+
+def _sqlite_setup(engine: Engine, *, begin: str | None, synchronous: str) -> None:
+    # `begin`: the statement that opens each transaction; None for autocommit connections, whose
+    # single-statement lookups are each consistent on their own.
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
@@ -44,12 +54,8 @@ def _sqlite_setup(engine: Engine, *, writer: bool | None, synchronous: str) -> N
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    if writer is None:
-        return
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+    if begin is not None:
+        event.listen(engine, "begin", lambda connection: connection.exec_driver_sql(begin))
 
 
 class Database:
@@ -69,21 +75,19 @@ class Database:
         self._rollback_listeners: list[Callable[[], None]] = []
         self._thread: ThreadPoolExecutor | None = None
         self._lookups: ThreadPoolExecutor | None = None
+        self._plain_engines: list[Engine] = []
         if self.is_sqlite:
             # The hot paths (a decision's transaction, the credential lookup of every request) run on
             # threads of their own with the plain sqlite3 driver: one thread hop each instead of one
             # per statement through aiosqlite.
-            plain = url.replace("+aiosqlite", "")
-            engine = create_engine(plain, pool_size=1, max_overflow=0,
-                                   connect_args={"timeout": 30, "check_same_thread": False})
-            _sqlite_setup(engine, writer=True, synchronous=sqlite_synchronous)
-            self._sync_writer: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
+            writer = _plain_sqlite_engine(url, pool_size=1, begin=_BEGIN_WRITE, synchronous=sqlite_synchronous)
+            self._sync_writer: sessionmaker[Session] = sessionmaker(writer, expire_on_commit=False)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="licet-sqlite-writer")
-            self._sync_reader = create_engine(plain, pool_size=_LOOKUP_THREADS, max_overflow=0,
-                                              pool_reset_on_return=None, isolation_level="AUTOCOMMIT",
-                                              connect_args={"timeout": 30, "check_same_thread": False})
-            _sqlite_setup(self._sync_reader, writer=None, synchronous=sqlite_synchronous)
+            self._sync_reader = _plain_sqlite_engine(url, pool_size=_LOOKUP_THREADS, begin=None,
+                                                     synchronous=sqlite_synchronous,
+                                                     pool_reset_on_return=None, isolation_level="AUTOCOMMIT")
             self._lookups = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="licet-sqlite-reader")
+            self._plain_engines = [writer, self._sync_reader]
 
     def on_rollback(self, listener: Callable[[], None]) -> None:
         """Call `listener` whenever a write transaction does not commit (to drop what it cached)."""
@@ -97,16 +101,18 @@ class Database:
             return await session.run_sync(fn, *args)
 
     def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        try:
-            with self._sync_writer() as session, session.begin():
-                return fn(session, *args)
-        except BaseException:
-            self._rolled_back()
-            raise
+        with self._telling_rollbacks(), self._sync_writer() as session, session.begin():
+            return fn(session, *args)
 
-    def _rolled_back(self) -> None:
-        for listener in self._rollback_listeners:
-            listener()
+    @contextmanager
+    def _telling_rollbacks(self) -> Iterator[None]:
+        # Around a write transaction: whatever ends it other than a commit reaches the listeners.
+        try:
+            yield
+        except BaseException:
+            for listener in self._rollback_listeners:
+                listener()
+            raise
 
     async def first(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
         """The first row `statement` reads (a credential lookup), outside any transaction of the caller's."""
@@ -122,12 +128,9 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        try:
+        with self._telling_rollbacks():
             async with self._write() as session, session.begin():
                 yield session
-        except BaseException:
-            self._rolled_back()
-            raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -137,11 +140,11 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every connection."""
-        if self._thread is not None and self._lookups is not None:
-            self._thread.shutdown()
-            self._lookups.shutdown()
-            self._sync_writer.kw["bind"].dispose()
-            self._sync_reader.dispose()
+        for threads in (self._thread, self._lookups):
+            if threads is not None:
+                threads.shutdown()
+        for engine in self._plain_engines:
+            engine.dispose()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
