@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 import kernel
@@ -25,6 +25,7 @@ from kernel.decision import Decision, PresentedApproval
 from kernel.delegation import Grant, decide_delegated, load_grant
 from server import approvals
 from server.errors import ApiError, not_found
+from server.history import record_event, session_state
 from server.identity import Caller
 from server.logstore import DatabaseLogStore, lock_head
 from server.models import (
@@ -43,21 +44,10 @@ MAX_CHAIN = 32
 # The hot path's statements, built once (SQLAlchemy then only binds values to its cached compilation).
 _tables = Base.metadata.tables
 _tenants, _versions = _tables["tenants"], _tables["policy_versions"]
-_certificates, _events, _contributions = _tables["certificates"], _tables["session_events"], _tables[
-    "session_contributions"]
+_certificates = _tables["certificates"]
 _ACTIVE_VERSION = select(_tenants.c.active_version_id).where(_tenants.c.id == bindparam("tenant"))
 _VERSION_SOURCE = select(_versions.c.source).where(_versions.c.id == bindparam("version"))
 _INSERT_CERTIFICATE = insert(_certificates)
-_INSERT_EVENT = insert(_events).returning(_events.c.id)
-_INSERT_CONTRIBUTIONS = insert(_contributions)
-_SEEN = and_(_events.c.tenant_id == bindparam("tenant"), _events.c.principal_id == bindparam("principal"),
-             _events.c.time > bindparam("since"))
-_FOR_POLICY = and_(_contributions.c.event_id == _events.c.id, _contributions.c.policy_hash == bindparam("policy"))
-_STORED = select(_events.c.time, _contributions.c.contributions).join(_contributions, _FOR_POLICY).where(
-    _SEEN, _contributions.c.relevant)
-# Events no decision under this policy version has looked at yet (after an activation).
-_UNSEEN = select(_events.c.id, _events.c.time, _events.c.event).where(
-    _SEEN, ~select(_contributions.c.event_id).where(_FOR_POLICY).exists())
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,8 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
                "context": {"authenticated": True, "mfa": ask.caller.mfa, "source_ip": ask.source_ip or ""}}
     # Most requests touch no invariant: then there is no session state to read.
     involved = kernel.involved_invariants(policy, request)
-    state = session_state(session, tenant, str(principal["id"]), policy, at) if involved else {"summary": {}}
+    state = (session_state(connection, tenant, str(principal["id"]), policy, at, services.coverage) if involved
+             else {"summary": {}})
 
     def decide(approval: PresentedApproval | None = None) -> Decision:
         if chain:
@@ -140,13 +131,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
         "action": decision.request.action, "outcome": decision.outcome, "request_hash": decision.request_hash,
         "issued_at": now, "body": leaf.decode()})
     if decision.outcome == "permit":
-        event = decision.request.to_json()
-        event_id = connection.execute(_INSERT_EVENT, {
-            "tenant_id": tenant, "principal_id": str(principal["id"]), "time": at, "event": event}).scalar_one()
-        if policy.invariants:
-            stored = kernel.event_contributions(policy, event)
-            connection.execute(_INSERT_CONTRIBUTIONS, {
-                "event_id": event_id, "policy_hash": policy.hash, "contributions": stored, "relevant": bool(stored)})
+        record_event(connection, tenant, str(principal["id"]), at, decision.request.to_json(), policy)
     if decision.outcome == "require_approval":
         row, reused = approvals.open_or_reuse(tx, ask.caller, decision, certificate_id, chain)
         extra = {"approval": {**approvals.summary(row), "reused": reused}}
@@ -237,28 +222,6 @@ def _replayed_approval(session: Session, ask: DecideInput, certificate: dict[str
         if row is not None:
             return {"approval": {**approvals.summary(row), "reused": True}}
     return {}
-
-
-def session_state(session: Session, tenant: str, principal_id: str, policy: kernel.Policy,
-                  at: float, *, remember: bool = True) -> dict[str, Any]:
-    """The principal's session state for `policy` as a kernel summary, from the stored contributions
-    of the events some invariant's window still sees (computed once per event and policy version)."""
-    if not policy.invariants:
-        return {"summary": {}}
-    windows = [inv.window_seconds for inv in policy.invariants]
-    since = at - max(w for w in windows if w is not None) if all(w is not None for w in windows) else -1.0
-    where = {"tenant": tenant, "principal": principal_id, "since": since, "policy": policy.hash}
-    connection = session.connection()
-    events: list[tuple[float, dict[str, Any]]] = [(t, c) for t, c in connection.execute(_STORED, where)]
-    rows = []
-    for event_id, time, event in connection.execute(_UNSEEN, where):
-        stored = kernel.event_contributions(policy, event)
-        events.append((time, stored))
-        rows.append({"event_id": event_id, "policy_hash": policy.hash, "contributions": stored,
-                     "relevant": bool(stored)})
-    if rows and remember:
-        connection.execute(_INSERT_CONTRIBUTIONS, rows)
-    return {"summary": kernel.summary_from_contributions(policy, events, at)}
 
 
 def load_grants(session: Session, tenant: str) -> dict[str, GrantRecord]:

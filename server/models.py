@@ -155,7 +155,8 @@ class SessionEvent(Base):
     invariants (budgets, counts, flows) read."""
 
     __tablename__ = "session_events"
-    __table_args__ = (Index("ix_session_events_principal", "tenant_id", "principal_id", "time"),)
+    __table_args__ = (Index("ix_session_events_principal", "tenant_id", "principal_id", "time"),
+                      Index("ix_session_events_order", "tenant_id", "principal_id", "id"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
@@ -167,12 +168,18 @@ class SessionEvent(Base):
 
 class SessionContribution(Base):
     """What an event adds to each invariant of one policy version (`kernel.event_contributions`),
-    so a decision sums stored numbers instead of re-evaluating the history."""
+    so a decision sums stored numbers instead of re-evaluating the history. The event's tenant,
+    principal and time are repeated here so a decision reads its relevant rows from one index range."""
 
     __tablename__ = "session_contributions"
+    __table_args__ = (Index("ix_session_contributions_read", "tenant_id", "principal_id", "policy_hash", "relevant",
+                            "time"),)
 
     event_id: Mapped[int] = mapped_column(ForeignKey("session_events.id", ondelete="CASCADE"), primary_key=True)
     policy_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    principal_id: Mapped[str] = mapped_column(String(200))
+    time: Mapped[float]
     contributions: Mapped[dict[str, Any]]
     relevant: Mapped[bool]  # the event matches some invariant: only these are read back
 

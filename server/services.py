@@ -1,4 +1,5 @@
-"""What the running server holds: settings, database, signing key, and the compiled-policy cache."""
+"""What the running server holds: settings, database, signing key, the compiled-policy cache, and what
+it remembers between transactions (log borders, how far session history is covered)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from kernel.checkpoint import tenant_origin
 from kernel.log import TransparencyLog
 from kernel.note import NoteSigner
 from server.db import Database
+from server.history import Coverage
 from server.logstore import DatabaseLogStore
 from server.settings import Settings
 
@@ -87,6 +89,8 @@ class Services:
         # A border kept from a transaction that rolled back may describe entries that were never
         # stored, and another process may since have stored different ones at the same size.
         self.db.on_rollback(self._logs.clear)
+        self.coverage = Coverage()
+        self.db.on_rollback(self.coverage.forget)
 
     def transparency_log(self, store: DatabaseLogStore) -> TransparencyLog:
         """The tenant's log over `store` (a transaction's view), keeping the log's right border

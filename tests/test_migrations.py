@@ -87,7 +87,8 @@ def insert_rows(conn: Connection) -> None:
         tenant_id="acme", principal_id="agent:bot", time=1.5, event={"action": "payments.transfer"},
     ).returning(SessionEvent.id)).scalar_one()
     conn.execute(insert(SessionContribution).values(
-        event_id=event_id, policy_hash="sha256:00", contributions={"daily-budget": 10}, relevant=True))
+        event_id=event_id, policy_hash="sha256:00", tenant_id="acme", principal_id="agent:bot", time=1.5,
+        contributions={"daily-budget": 10}, relevant=True))
 
 
 def read_rows(conn: Connection) -> dict[str, Any]:
@@ -122,6 +123,32 @@ def test_migrations_up_match_models_and_down_to_nothing(database_url: str) -> No
     assert schema_diff(database_url) == []
     on_database(database_url, insert_rows, commit=True)  # the same ids again: the old rows are gone
     assert on_database(database_url, read_rows)["events"] == 1
+
+
+def test_session_contributions_get_their_events_tenant_principal_and_time(database_url: str) -> None:
+    # Rows stored before 0005 are filled from their events, so budgets read them from the new index.
+    migrations.upgrade(database_url, "0004")
+
+    def old_rows(conn: Connection) -> None:
+        now = datetime.now(UTC)
+        conn.exec_driver_sql("INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', ?)"
+                             if database_url.startswith("sqlite") else
+                             "INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', $1)", (now,))
+        for event_id, (principal, time) in enumerate([("agent:a", 1.5), ("agent:b", 7.25)], start=1):
+            conn.exec_driver_sql(f"INSERT INTO session_events (id, tenant_id, principal_id, time, event) "
+                                 f"VALUES ({event_id}, 'acme', '{principal}', {time}, '{{}}')")
+            conn.exec_driver_sql(f"INSERT INTO session_contributions (event_id, policy_hash, contributions, "
+                                 f"relevant) VALUES ({event_id}, 'sha256:00', '{{}}', true)")
+
+    on_database(database_url, old_rows, commit=True)
+    migrations.upgrade(database_url)
+    rows = on_database(database_url, lambda conn: conn.execute(select(
+        SessionContribution.event_id, SessionContribution.tenant_id, SessionContribution.principal_id,
+        SessionContribution.time).order_by(SessionContribution.event_id)).all())
+    assert [tuple(r) for r in rows] == [(1, "acme", "agent:a", 1.5), (2, "acme", "agent:b", 7.25)]
+    migrations.downgrade(database_url, "0004")
+    assert on_database(database_url, lambda conn: conn.exec_driver_sql(
+        "SELECT count(*) FROM session_contributions").scalar()) == 2
 
 
 def test_each_migration_steps_up_and_down(database_url: str) -> None:

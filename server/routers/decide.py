@@ -9,8 +9,9 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kernel.plans import PlanTooLong, verify_plan
-from server.decisions import DecideInput, active_policy, decide_and_record, session_state
+from server.decisions import DecideInput, active_policy, decide_and_record
 from server.errors import ERROR_RESPONSES, ApiError
+from server.history import session_state
 from server.identity import Caller, require
 from server.routers import RequestArgs, RequestSteps, Text
 from server.services import Services
@@ -107,8 +108,8 @@ async def plans_verify(body: PlanBody, request: Request, caller: Annotated[Calle
     now = utcnow().timestamp()
     async with services.db.read() as session:
         policy = await session.run_sync(active_policy, services, caller.tenant_id)
-        state = await session.run_sync(session_state, caller.tenant_id, caller.principal_id, policy, now,
-                                       remember=False)
+        state = await session.run_sync(lambda sync: session_state(
+            sync.connection(), caller.tenant_id, caller.principal_id, policy, now, coverage=None))
     context = {"authenticated": True, "mfa": caller.mfa,
                "source_ip": client_ip(request, services.settings.trusted_proxies) or ""}
     try:
