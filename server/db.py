@@ -4,14 +4,23 @@ SQLite allows one writer at a time, and a transaction that reads before it write
 SQLITE_BUSY when another took the write lock in between. So on SQLite every write transaction starts
 with `BEGIN IMMEDIATE` on a single writer connection, and reads use a separate pool. On PostgreSQL
 one pool serves both and writers serialise per tenant on the row lock of the tenant's log head.
+
+On SQLite the writes of `run_write` (decisions, approvals) run on one thread that commits them in
+groups: the units of work waiting when it becomes free share one transaction, so a burst of
+decisions pays for one thread hop, one BEGIN and one COMMIT instead of one each. A unit that fails
+rolls back its group, and the group's units are then run again one transaction each, so every unit
+commits or fails on its own, as if it had run alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Executable, Row, create_engine, event
@@ -21,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 T = TypeVar("T")
 _LOOKUP_THREADS = 4
 _BEGIN_WRITE = "BEGIN IMMEDIATE"
+MAX_GROUP = 32  # units of work committed together at most (bounds how long the write lock is held)
 
 
 def _sqlite_engine(url: str, *, writer: bool, synchronous: str) -> AsyncEngine:
@@ -58,6 +68,94 @@ def _sqlite_setup(engine: Engine, *, begin: str | None, synchronous: str) -> Non
         event.listen(engine, "begin", lambda connection: connection.exec_driver_sql(begin))
 
 
+@dataclass
+class _Unit:
+    """A unit of work for the writer thread and where its outcome goes."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    outcome: tuple[bool, Any] = (False, None)  # (succeeded, result or exception)
+
+
+class _GroupWriter:
+    """One thread that runs units of work on the SQLite writer connection, committing the units that
+    queued up meanwhile together (see the module's docstring)."""
+
+    def __init__(self, sessions: sessionmaker[Session], telling_rollbacks: Callable[[], Any]) -> None:
+        self._sessions, self._telling_rollbacks = sessions, telling_rollbacks
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="licet-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    async def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """`fn(session, *args)`, committed (with others) unless it raises."""
+        loop = asyncio.get_running_loop()
+        unit = _Unit(fn, args, loop, loop.create_future())
+        self._queue.put(unit)
+        result: T = await unit.future
+        return result
+
+    def stop(self) -> None:
+        """Finish the queued units, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    unit = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if unit is None:
+                    self._queue.put(None)  # stop after this group
+                    break
+                group.append(unit)
+            if not self._commit(group) and len(group) > 1:
+                for unit in group:  # one failed: each again on its own, so only it fails
+                    self._commit([unit])
+            self._settle(group)
+
+    def _commit(self, group: list[_Unit]) -> bool:
+        """Run `group` in one transaction; whether it committed (else each unit holds the error)."""
+        try:
+            with self._telling_rollbacks(), self._sessions() as session, session.begin():
+                results = [unit.fn(session, *unit.args) for unit in group]
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request, never swallowed
+            for unit in group:
+                unit.outcome = (False, exc)
+            return False
+        for unit, result in zip(group, results, strict=True):
+            unit.outcome = (True, result)
+        return True
+
+    @staticmethod
+    def _settle(group: list[_Unit]) -> None:
+        # One wake-up of each event loop per group, not one per unit.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Unit]] = {}
+        for unit in group:
+            by_loop.setdefault(unit.loop, []).append(unit)
+        for loop, units in by_loop.items():
+            loop.call_soon_threadsafe(_resolve, units)
+
+
+def _resolve(units: list[_Unit]) -> None:
+    for unit in units:
+        if unit.future.cancelled():
+            continue
+        succeeded, value = unit.outcome
+        if succeeded:
+            unit.future.set_result(value)
+        else:
+            unit.future.set_exception(value)
+
+
 class Database:
     """The engines of one database and its transactions."""
 
@@ -73,7 +171,7 @@ class Database:
         self._write = async_sessionmaker(self.writer, expire_on_commit=False)
         self._read = async_sessionmaker(self.reader, expire_on_commit=False)
         self._rollback_listeners: list[Callable[[], None]] = []
-        self._thread: ThreadPoolExecutor | None = None
+        self._writer: _GroupWriter | None = None
         self._lookups: ThreadPoolExecutor | None = None
         self._plain_engines: list[Engine] = []
         if self.is_sqlite:
@@ -81,8 +179,7 @@ class Database:
             # threads of their own with the plain sqlite3 driver: one thread hop each instead of one
             # per statement through aiosqlite.
             writer = _plain_sqlite_engine(url, pool_size=1, begin=_BEGIN_WRITE, synchronous=sqlite_synchronous)
-            self._sync_writer: sessionmaker[Session] = sessionmaker(writer, expire_on_commit=False)
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="licet-sqlite-writer")
+            self._writer = _GroupWriter(sessionmaker(writer, expire_on_commit=False), self._telling_rollbacks)
             self._sync_reader = _plain_sqlite_engine(url, pool_size=_LOOKUP_THREADS, begin=None,
                                                      synchronous=sqlite_synchronous,
                                                      pool_reset_on_return=None, isolation_level="AUTOCOMMIT")
@@ -94,15 +191,12 @@ class Database:
         self._rollback_listeners.append(listener)
 
     async def run_write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(session, *args)` in one write transaction (committed unless it raises)."""
-        if self._thread is not None:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread, fn, args)
+        """Run `fn(session, *args)` in a write transaction: committed unless it raises, and then
+        nothing it wrote stays. On SQLite the transaction may hold other units too (see above)."""
+        if self._writer is not None:
+            return await self._writer.submit(fn, args)
         async with self.write() as session:
             return await session.run_sync(fn, *args)
-
-    def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        with self._telling_rollbacks(), self._sync_writer() as session, session.begin():
-            return fn(session, *args)
 
     @contextmanager
     def _telling_rollbacks(self) -> Iterator[None]:
@@ -140,9 +234,10 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every connection."""
-        for threads in (self._thread, self._lookups):
-            if threads is not None:
-                threads.shutdown()
+        if self._writer is not None:
+            self._writer.stop()
+        if self._lookups is not None:
+            self._lookups.shutdown()
         for engine in self._plain_engines:
             engine.dispose()
         await self.writer.dispose()
