@@ -16,6 +16,7 @@ from kernel.errors import InvalidRequest
 _ACTION = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)(.*)\Z", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _INT_LIMIT = 2**53 - 1
 _PARTS = ("principal", "action", "resource", "args", "context")
 
@@ -83,12 +84,16 @@ def normalise_resource(raw: object, *, lower: bool = False, decode: bool = True)
     return normal.lower() if lower else normal
 
 
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
 def _check_json(value: Any, field: str, depth: int = 0) -> None:
     # Only JSON values with a canonical form may be decided and certified.
     if depth > 32:
         raise InvalidRequest(field, "nested too deeply (more than 32 levels)")
     if value is None or isinstance(value, (bool, str)):
-        if isinstance(value, str) and re.search(r"[\ud800-\udfff]", value):
+        if isinstance(value, str) and _has_surrogate(value):
             raise InvalidRequest(field, "contains a lone surrogate")
         return
     if isinstance(value, int):
@@ -109,7 +114,7 @@ def _check_json(value: Any, field: str, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidRequest(field, "object keys must be strings")
-            if re.search(r"[\ud800-\udfff]", key):
+            if _has_surrogate(key):
                 raise InvalidRequest(field, "a key contains a lone surrogate")
             _check_json(item, f"{field}.{key}", depth + 1)
         return

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Executable, Row, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -184,6 +184,8 @@ class Database:
                                                      synchronous=sqlite_synchronous,
                                                      pool_reset_on_return=None, isolation_level="AUTOCOMMIT")
             self._lookups = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="licet-sqlite-reader")
+            self._lookup_connection = threading.local()
+            self._lookup_connections: list[Connection] = []
             self._plain_engines = [writer, self._sync_reader]
 
     def on_rollback(self, listener: Callable[[], None]) -> None:
@@ -216,8 +218,13 @@ class Database:
             return (await connection.execute(statement, params)).first()
 
     def _first(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
-        with self._sync_reader.connect() as connection:
-            return connection.execute(statement, params).first()
+        # Each lookup thread keeps its autocommit connection: a pool checkout per lookup cost more
+        # than the lookup itself.
+        connection: Connection | None = getattr(self._lookup_connection, "value", None)
+        if connection is None:
+            connection = self._lookup_connection.value = self._sync_reader.connect()
+            self._lookup_connections.append(connection)
+        return connection.execute(statement, params).first()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -238,6 +245,8 @@ class Database:
             self._writer.stop()
         if self._lookups is not None:
             self._lookups.shutdown()
+            for connection in self._lookup_connections:
+                connection.close()
         for engine in self._plain_engines:
             engine.dispose()
         await self.writer.dispose()
