@@ -26,7 +26,7 @@ from kernel.delegation import Grant, decide_delegated, load_grant
 from server import approvals
 from server.errors import ApiError, not_found
 from server.history import record_event, session_state
-from server.identity import Caller
+from server.identity import Caller, KeyCredential
 from server.logstore import DatabaseLogStore, lock_head
 from server.models import (
     ApiKey,
@@ -82,6 +82,19 @@ def active_policy(session: Session, services: Services, tenant: str) -> kernel.P
         source = connection.execute(_VERSION_SOURCE, {"version": version_id}).scalar_one()
         policy = services.policies.load(version_id, source)
     return policy
+
+
+def decide_as(session: Session, services: Services, credential: Caller | KeyCredential,
+              ask: Callable[[Caller], DecideInput]) -> Recorded | ApiError:
+    """`decide_and_record` for whom `credential` names, an API key being looked up in this same
+    transaction. A refused key is returned, not raised: nothing was written, and the decisions
+    committed together with this one (server/db.py) go on."""
+    if isinstance(credential, KeyCredential):
+        try:
+            credential = credential.caller(session.connection())
+        except ApiError as refused:
+            return refused
+    return decide_and_record(session, services, ask(credential))
 
 
 def decide_and_record(session: Session, services: Services, ask: DecideInput) -> Recorded:

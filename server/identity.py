@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 
 from server.auth import sessions
 from server.errors import ApiError
@@ -103,7 +103,10 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def _key_caller(services: Any, token: str) -> Caller:
-    key = await services.db.first(_KEY_BY_HASH, {"hash": key_hash(token)})
+    return _key_row_caller(await services.db.first(_KEY_BY_HASH, {"hash": key_hash(token)}))
+
+
+def _key_row_caller(key: Any) -> Caller:
     now = utcnow()
     if key is None or (key.revoked_at is not None and key.revoked_at <= now):
         raise _unauthenticated("unknown or revoked API key")
@@ -111,6 +114,25 @@ async def _key_caller(services: Any, token: str) -> Caller:
         raise _unauthenticated("expired API key")
     return Caller(key.tenant_id, key.role, key.principal_id, tuple(key.principal_roles), dict(key.attributes),
                   key.id)
+
+
+@dataclass(frozen=True)
+class KeyCredential:
+    """An API key presented to a route that looks it up inside its own write transaction."""
+
+    digest: str  # the key's hash, as stored
+    permission: str
+
+    def caller(self, connection: Connection) -> Caller:
+        """The key's caller as the transaction sees it; 401 or 403 as `require` would answer."""
+        caller = _key_row_caller(connection.execute(_KEY_BY_HASH, {"hash": self.digest}).first())
+        _check_role(caller, self.permission)
+        return caller
+
+
+def _check_role(caller: Caller, permission: str) -> None:
+    if not allowed(caller.role, permission):
+        raise ApiError(403, "forbidden", f"the {caller.role} role may not {permission}")
 
 
 def _session_caller(signed_in: sessions.SignedIn) -> Caller:
@@ -123,8 +145,7 @@ def require(permission: str, *, step_up: bool = False) -> Any:
     person's session that passed MFA within the configured window."""
 
     async def check(request: Request, caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-        if not allowed(caller.role, permission):
-            raise ApiError(403, "forbidden", f"the {caller.role} role may not {permission}")
+        _check_role(caller, permission)
         if step_up:
             window = request.app.state.services.settings.step_up_seconds
             if caller.user_id is None:
@@ -137,6 +158,25 @@ def require(permission: str, *, step_up: bool = False) -> Any:
 
     check.permission = permission  # type: ignore[attr-defined]  # read by the role-table test and docs
     check.step_up = step_up  # type: ignore[attr-defined]
+    return Depends(check)
+
+
+def require_in_write(permission: str) -> Any:
+    """A dependency like `require(permission)` for a route whose write transaction authenticates
+    an API key itself (`KeyCredential.caller`): the key is then checked at the moment the transaction
+    records its effect (a key revoked just before cannot slip through), and the request saves a
+    database round trip. A person's session is resolved and checked here, as by `require`."""
+
+    async def check(request: Request) -> Caller | KeyCredential:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip().startswith(KEY_PREFIX):
+            return KeyCredential(key_hash(token.strip()), permission)
+        caller = _session_caller(await session_of(request))
+        _check_role(caller, permission)
+        return caller
+
+    check.permission = permission  # type: ignore[attr-defined]
+    check.step_up = False  # type: ignore[attr-defined]
     return Depends(check)
 
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kernel.plans import PlanTooLong, verify_plan
-from server.decisions import DecideInput, active_policy, decide_and_record
+from server.decisions import DecideInput, active_policy, decide_as
 from server.errors import ERROR_RESPONSES, ApiError
 from server.history import session_state
-from server.identity import Caller, require
+from server.identity import Caller, KeyCredential, require, require_in_write
 from server.routers import RequestArgs, RequestSteps, Text
 from server.services import Services
 from server.time import utcnow
@@ -83,16 +83,22 @@ DECIDE_EXAMPLE = {"decision": "permit", "rules": ["transfer"], "proof": {"kind":
 @router.post("/decide", summary="Decide an action and certify the decision", response_class=Response,
              responses={200: {"description": "The decision, its proof, the signed certificate and its log index",
                               "content": {"application/json": {"example": DECIDE_EXAMPLE}}}})
-async def decide(body: DecideBody, request: Request, caller: Annotated[Caller, require("decide")],
+async def decide(body: DecideBody, request: Request,
+                 credential: Annotated[Caller | KeyCredential, require_in_write("decide")],
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
     """Decide with the tenant's active policy; returns the decision, its proof, the signed certificate
     and its index in the tenant's evidence log. A retried request with the same Idempotency-Key
     returns the same certificate."""
     services = services_of(request)
-    ask = DecideInput(caller, body.action, body.resource, body.args,
-                      client_ip(request, services.settings.trusted_proxies), body.delegation, idempotency_key,
-                      body.approval)
-    recorded = await services.db.run_write(decide_and_record, services, ask)
+    source_ip = client_ip(request, services.settings.trusted_proxies)
+
+    def ask(caller: Caller) -> DecideInput:
+        return DecideInput(caller, body.action, body.resource, body.args, source_ip, body.delegation,
+                           idempotency_key, body.approval)
+
+    recorded = await services.db.run_write(decide_as, services, credential, ask)
+    if isinstance(recorded, ApiError):
+        raise recorded
     if recorded.jobs:  # after the commit: a worker must never see an approval that was rolled back
         await request.app.state.dispatcher.submit(recorded.jobs)
     request.app.state.metrics.decisions.labels(recorded.outcome).inc()
