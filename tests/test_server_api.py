@@ -167,6 +167,26 @@ def test_keys_revoke_and_rotate(tenant: Tenant) -> None:
             assert new.post("/v1/decide", json=transfer(1)).status_code == 401
 
 
+def test_a_revoked_key_in_a_burst_is_refused_alone(tenant: Tenant) -> None:
+    # Decisions arriving together commit together (server/db.py) and look their key up in that same
+    # transaction: a refused key fails only its own request, and nothing is recorded for it.
+    good, revoked = tenant.key(principal_id="agent:good"), tenant.key(principal_id="agent:revoked")
+    with tenant.owner_session() as owner:
+        key_id = next(k["id"] for k in owner.get("/v1/keys").json()["keys"] if k["principal_id"] == "agent:revoked")
+        assert owner.post(f"/v1/keys/{key_id}/revoke").status_code == 200
+        before = owner.get("/v1/evidence/checkpoint").json()["size"]
+
+    def send(i: int) -> int:
+        with tenant.server.client(revoked if i % 3 == 0 else good) as client:
+            return client.post("/v1/decide", json=transfer(1)).status_code
+
+    with ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(send, range(24)))
+    assert statuses == [401 if i % 3 == 0 else 200 for i in range(24)]
+    with tenant.owner_session() as owner:
+        assert owner.get("/v1/evidence/checkpoint").json()["size"] == before + 16
+
+
 def test_roles_are_enforced(tenant: Tenant) -> None:
     with tenant.server.client(tenant.key("auditor", "user:audit")) as auditor:
         assert auditor.get("/v1/audit").status_code == 200
