@@ -55,14 +55,16 @@ def serve(
         seeded = asyncio.run(_seed(services, seed_demo))
         _print_demo(seeded, host, port)
     # Client addresses come only from LICET_TRUSTED_PROXIES (server.routers.decide.client_ip), never
-    # from uvicorn's own forwarded-header handling.
+    # from uvicorn's own forwarded-header handling. The server logs each request itself (JSON lines),
+    # so uvicorn's access log is off.
     if workers > 1:
         if data_dir is not None:  # worker processes build their settings from the environment
             os.environ["LICET_DATA_DIR"] = str(data_dir)
         uvicorn.run("server.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", proxy_headers=False)
+                    log_level="warning", proxy_headers=False, access_log=False)
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=False)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=False,
+                    access_log=False)
 
 
 async def _seed(services: Any, seed: Any) -> Any:
