@@ -5,11 +5,14 @@ SQLITE_BUSY when another took the write lock in between. So on SQLite every writ
 with `BEGIN IMMEDIATE` on a single writer connection, and reads use a separate pool. On PostgreSQL
 one pool serves both and writers serialise per tenant on the row lock of the tenant's log head.
 
-On SQLite the writes of `run_write` (decisions, approvals) run on one thread that commits them in
-groups: the units of work waiting when it becomes free share one transaction, so a burst of
-decisions pays for one thread hop, one BEGIN and one COMMIT instead of one each. A unit that fails
-rolls back its group, and the group's units are then run again one transaction each, so every unit
-commits or fails on its own, as if it had run alone.
+Writes through `run_write` (decisions, approvals) are committed in groups: on SQLite by one thread
+that runs the units of work waiting when it becomes free in one transaction, on PostgreSQL by one
+transaction at a time per group key (a decision's credential) in each process, the units of that key
+that arrive meanwhile going into the next. A burst of decisions then pays for one thread hop, BEGIN,
+lock and COMMIT instead of one each, and on PostgreSQL waits in order in the process instead of in a
+queue of connections on the tenant's row lock. A unit that fails rolls back its group, and the
+group's units are then run again one transaction each, so every unit commits or fails on its own, as
+if it had run alone.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def _sqlite_setup(engine: Engine, *, begin: str | None, synchronous: str) -> Non
 
 @dataclass
 class _Unit:
-    """A unit of work for the writer thread and where its outcome goes."""
+    """A unit of work for a group writer and where its outcome goes."""
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -126,13 +129,11 @@ class _GroupWriter:
         """Run `group` in one transaction; whether it committed (else each unit holds the error)."""
         try:
             with self._telling_rollbacks(), self._sessions() as session, session.begin():
-                results = [unit.fn(session, *unit.args) for unit in group]
+                results = _run_units(session, group)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request, never swallowed
-            for unit in group:
-                unit.outcome = (False, exc)
+            _failed(group, exc)
             return False
-        for unit, result in zip(group, results, strict=True):
-            unit.outcome = (True, result)
+        _succeeded(group, results)
         return True
 
     @staticmethod
@@ -145,9 +146,79 @@ class _GroupWriter:
             loop.call_soon_threadsafe(_resolve, units)
 
 
+class _KeyedGroups:
+    """PostgreSQL: one write transaction at a time per group key in this process; the units of that
+    key that arrive meanwhile are committed together in the next (see the module's docstring)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], telling_rollbacks: Callable[[], Any]) -> None:
+        self._sessions, self._telling_rollbacks = sessions, telling_rollbacks
+        self._waiting: dict[str, list[_Unit]] = {}
+        self._drainers: set[asyncio.Task[None]] = set()
+
+    async def submit(self, key: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """`fn(session, *args)`, committed (with others of `key`) unless it raises."""
+        loop = asyncio.get_running_loop()
+        unit = _Unit(fn, args, loop, loop.create_future())
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.append(unit)
+        else:
+            self._waiting[key] = [unit]
+            # A task of its own: a request that goes away must not take the others' group with it.
+            drainer = loop.create_task(self._drain(key))
+            self._drainers.add(drainer)
+            drainer.add_done_callback(self._drainers.discard)
+        result: T = await unit.future
+        return result
+
+    async def _drain(self, key: str) -> None:
+        waiting = self._waiting[key]
+        group: list[_Unit] = []
+        try:
+            while waiting:
+                group = waiting[:MAX_GROUP]
+                del waiting[:len(group)]
+                if not await self._commit(group) and len(group) > 1:
+                    for unit in group:
+                        await self._commit([unit])
+                _resolve(group)
+                group = []
+        except BaseException as exc:  # cancelled at shutdown: nobody may wait for ever
+            _failed(group + waiting, RuntimeError(f"the write was abandoned: {exc!r}"))
+            _resolve(group + waiting)
+            raise
+        finally:
+            del self._waiting[key]
+
+    async def _commit(self, group: list[_Unit]) -> bool:
+        try:
+            with self._telling_rollbacks():
+                async with self._sessions() as session, session.begin():
+                    results = await session.run_sync(_run_units, group)
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting request, never swallowed
+            _failed(group, exc)
+            return False
+        _succeeded(group, results)
+        return True
+
+
+def _run_units(session: Session, group: list[_Unit]) -> list[Any]:
+    return [unit.fn(session, *unit.args) for unit in group]
+
+
+def _succeeded(group: list[_Unit], results: list[Any]) -> None:
+    for unit, result in zip(group, results, strict=True):
+        unit.outcome = (True, result)
+
+
+def _failed(group: list[_Unit], exc: BaseException) -> None:
+    for unit in group:
+        unit.outcome = (False, exc)
+
+
 def _resolve(units: list[_Unit]) -> None:
     for unit in units:
-        if unit.future.cancelled():
+        if unit.future.done():  # its request went away (cancelled)
             continue
         succeeded, value = unit.outcome
         if succeeded:
@@ -172,6 +243,7 @@ class Database:
         self._read = async_sessionmaker(self.reader, expire_on_commit=False)
         self._rollback_listeners: list[Callable[[], None]] = []
         self._writer: _GroupWriter | None = None
+        self._groups = _KeyedGroups(self._write, self._telling_rollbacks)
         self._lookups: ThreadPoolExecutor | None = None
         self._plain_engines: list[Engine] = []
         if self.is_sqlite:
@@ -192,11 +264,14 @@ class Database:
         """Call `listener` whenever a write transaction does not commit (to drop what it cached)."""
         self._rollback_listeners.append(listener)
 
-    async def run_write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_write(self, fn: Callable[..., T], *args: Any, group: str | None = None) -> T:
         """Run `fn(session, *args)` in a write transaction: committed unless it raises, and then
-        nothing it wrote stays. On SQLite the transaction may hold other units too (see above)."""
+        nothing it wrote stays. The transaction may hold other units too (see above): on SQLite any,
+        on PostgreSQL those of the same `group` (none without one)."""
         if self._writer is not None:
             return await self._writer.submit(fn, args)
+        if group is not None:
+            return await self._groups.submit(group, fn, args)
         async with self.write() as session:
             return await session.run_sync(fn, *args)
 

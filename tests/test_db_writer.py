@@ -1,12 +1,14 @@
-"""The SQLite writer commits the units of work that queue up together (server/db.py): each unit
-must still commit or fail as if it had run alone, get its own result, and leave nothing behind when
-it fails, whichever place it takes in its group."""
+"""Writes are committed in groups (server/db.py): the units of work that queue up behind a running
+transaction (on SQLite any, on PostgreSQL those of one group key) share the next. Each unit must
+still commit or fail as if it had run alone, get its own result, and leave nothing behind when it
+fails, whichever place it takes in its group."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,9 @@ from server.services import Services
 from server.settings import Settings
 from server.tenants import create_tenant
 from server.time import utcnow
+from tests.server_harness import drop_pg_database, fresh_pg_database
+
+UNITS = 12
 
 
 class Refused(Exception):
@@ -30,7 +35,7 @@ class Refused(Exception):
 def write(session: Session, name: str, *, fail: bool = False, wait: threading.Event | None = None) -> str:
     """A unit of work: one audit row named `name`; raises after writing when `fail`."""
     if wait is not None:
-        assert wait.wait(30)  # holds the writer, so the units submitted meanwhile queue up
+        assert wait.wait(30)  # holds the SQLite writer thread, so the units submitted meanwhile queue up
     session.execute(insert(AuditEvent).values(tenant_id="acme", at=utcnow(), actor="test", action="write",
                                               target=name, details={}))
     if fail:
@@ -38,14 +43,23 @@ def write(session: Session, name: str, *, fail: bool = False, wait: threading.Ev
     return f"done {name}"
 
 
-async def _run(tmp_path: Path, failing: set[int], units: int) -> tuple[list[Any], list[str], list[int]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'licet.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'licet.db'}"
+        return
+    yield fresh_pg_database("licet_db_writer")
+    drop_pg_database("licet_db_writer")
+
+
+async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], list[str], list[int]]:
     await upgrade_async(url)
     services = Services(Settings(data_dir=tmp_path, database_url=url))
     groups: list[int] = []
-    commit = database._GroupWriter._commit
+    writer = database._GroupWriter if services.db.is_sqlite else database._KeyedGroups
+    commit = writer._commit
 
-    def counting(self: Any, group: list[Any]) -> bool:
+    def counting(self: Any, group: list[Any]) -> Any:
         groups.append(len(group))
         return commit(self, group)
 
@@ -53,12 +67,17 @@ async def _run(tmp_path: Path, failing: set[int], units: int) -> tuple[list[Any]
         await create_tenant(services, "acme", "Acme")
         gate = threading.Event()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(database._GroupWriter, "_commit", counting)
-            held = asyncio.ensure_future(services.db.run_write(functools.partial(write, wait=gate), "held"))
+            patch.setattr(writer, "_commit", counting)
+            # On SQLite the first unit holds the writer thread while the others queue; on PostgreSQL units
+            # run on the event loop, so it must not block: it commits alone before the others arrive.
+            hold = functools.partial(write, wait=gate) if services.db.is_sqlite else write
+            held = asyncio.ensure_future(services.db.run_write(hold, "held", group="acme"))
             await asyncio.sleep(0.05)
-            pending = [asyncio.ensure_future(services.db.run_write(functools.partial(write, fail=i in failing), f"u{i}"))
-                       for i in range(units)]
-            await asyncio.sleep(0.05)
+            # Submitted in one go: on PostgreSQL all of them queue before the group's drainer runs.
+            pending = [asyncio.ensure_future(services.db.run_write(
+                functools.partial(write, fail=i in failing), f"u{i}", group="acme")) for i in range(UNITS)]
+            if services.db.is_sqlite:
+                await asyncio.sleep(0.05)
             gate.set()
             outcomes = await asyncio.gather(held, *pending, return_exceptions=True)
         async with services.db.read() as session:
@@ -70,14 +89,15 @@ async def _run(tmp_path: Path, failing: set[int], units: int) -> tuple[list[Any]
 
 
 @pytest.mark.parametrize("failing", [set(), {0}, {5}, {11}, {2, 9}], ids=str)
-def test_queued_units_commit_together_and_a_failing_one_alone_is_lost(tmp_path: Path, failing: set[int]) -> None:
-    outcomes, stored, groups = asyncio.run(_run(tmp_path, failing, 12))
+def test_queued_units_commit_together_and_a_failing_one_alone_is_lost(database_url: str, tmp_path: Path,
+                                                                       failing: set[int]) -> None:
+    outcomes, stored, groups = asyncio.run(_run(database_url, tmp_path, failing))
     for i, outcome in enumerate(outcomes):
         if i in failing:
             assert isinstance(outcome, Refused) and str(outcome) == f"u{i}"
         else:
             assert outcome == f"done u{i}"
-    assert stored == ["held"] + [f"u{i}" for i in range(12) if i not in failing]
-    assert groups[0] == 1 and groups[1] == 12  # the twelve queued behind the held unit: one group
+    assert stored == ["held"] + [f"u{i}" for i in range(UNITS) if i not in failing]
+    assert groups[:2] == [1, UNITS]  # the held unit alone, then the twelve queued behind it: one group
     # a failed group is run again one unit per transaction; a clean one is not
-    assert groups[2:] == ([1] * 12 if failing else [])
+    assert groups[2:] == ([1] * UNITS if failing else [])

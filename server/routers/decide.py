@@ -96,7 +96,9 @@ async def decide(body: DecideBody, request: Request,
         return DecideInput(caller, body.action, body.resource, body.args, source_ip, body.delegation,
                            idempotency_key, body.approval)
 
-    recorded = await services.db.run_write(decide_as, services, credential, ask)
+    # On PostgreSQL, decisions on one credential commit in groups (server/db.py).
+    group = f"key:{credential.digest}" if isinstance(credential, KeyCredential) else f"tenant:{credential.tenant_id}"
+    recorded = await services.db.run_write(decide_as, services, credential, ask, group=group)
     if isinstance(recorded, ApiError):
         raise recorded
     if recorded.jobs:  # after the commit: a worker must never see an approval that was rolled back
