@@ -78,6 +78,16 @@ def drop_pg_database(name: str) -> None:
     pg_admin([f'DROP DATABASE IF EXISTS "{name}_{_RUN}" WITH (FORCE)'])
 
 
+@contextmanager
+def pg_database(name: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for the block (its asyncpg URL), dropped afterwards."""
+    url = fresh_pg_database(name)
+    try:
+        yield url
+    finally:
+        drop_pg_database(name)
+
+
 @dataclass
 class Server:
     """A running `licet serve` and what tests need to reach and provision it."""

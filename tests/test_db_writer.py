@@ -23,7 +23,7 @@ from server.services import Services
 from server.settings import Settings
 from server.tenants import create_tenant
 from server.time import utcnow
-from tests.server_harness import drop_pg_database, fresh_pg_database
+from tests.server_harness import pg_database
 
 UNITS = 12
 
@@ -48,8 +48,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'licet.db'}"
         return
-    yield fresh_pg_database("licet_db_writer")
-    drop_pg_database("licet_db_writer")
+    with pg_database("licet_db_writer") as url:
+        yield url
 
 
 async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], list[str], list[int]]:

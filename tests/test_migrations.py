@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from server import migrations
 from server.models import Base, LogHead, SessionContribution, SessionEvent, Tenant
-from tests.server_harness import drop_pg_database, fresh_pg_database
+from tests.server_harness import pg_database
 
 BOOKKEEPING = {"alembic_version"}
 
@@ -35,10 +35,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, worker_id: str)
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'licet.db'}"
         return
-    name = f"licet_mig_{worker_id}"
-    url = fresh_pg_database(name)
-    yield url
-    drop_pg_database(name)
+    with pg_database(f"licet_mig_{worker_id}") as url:
+        yield url
 
 
 def on_database(url: str, fn: Callable[[Connection], Any], *, commit: bool = False) -> Any:

@@ -26,7 +26,7 @@ from server.migrations import upgrade_async
 from server.services import Services
 from server.settings import Settings
 from server.tenants import create_tenant
-from tests.server_harness import Tenant, certificate_keys, drop_pg_database, fresh_pg_database
+from tests.server_harness import Tenant, certificate_keys, pg_database
 
 CONCURRENT = 200
 
@@ -86,11 +86,8 @@ def test_a_rolled_back_append_never_corrupts_another_workers_log(tmp_path: Path)
     # Two server processes on one PostgreSQL database: worker A appends and rolls back, worker B
     # appends an entry at the same index, then A appends twice more. A border A kept from its rolled-back
     # transaction describes a size the log has reached with different content: A must not use it.
-    url = fresh_pg_database("licet_log_workers")
-    try:
+    with pg_database("licet_log_workers") as url:
         asyncio.run(_two_workers(url, tmp_path))
-    finally:
-        drop_pg_database("licet_log_workers")
 
 
 async def _two_workers(url: str, tmp_path: Path) -> None:

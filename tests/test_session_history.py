@@ -26,7 +26,7 @@ from server.services import Services
 from server.settings import Settings
 from server.tenants import create_tenant
 from tests.conftest import NOW, PAYMENTS
-from tests.server_harness import drop_pg_database, fresh_pg_database
+from tests.server_harness import pg_database
 
 POLICIES = [
     kernel.load_policy(PAYMENTS, "payments.yaml"),
@@ -163,11 +163,8 @@ def test_a_second_worker_s_events_and_a_rollback_are_never_missed(tmp_path: Path
     # Two server processes on one PostgreSQL database. A covers agent-1's history for v1; B records
     # events under v2 (which store no v1 contributions); A must still count them under v1, even after
     # a transaction of A's that stored those contributions and marked them covered rolled back.
-    url = fresh_pg_database("licet_history_workers")
-    try:
+    with pg_database("licet_history_workers") as url:
         asyncio.run(_two_workers(url, tmp_path))
-    finally:
-        drop_pg_database("licet_history_workers")
 
 
 async def _two_workers(url: str, tmp_path: Path) -> None:
