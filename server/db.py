@@ -10,9 +10,10 @@ that runs the units of work waiting when it becomes free in one transaction, on 
 transaction at a time per group key (a decision's credential) in each process, the units of that key
 that arrive meanwhile going into the next. A burst of decisions then pays for one thread hop, BEGIN,
 lock and COMMIT instead of one each, and on PostgreSQL waits in order in the process instead of in a
-queue of connections on the tenant's row lock. A unit that fails rolls back its group, and the
-group's units are then run again one transaction each, so every unit commits or fails on its own, as
-if it had run alone.
+queue of connections on the tenant's row lock. Each unit of a group runs in a savepoint: one that
+fails is rolled back to it and fails alone, so every unit commits or fails as if it had run alone.
+What a unit asks to do after the commit (`after_commit`) happens only if the group commits and the
+unit did not fail.
 """
 
 from __future__ import annotations
@@ -82,18 +83,61 @@ class _Unit:
     outcome: tuple[bool, Any] = (False, None)  # (succeeded, result or exception)
 
 
+_AFTER_COMMIT = "licet.after_commit"
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the write transaction of `session` has committed; never if it does not
+    (nor if the unit of work that asked fails on its own)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def _committed(session: Session) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, ()):
+        callback()
+
+
+def _run_units(session: Session, group: list[_Unit], rolled_back: Callable[[], None]) -> None:
+    """Run each unit of `group` in the open transaction of `session`, setting its outcome. Each of
+    several runs in a savepoint: one that raises is rolled back to it, with what it asked to run
+    after the commit, and only it fails (a lone unit's failure rolls back the whole transaction)."""
+    if len(group) == 1:
+        unit = group[0]
+        unit.outcome = (True, unit.fn(session, *unit.args))
+        return
+    for unit in group:
+        waiting = session.info.setdefault(_AFTER_COMMIT, [])
+        kept = len(waiting)
+        try:
+            with session.begin_nested():
+                unit.outcome = (True, unit.fn(session, *unit.args))
+        except Exception as exc:  # noqa: BLE001 - its own outcome: the awaiting request raises it
+            del waiting[kept:]
+            unit.outcome = (False, exc)
+            rolled_back()  # what the process cached may describe the writes just undone
+
+
+def _failed(group: list[_Unit], exc: BaseException) -> None:
+    for unit in group:
+        unit.outcome = (False, exc)
+
+
 class _GroupWriter:
     """One thread that runs units of work on the SQLite writer connection, committing the units that
     queued up meanwhile together (see the module's docstring)."""
 
-    def __init__(self, sessions: sessionmaker[Session], telling_rollbacks: Callable[[], Any]) -> None:
-        self._sessions, self._telling_rollbacks = sessions, telling_rollbacks
+    def __init__(self, sessions: sessionmaker[Session], telling_rollbacks: Callable[[], Any],
+                 rolled_back: Callable[[], None]) -> None:
+        self._sessions, self._telling_rollbacks, self._rolled_back = sessions, telling_rollbacks, rolled_back
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="licet-sqlite-writer", daemon=True)
         self._thread.start()
 
     async def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         """`fn(session, *args)`, committed (with others) unless it raises."""
+        if self._stopped:
+            raise RuntimeError("the database was disposed of: no more writes")
         loop = asyncio.get_running_loop()
         unit = _Unit(fn, args, loop, loop.create_future())
         self._queue.put(unit)
@@ -102,6 +146,7 @@ class _GroupWriter:
 
     def stop(self) -> None:
         """Finish the queued units, then end the thread."""
+        self._stopped = True
         self._queue.put(None)
         self._thread.join()
 
@@ -120,100 +165,85 @@ class _GroupWriter:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(unit)
-            if not self._commit(group) and len(group) > 1:
-                for unit in group:  # one failed: each again on its own, so only it fails
-                    self._commit([unit])
-            self._settle(group)
+            self._commit(group)
+            _settle(group)
 
-    def _commit(self, group: list[_Unit]) -> bool:
-        """Run `group` in one transaction; whether it committed (else each unit holds the error)."""
+    def _commit(self, group: list[_Unit]) -> None:
+        """Run `group` in one transaction; a failure to begin or commit it is every unit's outcome."""
         try:
-            with self._telling_rollbacks(), self._sessions() as session, session.begin():
-                results = _run_units(session, group)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request, never swallowed
+            with self._telling_rollbacks(), self._sessions() as session:
+                with session.begin():
+                    _run_units(session, group, self._rolled_back)
+                _committed(session)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting requests, never swallowed
             _failed(group, exc)
-            return False
-        _succeeded(group, results)
-        return True
-
-    @staticmethod
-    def _settle(group: list[_Unit]) -> None:
-        # One wake-up of each event loop per group, not one per unit.
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Unit]] = {}
-        for unit in group:
-            by_loop.setdefault(unit.loop, []).append(unit)
-        for loop, units in by_loop.items():
-            loop.call_soon_threadsafe(_resolve, units)
 
 
 class _KeyedGroups:
     """PostgreSQL: one write transaction at a time per group key in this process; the units of that
-    key that arrive meanwhile are committed together in the next (see the module's docstring)."""
+    key that arrive meanwhile are committed together in the next (see the module's docstring). Keys
+    are per event loop: units of different loops never share a transaction."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], telling_rollbacks: Callable[[], Any]) -> None:
-        self._sessions, self._telling_rollbacks = sessions, telling_rollbacks
-        self._waiting: dict[str, list[_Unit]] = {}
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], telling_rollbacks: Callable[[], Any],
+                 rolled_back: Callable[[], None]) -> None:
+        self._sessions, self._telling_rollbacks, self._rolled_back = sessions, telling_rollbacks, rolled_back
+        self._waiting: dict[tuple[asyncio.AbstractEventLoop, str], list[_Unit]] = {}
         self._drainers: set[asyncio.Task[None]] = set()
 
     async def submit(self, key: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         """`fn(session, *args)`, committed (with others of `key`) unless it raises."""
         loop = asyncio.get_running_loop()
         unit = _Unit(fn, args, loop, loop.create_future())
-        waiting = self._waiting.get(key)
+        waiting = self._waiting.get((loop, key))
         if waiting is not None:
             waiting.append(unit)
         else:
-            self._waiting[key] = [unit]
+            self._waiting[(loop, key)] = [unit]
             # A task of its own: a request that goes away must not take the others' group with it.
-            drainer = loop.create_task(self._drain(key))
+            drainer = loop.create_task(self._drain((loop, key)))
             self._drainers.add(drainer)
             drainer.add_done_callback(self._drainers.discard)
         result: T = await unit.future
         return result
 
-    async def _drain(self, key: str) -> None:
+    async def _drain(self, key: tuple[asyncio.AbstractEventLoop, str]) -> None:
         waiting = self._waiting[key]
         group: list[_Unit] = []
         try:
             while waiting:
                 group = waiting[:MAX_GROUP]
                 del waiting[:len(group)]
-                if not await self._commit(group) and len(group) > 1:
-                    for unit in group:
-                        await self._commit([unit])
+                await self._commit(group)
                 _resolve(group)
                 group = []
         except BaseException as exc:  # cancelled at shutdown: nobody may wait for ever
-            _failed(group + waiting, RuntimeError(f"the write was abandoned: {exc!r}"))
+            _failed(group + waiting, RuntimeError(f"the write was abandoned, committed or not: {exc!r}"))
             _resolve(group + waiting)
             raise
         finally:
             del self._waiting[key]
 
-    async def _commit(self, group: list[_Unit]) -> bool:
+    async def _commit(self, group: list[_Unit]) -> None:
         try:
             with self._telling_rollbacks():
-                async with self._sessions() as session, session.begin():
-                    results = await session.run_sync(_run_units, group)
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting request, never swallowed
+                async with self._sessions() as session:
+                    async with session.begin():
+                        await session.run_sync(_run_units, group, self._rolled_back)
+                    _committed(session.sync_session)
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting requests, never swallowed
             _failed(group, exc)
-            return False
-        _succeeded(group, results)
-        return True
 
 
-def _run_units(session: Session, group: list[_Unit]) -> list[Any]:
-    return [unit.fn(session, *unit.args) for unit in group]
-
-
-def _succeeded(group: list[_Unit], results: list[Any]) -> None:
-    for unit, result in zip(group, results, strict=True):
-        unit.outcome = (True, result)
-
-
-def _failed(group: list[_Unit], exc: BaseException) -> None:
+def _settle(group: list[_Unit]) -> None:
+    # From the writer thread: one wake-up of each event loop per group, not one per unit.
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Unit]] = {}
     for unit in group:
-        unit.outcome = (False, exc)
+        by_loop.setdefault(unit.loop, []).append(unit)
+    for loop, units in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, units)
+        except RuntimeError:  # that loop is closed: nobody waits for these outcomes any more
+            continue
 
 
 def _resolve(units: list[_Unit]) -> None:
@@ -243,7 +273,7 @@ class Database:
         self._read = async_sessionmaker(self.reader, expire_on_commit=False)
         self._rollback_listeners: list[Callable[[], None]] = []
         self._writer: _GroupWriter | None = None
-        self._groups = _KeyedGroups(self._write, self._telling_rollbacks)
+        self._groups = _KeyedGroups(self._write, self._telling_rollbacks, self._rolled_back)
         self._lookups: ThreadPoolExecutor | None = None
         self._plain_engines: list[Engine] = []
         if self.is_sqlite:
@@ -251,7 +281,8 @@ class Database:
             # threads of their own with the plain sqlite3 driver: one thread hop each instead of one
             # per statement through aiosqlite.
             writer = _plain_sqlite_engine(url, pool_size=1, begin=_BEGIN_WRITE, synchronous=sqlite_synchronous)
-            self._writer = _GroupWriter(sessionmaker(writer, expire_on_commit=False), self._telling_rollbacks)
+            self._writer = _GroupWriter(sessionmaker(writer, expire_on_commit=False), self._telling_rollbacks,
+                                        self._rolled_back)
             self._sync_reader = _plain_sqlite_engine(url, pool_size=_LOOKUP_THREADS, begin=None,
                                                      synchronous=sqlite_synchronous,
                                                      pool_reset_on_return=None, isolation_level="AUTOCOMMIT")
@@ -281,9 +312,12 @@ class Database:
         try:
             yield
         except BaseException:
-            for listener in self._rollback_listeners:
-                listener()
+            self._rolled_back()
             raise
+
+    def _rolled_back(self) -> None:
+        for listener in self._rollback_listeners:
+            listener()
 
     async def first(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
         """The first row `statement` reads (a credential lookup), outside any transaction of the caller's."""
@@ -305,8 +339,10 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         with self._telling_rollbacks():
-            async with self._write() as session, session.begin():
-                yield session
+            async with self._write() as session:
+                async with session.begin():
+                    yield session
+                _committed(session.sync_session)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -317,7 +353,7 @@ class Database:
     async def dispose(self) -> None:
         """Close every connection."""
         if self._writer is not None:
-            self._writer.stop()
+            await asyncio.to_thread(self._writer.stop)  # the queued units finish first
         if self._lookups is not None:
             self._lookups.shutdown()
             for connection in self._lookup_connections:

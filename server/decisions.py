@@ -119,7 +119,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
                "context": {"authenticated": True, "mfa": ask.caller.mfa, "source_ip": ask.source_ip or ""}}
     # Most requests touch no invariant: then there is no session state to read.
     involved = kernel.involved_invariants(policy, request)
-    state = (session_state(connection, tenant, str(principal["id"]), policy, at, services.coverage) if involved
+    state = (session_state(session, tenant, str(principal["id"]), policy, at, services.coverage) if involved
              else {"summary": {}})
 
     def decide(approval: PresentedApproval | None = None) -> Decision:

@@ -73,7 +73,15 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.code, exc.message, exc.field, **(exc.detail or {})), exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A route that checks its API key inside its own transaction (identity.require_in_write) has
+        # not checked it yet: a caller who may not call the route learns that first, as elsewhere.
+        check = getattr(request.state, "check_credential", None)
+        if check is not None:
+            try:
+                await check()
+            except ApiError as refused:
+                return await _api(request, refused)
         first = exc.errors()[0]
         field = _field(tuple(first.get("loc", ())))
         message = str(first.get("msg", "invalid input"))

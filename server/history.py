@@ -5,20 +5,24 @@ Each event's contributions are computed once per policy version and stored with 
 principal and time, so a decision reads only the relevant rows of one index range, however long the
 principal's history. Events no decision under a version has looked at yet (recorded under another
 version, before an activation) get their contributions on first read. Which events were already
-looked at is remembered per process (`Coverage`), so that look-up covers only events newer than the
-last one, not the whole window again.
+looked at is remembered per process (`Coverage`), once the transaction that stored their
+contributions has committed, so that look-up covers only events newer than the last one, not the
+whole window again.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select
+from sqlalchemy.orm import Session
 
 import kernel
+from server.db import after_commit
 from server.models import Base
 
 _tables = Base.metadata.tables
@@ -51,8 +55,9 @@ class Covered:
 class Coverage:
     """Per process: how far each principal's history is covered for each policy version (bounded,
     least recently used out). Ids grow in commit order within a tenant, because each tenant's
-    writes hold its log lock, so an event recorded later never falls below a mark. A write that rolls
-    back may have marked rows that were never stored: then every mark goes (`forget`)."""
+    writes hold its log lock, so an event recorded later never falls below a mark. Marks are made
+    only after the transaction that stored their rows has committed (`server.db.after_commit`): a
+    transaction that takes the lock next either sees those rows or an older mark."""
 
     def __init__(self, size: int = MAX_COVERED) -> None:
         self._marks: OrderedDict[tuple[str, str, str], Covered] = OrderedDict()
@@ -68,17 +73,12 @@ class Coverage:
             return found
 
     def mark(self, tenant: str, principal: str, policy_hash: str, covered: Covered) -> None:
-        """Remember `covered` (inside the write transaction that stored the contributions)."""
+        """Remember `covered` (once the contributions it stands for are committed)."""
         with self._lock:
             self._marks[(tenant, principal, policy_hash)] = covered
             self._marks.move_to_end((tenant, principal, policy_hash))
             while len(self._marks) > self._size:
                 self._marks.popitem(last=False)
-
-    def forget(self) -> None:
-        """Drop every mark."""
-        with self._lock:
-            self._marks.clear()
 
 
 def record_event(connection: Connection, tenant: str, principal: str, at: float, event: dict[str, Any],
@@ -91,13 +91,14 @@ def record_event(connection: Connection, tenant: str, principal: str, at: float,
             policy, tenant, principal, event_id, at, kernel.event_contributions(policy, event)))
 
 
-def session_state(connection: Connection, tenant: str, principal: str, policy: kernel.Policy, at: float,
+def session_state(session: Session, tenant: str, principal: str, policy: kernel.Policy, at: float,
                   coverage: Coverage | None) -> dict[str, Any]:
     """The principal's session state for `policy` at `at` as a kernel summary. With `coverage` (a write
-    transaction holding the tenant's log lock) contributions computed now are stored and marked;
-    without it (a read) they are computed and dropped, and the whole window is looked through."""
+    transaction holding the tenant's log lock) contributions computed now are stored, and marked once
+    committed; without it (a read) they are computed and dropped, and the whole window is looked through."""
     if not policy.invariants:
         return {"summary": {}}
+    connection = session.connection()
     windows = [inv.window_seconds for inv in policy.invariants]
     since = at - max(w for w in windows if w is not None) if all(w is not None for w in windows) else -1.0
     where = {"tenant": tenant, "principal": principal, "since": since, "policy": policy.hash}
@@ -116,7 +117,8 @@ def session_state(connection: Connection, tenant: str, principal: str, policy: k
         if rows:
             connection.execute(_INSERT_CONTRIBUTIONS, rows)
         if last is not None:
-            coverage.mark(tenant, principal, policy.hash, Covered(int(last), since))
+            after_commit(session, functools.partial(coverage.mark, tenant, principal, policy.hash,
+                                                    Covered(int(last), since)))
     return {"summary": kernel.summary_from_contributions(policy, events, at)}
 
 

@@ -106,6 +106,12 @@ async def _key_caller(services: Any, token: str) -> Caller:
     return _key_row_caller(await services.db.first(_KEY_BY_HASH, {"hash": key_hash(token)}))
 
 
+async def _checked_key_caller(services: Any, token: str, permission: str) -> Caller:
+    caller = await _key_caller(services, token)
+    _check_role(caller, permission)
+    return caller
+
+
 def _key_row_caller(key: Any) -> Caller:
     now = utcnow()
     if key is None or (key.revoked_at is not None and key.revoked_at <= now):
@@ -163,13 +169,17 @@ def require(permission: str, *, step_up: bool = False) -> Any:
 
 def require_in_write(permission: str) -> Any:
     """A dependency like `require(permission)` for a route whose write transaction authenticates
-    an API key itself (`KeyCredential.caller`): the key is then checked at the moment the transaction
-    records its effect (a key revoked just before cannot slip through), and the request saves a
-    database round trip. A person's session is resolved and checked here, as by `require`."""
+    an API key itself (`KeyCredential.caller`): the key is then checked by the transaction that
+    records the effect (on SQLite, whose writes are serial, no revocation can commit in between), and
+    the request saves a database round trip. A person's session is resolved and checked here, as by
+    `require`."""
 
     async def check(request: Request) -> Caller | KeyCredential:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token.strip().startswith(KEY_PREFIX):
+            services = request.app.state.services
+            # For an invalid body, the error handler checks the key before answering (server/errors.py).
+            request.state.check_credential = lambda: _checked_key_caller(services, token.strip(), permission)
             return KeyCredential(key_hash(token.strip()), permission)
         caller = _session_caller(await session_of(request))
         _check_role(caller, permission)

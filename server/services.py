@@ -90,7 +90,6 @@ class Services:
         # stored, and another process may since have stored different ones at the same size.
         self.db.on_rollback(self._logs.clear)
         self.coverage = Coverage()
-        self.db.on_rollback(self.coverage.forget)
 
     def transparency_log(self, store: DatabaseLogStore) -> TransparencyLog:
         """The tenant's log over `store` (a transaction's view), keeping the log's right border

@@ -1,7 +1,8 @@
 """Writes are committed in groups (server/db.py): the units of work that queue up behind a running
 transaction (on SQLite any, on PostgreSQL those of one group key) share the next. Each unit must
 still commit or fail as if it had run alone, get its own result, and leave nothing behind when it
-fails, whichever place it takes in its group."""
+fails, whichever place it takes in its group: neither its rows nor what it asked to run after the
+commit."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from server import db as database
+from server.db import after_commit
 from server.migrations import upgrade_async
 from server.models import AuditEvent
 from server.services import Services
@@ -32,12 +34,15 @@ class Refused(Exception):
     """What a failing unit raises, after it wrote its row."""
 
 
-def write(session: Session, name: str, *, fail: bool = False, wait: threading.Event | None = None) -> str:
-    """A unit of work: one audit row named `name`; raises after writing when `fail`."""
+def write(session: Session, name: str, *, done: list[str], fail: bool = False,
+          wait: threading.Event | None = None) -> str:
+    """A unit of work: one audit row named `name`, and `name` in `done` once committed; raises after
+    both when `fail`."""
     if wait is not None:
         assert wait.wait(30)  # holds the SQLite writer thread, so the units submitted meanwhile queue up
     session.execute(insert(AuditEvent).values(tenant_id="acme", at=utcnow(), actor="test", action="write",
                                               target=name, details={}))
+    after_commit(session, functools.partial(done.append, name))
     if fail:
         raise Refused(name)
     return f"done {name}"
@@ -52,10 +57,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], list[str], list[int]]:
+async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], list[str], list[str], list[int]]:
     await upgrade_async(url)
     services = Services(Settings(data_dir=tmp_path, database_url=url))
     groups: list[int] = []
+    done: list[str] = []
     writer = database._GroupWriter if services.db.is_sqlite else database._KeyedGroups
     commit = writer._commit
 
@@ -70,12 +76,12 @@ async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], 
             patch.setattr(writer, "_commit", counting)
             # On SQLite the first unit holds the writer thread while the others queue; on PostgreSQL units
             # run on the event loop, so it must not block: it commits alone before the others arrive.
-            hold = functools.partial(write, wait=gate) if services.db.is_sqlite else write
+            hold = functools.partial(write, done=done, wait=gate if services.db.is_sqlite else None)
             held = asyncio.ensure_future(services.db.run_write(hold, "held", group="acme"))
             await asyncio.sleep(0.05)
             # Submitted in one go: on PostgreSQL all of them queue before the group's drainer runs.
             pending = [asyncio.ensure_future(services.db.run_write(
-                functools.partial(write, fail=i in failing), f"u{i}", group="acme")) for i in range(UNITS)]
+                functools.partial(write, done=done, fail=i in failing), f"u{i}", group="acme")) for i in range(UNITS)]
             if services.db.is_sqlite:
                 await asyncio.sleep(0.05)
             gate.set()
@@ -83,7 +89,7 @@ async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], 
         async with services.db.read() as session:
             stored = list((await session.execute(select(AuditEvent.target).where(
                 AuditEvent.action == "write").order_by(AuditEvent.id))).scalars())
-        return outcomes[1:], stored, groups
+        return outcomes[1:], stored, sorted(done), groups
     finally:
         await services.db.dispose()
 
@@ -91,13 +97,12 @@ async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], 
 @pytest.mark.parametrize("failing", [set(), {0}, {5}, {11}, {2, 9}], ids=str)
 def test_queued_units_commit_together_and_a_failing_one_alone_is_lost(database_url: str, tmp_path: Path,
                                                                        failing: set[int]) -> None:
-    outcomes, stored, groups = asyncio.run(_run(database_url, tmp_path, failing))
+    outcomes, stored, done, groups = asyncio.run(_run(database_url, tmp_path, failing))
     for i, outcome in enumerate(outcomes):
         if i in failing:
             assert isinstance(outcome, Refused) and str(outcome) == f"u{i}"
         else:
             assert outcome == f"done u{i}"
-    assert stored == ["held"] + [f"u{i}" for i in range(UNITS) if i not in failing]
-    assert groups[:2] == [1, UNITS]  # the held unit alone, then the twelve queued behind it: one group
-    # a failed group is run again one unit per transaction; a clean one is not
-    assert groups[2:] == ([1] * UNITS if failing else [])
+    committed = ["held"] + [f"u{i}" for i in range(UNITS) if i not in failing]
+    assert stored == committed and done == sorted(committed)
+    assert groups == [1, UNITS]  # the held unit alone, then the twelve queued behind it: one transaction

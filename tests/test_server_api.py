@@ -187,6 +187,19 @@ def test_a_revoked_key_in_a_burst_is_refused_alone(tenant: Tenant) -> None:
         assert owner.get("/v1/evidence/checkpoint").json()["size"] == before + 16
 
 
+def test_decide_refuses_a_bad_key_before_judging_the_body(tenant: Tenant) -> None:
+    # /v1/decide checks its key inside the decision's transaction; a body that never gets there must
+    # still answer an unknown key with 401 and a role without `decide` with 403, as every route does.
+    bad_body = {"action": "payments.transfer", "resource": "/accounts/acc-1", "principal": {"id": "me"}}
+    with tenant.server.client("licet_" + "x" * 43) as unknown:
+        assert unknown.post("/v1/decide", json=bad_body).status_code == 401
+    with tenant.server.client(tenant.key("auditor", "user:audit")) as auditor:
+        assert auditor.post("/v1/decide", json=bad_body).status_code == 403
+    with tenant.server.client(tenant.key()) as agent:
+        refused = agent.post("/v1/decide", json=bad_body)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_input"
+
+
 def test_roles_are_enforced(tenant: Tenant) -> None:
     with tenant.server.client(tenant.key("auditor", "user:audit")) as auditor:
         assert auditor.get("/v1/audit").status_code == 200

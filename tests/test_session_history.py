@@ -73,7 +73,7 @@ class History:
             connection = session.connection()
             lock_head(connection, self.tenant)
             # as a decision does: read the state (storing what was unseen), then record the event
-            session_state(connection, self.tenant, principal, policy, at, self.services.coverage)
+            session_state(session, self.tenant, principal, policy, at, self.services.coverage)
             record_event(connection, self.tenant, principal, at, event, policy)
             if roll_back:
                 raise _RolledBack
@@ -87,14 +87,12 @@ class History:
     async def state(self, principal: str, policy: kernel.Policy, at: float) -> tuple[dict[str, Any], dict[str, Any]]:
         """The state a decision reads (marking coverage) and the state a plan reads (no lock, no marks)."""
         def locked(session: Session) -> dict[str, Any]:
-            connection = session.connection()
-            lock_head(connection, self.tenant)
-            return session_state(connection, self.tenant, principal, policy, at, self.services.coverage)
+            lock_head(session.connection(), self.tenant)
+            return session_state(session, self.tenant, principal, policy, at, self.services.coverage)
 
         written = await self.services.db.run_write(locked)
         async with self.services.db.read() as session:
-            read = await session.run_sync(lambda s: session_state(s.connection(), self.tenant, principal, policy,
-                                                                  at, None))
+            read = await session.run_sync(session_state, self.tenant, principal, policy, at, None)
         return written, read
 
 

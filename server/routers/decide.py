@@ -116,8 +116,7 @@ async def plans_verify(body: PlanBody, request: Request, caller: Annotated[Calle
     now = utcnow().timestamp()
     async with services.db.read() as session:
         policy = await session.run_sync(active_policy, services, caller.tenant_id)
-        state = await session.run_sync(lambda sync: session_state(
-            sync.connection(), caller.tenant_id, caller.principal_id, policy, now, coverage=None))
+        state = await session.run_sync(session_state, caller.tenant_id, caller.principal_id, policy, now, None)
     context = {"authenticated": True, "mfa": caller.mfa,
                "source_ip": client_ip(request, services.settings.trusted_proxies) or ""}
     try:
