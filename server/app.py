@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
+        gc.unfreeze()  # a process that builds another app (tests) must not keep this one for ever
         await app.state.dispatcher.stop()
         await app.state.services.db.dispose()
 
