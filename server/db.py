@@ -10,10 +10,11 @@ that runs the units of work waiting when it becomes free in one transaction, on 
 transaction at a time per group key (a decision's credential) in each process, the units of that key
 that arrive meanwhile going into the next. A burst of decisions then pays for one thread hop, BEGIN,
 lock and COMMIT instead of one each, and on PostgreSQL waits in order in the process instead of in a
-queue of connections on the tenant's row lock. Each unit of a group runs in a savepoint: one that
-fails is rolled back to it and fails alone, so every unit commits or fails as if it had run alone.
-What a unit asks to do after the commit (`after_commit`) happens only if the group commits and the
-unit did not fail.
+queue of connections on the tenant's row lock. A unit that raises rolls its group back, and the
+group runs again with each unit in a savepoint (which costs too much to pay always): the failing one is
+rolled back to it and fails alone, so every unit commits or fails as if it had run alone. What a unit
+asks to do after the commit (`after_commit`) happens only if the group commits and the unit did not
+fail.
 """
 
 from __future__ import annotations
@@ -97,15 +98,26 @@ def _committed(session: Session) -> None:
         callback()
 
 
-def _run_units(session: Session, group: list[_Unit], rolled_back: Callable[[], None]) -> None:
-    """Run each unit of `group` in the open transaction of `session`, setting its outcome. Each of
-    several runs in a savepoint: one that raises is rolled back to it, with what it asked to run
-    after the commit, and only it fails (a lone unit's failure rolls back the whole transaction)."""
-    if len(group) == 1:
-        unit = group[0]
-        unit.outcome = (True, unit.fn(session, *unit.args))
-        return
+class _UnitFailed(Exception):
+    """A unit of a group raised (not the transaction around it)."""
+
+    def __init__(self, unit: _Unit, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.unit, self.error = unit, error
+
+
+def _run_units(session: Session, group: list[_Unit], rolled_back: Callable[[], None], isolated: bool) -> None:
+    """Run each unit of `group` in the open transaction of `session`, setting its outcome.
+    Not `isolated`: a unit that raises ends the run (`_UnitFailed`) and so rolls the transaction back.
+    `isolated`: each unit runs in a savepoint; one that raises is rolled back to it, with what it asked
+    to run after the commit, and only it fails."""
     for unit in group:
+        if not isolated:
+            try:
+                unit.outcome = (True, unit.fn(session, *unit.args))
+            except Exception as exc:
+                raise _UnitFailed(unit, exc) from exc
+            continue
         waiting = session.info.setdefault(_AFTER_COMMIT, [])
         kept = len(waiting)
         try:
@@ -169,14 +181,24 @@ class _GroupWriter:
             _settle(group)
 
     def _commit(self, group: list[_Unit]) -> None:
-        """Run `group` in one transaction; a failure to begin or commit it is every unit's outcome."""
+        """Run `group` in one transaction; if a unit raises, run it again with each unit in a
+        savepoint (which costs, so only then). A failure to begin or commit is every unit's outcome."""
         try:
-            with self._telling_rollbacks(), self._sessions() as session:
-                with session.begin():
-                    _run_units(session, group, self._rolled_back)
-                _committed(session)
+            try:
+                self._transaction(group, isolated=False)
+            except _UnitFailed as failed:
+                if len(group) == 1:
+                    failed.unit.outcome = (False, failed.error)
+                else:
+                    self._transaction(group, isolated=True)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting requests, never swallowed
             _failed(group, exc)
+
+    def _transaction(self, group: list[_Unit], *, isolated: bool) -> None:
+        with self._telling_rollbacks(), self._sessions() as session:
+            with session.begin():
+                _run_units(session, group, self._rolled_back, isolated)
+            _committed(session)
 
 
 class _KeyedGroups:
@@ -224,14 +246,24 @@ class _KeyedGroups:
             del self._waiting[key]
 
     async def _commit(self, group: list[_Unit]) -> None:
+        # As _GroupWriter._commit does.
         try:
-            with self._telling_rollbacks():
-                async with self._sessions() as session:
-                    async with session.begin():
-                        await session.run_sync(_run_units, group, self._rolled_back)
-                    _committed(session.sync_session)
+            try:
+                await self._transaction(group, isolated=False)
+            except _UnitFailed as failed:
+                if len(group) == 1:
+                    failed.unit.outcome = (False, failed.error)
+                else:
+                    await self._transaction(group, isolated=True)
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting requests, never swallowed
             _failed(group, exc)
+
+    async def _transaction(self, group: list[_Unit], *, isolated: bool) -> None:
+        with self._telling_rollbacks():
+            async with self._sessions() as session:
+                async with session.begin():
+                    await session.run_sync(_run_units, group, self._rolled_back, isolated)
+                _committed(session.sync_session)
 
 
 def _settle(group: list[_Unit]) -> None:

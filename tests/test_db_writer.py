@@ -57,23 +57,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], list[str], list[str], list[int]]:
+async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], list[str], list[str], list[Any]]:
     await upgrade_async(url)
     services = Services(Settings(data_dir=tmp_path, database_url=url))
-    groups: list[int] = []
+    transactions: list[tuple[int, bool]] = []
     done: list[str] = []
     writer = database._GroupWriter if services.db.is_sqlite else database._KeyedGroups
-    commit = writer._commit
+    transaction = writer._transaction
 
-    def counting(self: Any, group: list[Any]) -> Any:
-        groups.append(len(group))
-        return commit(self, group)
+    def counting(self: Any, group: list[Any], *, isolated: bool) -> Any:
+        transactions.append((len(group), isolated))
+        return transaction(self, group, isolated=isolated)
 
     try:
         await create_tenant(services, "acme", "Acme")
         gate = threading.Event()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(writer, "_commit", counting)
+            patch.setattr(writer, "_transaction", counting)
             # On SQLite the first unit holds the writer thread while the others queue; on PostgreSQL units
             # run on the event loop, so it must not block: it commits alone before the others arrive.
             hold = functools.partial(write, done=done, wait=gate if services.db.is_sqlite else None)
@@ -89,7 +89,7 @@ async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], 
         async with services.db.read() as session:
             stored = list((await session.execute(select(AuditEvent.target).where(
                 AuditEvent.action == "write").order_by(AuditEvent.id))).scalars())
-        return outcomes[1:], stored, sorted(done), groups
+        return outcomes[1:], stored, sorted(done), transactions
     finally:
         await services.db.dispose()
 
@@ -97,7 +97,7 @@ async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], 
 @pytest.mark.parametrize("failing", [set(), {0}, {5}, {11}, {2, 9}], ids=str)
 def test_queued_units_commit_together_and_a_failing_one_alone_is_lost(database_url: str, tmp_path: Path,
                                                                        failing: set[int]) -> None:
-    outcomes, stored, done, groups = asyncio.run(_run(database_url, tmp_path, failing))
+    outcomes, stored, done, transactions = asyncio.run(_run(database_url, tmp_path, failing))
     for i, outcome in enumerate(outcomes):
         if i in failing:
             assert isinstance(outcome, Refused) and str(outcome) == f"u{i}"
@@ -105,4 +105,6 @@ def test_queued_units_commit_together_and_a_failing_one_alone_is_lost(database_u
             assert outcome == f"done u{i}"
     committed = ["held"] + [f"u{i}" for i in range(UNITS) if i not in failing]
     assert stored == committed and done == sorted(committed)
-    assert groups == [1, UNITS]  # the held unit alone, then the twelve queued behind it: one transaction
+    # the held unit alone, then the twelve queued behind it in one transaction; if one of them failed,
+    # once more with each in a savepoint
+    assert transactions == [(1, False), (UNITS, False)] + ([(UNITS, True)] if failing else [])
