@@ -140,7 +140,7 @@ class _GroupWriter:
 
     def __init__(self, sessions: sessionmaker[Session], telling_rollbacks: Callable[[], Any],
                  rolled_back: Callable[[], None]) -> None:
-        self._sessions, self._telling_rollbacks, self._rolled_back = sessions, telling_rollbacks, rolled_back
+        self._session, self._telling_rollbacks, self._rolled_back = sessions(), telling_rollbacks, rolled_back
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="licet-sqlite-writer", daemon=True)
@@ -195,10 +195,16 @@ class _GroupWriter:
             _failed(group, exc)
 
     def _transaction(self, group: list[_Unit], *, isolated: bool) -> None:
-        with self._telling_rollbacks(), self._sessions() as session:
-            with session.begin():
+        # One session for the thread's life, emptied after each transaction (closing it forgets every
+        # object it loaded, so none outlives its transaction): building one per group cost more.
+        session = self._session
+        try:
+            with self._telling_rollbacks(), session.begin():
                 _run_units(session, group, self._rolled_back, isolated)
             _committed(session)
+        finally:
+            session.info.pop(_AFTER_COMMIT, None)  # what a rolled-back transaction asked for goes with it
+            session.close()
 
 
 class _KeyedGroups:
