@@ -134,6 +134,35 @@ def _failed(group: list[_Unit], exc: BaseException) -> None:
         unit.outcome = (False, exc)
 
 
+def _commit_group(session: Session, group: list[_Unit], telling_rollbacks: Callable[[], Any],
+                  rolled_back: Callable[[], None]) -> None:
+    """Run `group` in one transaction of `session`; if a unit raises, run it again with each unit in
+    a savepoint (which costs, so only then). A failure to begin or commit is every unit's outcome."""
+    try:
+        try:
+            _transaction(session, group, telling_rollbacks, rolled_back, isolated=False)
+        except _UnitFailed as failed:
+            if len(group) == 1:
+                failed.unit.outcome = (False, failed.error)
+            else:
+                _transaction(session, group, telling_rollbacks, rolled_back, isolated=True)
+    except Exception as exc:  # noqa: BLE001 - handed to the awaiting requests, never swallowed
+        _failed(group, exc)
+
+
+def _transaction(session: Session, group: list[_Unit], telling_rollbacks: Callable[[], Any],
+                 rolled_back: Callable[[], None], *, isolated: bool) -> None:
+    # Closing the session afterwards forgets every object it loaded, so none outlives its transaction,
+    # and the session can serve the next one.
+    try:
+        with telling_rollbacks(), session.begin():
+            _run_units(session, group, rolled_back, isolated)
+        _committed(session)
+    finally:
+        session.info.pop(_AFTER_COMMIT, None)  # what a rolled-back transaction asked for goes with it
+        session.close()
+
+
 class _GroupWriter:
     """One thread that runs units of work on the SQLite writer connection, committing the units that
     queued up meanwhile together (see the module's docstring)."""
@@ -177,34 +206,9 @@ class _GroupWriter:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(unit)
-            self._commit(group)
+            # One session for the thread's life: building one per group cost more.
+            _commit_group(self._session, group, self._telling_rollbacks, self._rolled_back)
             _settle(group)
-
-    def _commit(self, group: list[_Unit]) -> None:
-        """Run `group` in one transaction; if a unit raises, run it again with each unit in a
-        savepoint (which costs, so only then). A failure to begin or commit is every unit's outcome."""
-        try:
-            try:
-                self._transaction(group, isolated=False)
-            except _UnitFailed as failed:
-                if len(group) == 1:
-                    failed.unit.outcome = (False, failed.error)
-                else:
-                    self._transaction(group, isolated=True)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting requests, never swallowed
-            _failed(group, exc)
-
-    def _transaction(self, group: list[_Unit], *, isolated: bool) -> None:
-        # One session for the thread's life, emptied after each transaction (closing it forgets every
-        # object it loaded, so none outlives its transaction): building one per group cost more.
-        session = self._session
-        try:
-            with self._telling_rollbacks(), session.begin():
-                _run_units(session, group, self._rolled_back, isolated)
-            _committed(session)
-        finally:
-            session.info.pop(_AFTER_COMMIT, None)  # what a rolled-back transaction asked for goes with it
-            session.close()
 
 
 class _KeyedGroups:
@@ -241,7 +245,8 @@ class _KeyedGroups:
             while waiting:
                 group = waiting[:MAX_GROUP]
                 del waiting[:len(group)]
-                await self._commit(group)
+                async with self._sessions() as session:
+                    await session.run_sync(_commit_group, group, self._telling_rollbacks, self._rolled_back)
                 _resolve(group)
                 group = []
         except BaseException as exc:  # cancelled at shutdown: nobody may wait for ever
@@ -251,25 +256,6 @@ class _KeyedGroups:
         finally:
             del self._waiting[key]
 
-    async def _commit(self, group: list[_Unit]) -> None:
-        # As _GroupWriter._commit does.
-        try:
-            try:
-                await self._transaction(group, isolated=False)
-            except _UnitFailed as failed:
-                if len(group) == 1:
-                    failed.unit.outcome = (False, failed.error)
-                else:
-                    await self._transaction(group, isolated=True)
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting requests, never swallowed
-            _failed(group, exc)
-
-    async def _transaction(self, group: list[_Unit], *, isolated: bool) -> None:
-        with self._telling_rollbacks():
-            async with self._sessions() as session:
-                async with session.begin():
-                    await session.run_sync(_run_units, group, self._rolled_back, isolated)
-                _committed(session.sync_session)
 
 
 def _settle(group: list[_Unit]) -> None:

@@ -9,6 +9,7 @@ cookie; a cookie-authenticated write must also carry the session's CSRF token.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -106,12 +107,6 @@ async def _key_caller(services: Any, token: str) -> Caller:
     return _key_row_caller(await services.db.first(_KEY_BY_HASH, {"hash": key_hash(token)}))
 
 
-async def _checked_key_caller(services: Any, token: str, permission: str) -> Caller:
-    caller = await _key_caller(services, token)
-    _check_role(caller, permission)
-    return caller
-
-
 def _key_row_caller(key: Any) -> Caller:
     now = utcnow()
     if key is None or (key.revoked_at is not None and key.revoked_at <= now):
@@ -131,7 +126,14 @@ class KeyCredential:
 
     def caller(self, connection: Connection) -> Caller:
         """The key's caller as the transaction sees it; 401 or 403 as `require` would answer."""
-        caller = _key_row_caller(connection.execute(_KEY_BY_HASH, {"hash": self.digest}).first())
+        return self._admitted(connection.execute(_KEY_BY_HASH, {"hash": self.digest}).first())
+
+    async def check(self, services: Any) -> Caller:
+        """The same answer outside any transaction (for a request that never reaches one)."""
+        return self._admitted(await services.db.first(_KEY_BY_HASH, {"hash": self.digest}))
+
+    def _admitted(self, row: Any) -> Caller:
+        caller = _key_row_caller(row)
         _check_role(caller, self.permission)
         return caller
 
@@ -177,10 +179,10 @@ def require_in_write(permission: str) -> Any:
     async def check(request: Request) -> Caller | KeyCredential:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token.strip().startswith(KEY_PREFIX):
-            services = request.app.state.services
+            credential = KeyCredential(key_hash(token.strip()), permission)
             # For an invalid body, the error handler checks the key before answering (server/errors.py).
-            request.state.check_credential = lambda: _checked_key_caller(services, token.strip(), permission)
-            return KeyCredential(key_hash(token.strip()), permission)
+            request.state.check_credential = functools.partial(credential.check, request.app.state.services)
+            return credential
         caller = _session_caller(await session_of(request))
         _check_role(caller, permission)
         return caller

@@ -62,18 +62,17 @@ async def _run(url: str, tmp_path: Path, failing: set[int]) -> tuple[list[Any], 
     services = Services(Settings(data_dir=tmp_path, database_url=url))
     transactions: list[tuple[int, bool]] = []
     done: list[str] = []
-    writer = database._GroupWriter if services.db.is_sqlite else database._KeyedGroups
-    transaction = writer._transaction
+    transaction = database._transaction
 
-    def counting(self: Any, group: list[Any], *, isolated: bool) -> Any:
+    def counting(session: Any, group: list[Any], *args: Any, isolated: bool) -> Any:
         transactions.append((len(group), isolated))
-        return transaction(self, group, isolated=isolated)
+        return transaction(session, group, *args, isolated=isolated)
 
     try:
         await create_tenant(services, "acme", "Acme")
         gate = threading.Event()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(writer, "_transaction", counting)
+            patch.setattr(database, "_transaction", counting)
             # On SQLite the first unit holds the writer thread while the others queue; on PostgreSQL units
             # run on the event loop, so it must not block: it commits alone before the others arrive.
             hold = functools.partial(write, done=done, wait=gate if services.db.is_sqlite else None)
