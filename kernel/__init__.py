@@ -18,7 +18,7 @@ from kernel.ids import uuid7
 from kernel.keys import PublicKey, Signer, parse_public_key, parse_signer
 from kernel.policy import Policy, load_policy
 from kernel.report import Check, all_ok
-from kernel.requests import Request, normalise_request, request_hash
+from kernel.requests import NormalisedRequest, normalise_request, recorded_request, request_hash
 
 __all__ = [
     "Check",
@@ -26,11 +26,11 @@ __all__ = [
     "InvalidRequest",
     "KernelFault",
     "LicetError",
+    "NormalisedRequest",
     "Policy",
     "PolicyError",
     "PresentedApproval",
     "PublicKey",
-    "Request",
     "Signer",
     "all_ok",
     "canonical_json",
@@ -43,6 +43,7 @@ __all__ = [
     "normalise_request",
     "parse_public_key",
     "parse_signer",
+    "recorded_request",
     "redecide",
     "request_hash",
     "summary_from_contributions",

@@ -14,6 +14,7 @@ from kernel.errors import LicetError
 from kernel.keys import PublicKey, Signer
 from kernel.policy import Policy
 from kernel.report import Check
+from kernel.requests import recorded_request
 
 CERTIFICATE_VERSION = "licet.certificate/1"
 
@@ -124,8 +125,9 @@ def redecide(certificate: Mapping[str, Any], policy: Policy) -> Check:
         return Check("redecide", False, "approval-based permits are re-decided by the server")
     try:
         issued = datetime.fromisoformat(str(certificate["issued_at"]).replace("Z", "+00:00"))
-        again = decide(policy, certificate["request"], now=issued,
-                              state={"summary": certificate.get("session") or {}})
+        # The certified request is already normalised: read as recorded, never decoded again.
+        again = decide(policy, recorded_request(certificate["request"]), now=issued,
+                       state={"summary": certificate.get("session") or {}})
     except (LicetError, KeyError, ValueError) as exc:
         return Check("redecide", False, f"could not re-decide: {exc}")
     # Cores are minimal but not unique, so the proof is compared by what it proves.

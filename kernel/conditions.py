@@ -7,7 +7,7 @@ condition against the policy-wide types and lowers it to the tree the compiler c
 
 from __future__ import annotations
 
-import ast
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -584,15 +584,34 @@ def _arguments(arglist: Tree[Token] | Token | None) -> list[Tree[Token] | Token]
     return [] if not isinstance(arglist, Tree) else list(arglist.children)
 
 
+_SIMPLE_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "`": "`", "?": "?", "a": "\a", "b": "\b", "f": "\f",
+                   "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPE = re.compile(r"\\(?:([\\\"'`?abfnrtv])|[xX]([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})"
+                     r"|([0-3][0-7]{2})|(.?))", re.DOTALL)
+
+
 def _string_value(token: Token | Tree[Token]) -> str:
-    text = str(token)
+    """A string literal's value with CEL's escapes (docs/policy-language.md, "Conditions"): any other
+    backslash is an error, and a UTF-16 surrogate pair (`\\ud83d\\ude00`) is the one code point it
+    encodes (a lone surrogate is an error)."""
+    text = str(token)[1:-1]
+
+    def unescape(match: re.Match[str]) -> str:
+        simple, hex2, hex4, hex8, octal, other = match.groups()
+        if simple is not None:
+            return _SIMPLE_ESCAPES[simple]
+        if other is not None:
+            raise _fail(token, f"unknown or malformed escape '\\{other}' in a string literal")
+        code = int(octal, 8) if octal else int(hex2 or hex4 or hex8, 16)
+        if code > 0x10FFFF:
+            raise _fail(token, f"escape '{match.group()}' is beyond U+10FFFF")
+        return chr(code)
+
+    value = _ESCAPE.sub(unescape, text)
     try:
-        value = ast.literal_eval(text)
-    except (SyntaxError, ValueError) as exc:
-        raise _fail(token, f"invalid string literal: {exc}") from exc
-    if not isinstance(value, str):
-        raise _fail(token, "invalid string literal")
-    return value
+        return value.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError as exc:
+        raise _fail(token, "a lone surrogate in a string literal (only a high-low pair is a code point)") from exc
 
 
 def _compare_constant(op: str, difference: Fraction) -> bool:

@@ -14,7 +14,7 @@ from kernel import facts as F
 from kernel.compiler import Bucket, CompiledPolicy, FactKey, Verdict, compiled
 from kernel.errors import InvalidRequest
 from kernel.policy import Approval, Invariant, Policy, Rule
-from kernel.requests import Request, normalise_request, normalise_resource, request_hash
+from kernel.requests import NormalisedRequest, folded_for, normalise_request, normalise_resource, request_hash
 
 Outcome = Literal["permit", "forbid", "require_approval", "deny"]
 SOLVER = f"z3 {z3.get_version_string()}"
@@ -36,7 +36,7 @@ class Decision:
     outcome: Outcome
     rules: tuple[str, ...]
     proof: Mapping[str, Any]
-    request: Request
+    request: NormalisedRequest
     request_hash: str
     policy_id: str
     policy_version: str | None
@@ -77,11 +77,21 @@ def epoch_seconds(now: datetime | float | int) -> float:
     return float(now)
 
 
-def decide(policy: Policy, request: Mapping[str, Any], *, state: Mapping[str, Any] | None = None,
-           now: datetime | float, approval: PresentedApproval | None = None) -> Decision:
-    """Decide `request` under `policy` (forbid > require_approval > permit > deny), with proof."""
+def normalised(policy: Policy, request: Mapping[str, Any] | NormalisedRequest) -> NormalisedRequest:
+    """A raw request normalised for `policy` (decoded once), or a normalised one as it is (only
+    case-folded when the policy is case-insensitive; never decoded again)."""
+    if isinstance(request, NormalisedRequest):
+        return folded_for(request, policy.lower_resources)
+    return normalise_request(request, fold_case=policy.lower_resources, keep_escapes=policy.keep_escapes)
+
+
+def decide(policy: Policy, request: Mapping[str, Any] | NormalisedRequest, *,
+           state: Mapping[str, Any] | None = None, now: datetime | float,
+           approval: PresentedApproval | None = None) -> Decision:
+    """Decide `request` (raw, or already normalised) under `policy` (forbid > require_approval >
+    permit > deny), with proof."""
     at = epoch_seconds(now)
-    req = normalise_request(request, lower_resource=policy.lower_resources)
+    req = normalised(policy, request)
     cp = compiled(policy)
     indices, misses = cp.candidates(req.action, req.resource)
     bucket = cp.bucket(indices)
@@ -112,10 +122,10 @@ def decide(policy: Policy, request: Mapping[str, Any], *, state: Mapping[str, An
     )
 
 
-def involved_invariants(policy: Policy, request: Mapping[str, Any]) -> tuple[str, ...]:
+def involved_invariants(policy: Policy, request: Mapping[str, Any] | NormalisedRequest) -> tuple[str, ...]:
     """The invariants whose session facts deciding `request` reads (a caller may skip loading
     session state when there are none)."""
-    req = normalise_request(request, lower_resource=policy.lower_resources)
+    req = normalised(policy, request)
     cp = compiled(policy)
     bucket = cp.bucket(cp.candidates(req.action, req.resource)[0])
     return tuple(item.invariant.id for item in bucket.items if item.invariant is not None)
@@ -245,7 +255,8 @@ def _events(state: Mapping[str, Any] | None, lower: bool) -> list[tuple[float, F
         if not isinstance(args, Mapping):
             raise InvalidRequest(f"{where}.args", "must be a JSON object")
         try:
-            resource = normalise_resource(event.get("resource", "/"), lower=lower)
+            # History events are recorded requests: never percent-decoded again.
+            resource = normalise_resource(event.get("resource", "/"), fold=lower, decode=False)
         except InvalidRequest as exc:
             raise InvalidRequest(f"{where}.resource", exc.message) from exc
         out.append((float(time), F.Subject(
@@ -343,12 +354,13 @@ def _aggregate(inv: Invariant, seen: Sequence[Contribution]) -> dict[FactKey, An
     return {("spent", inv.id): sum(amounts, Fraction(0)), ("bad_history", inv.id): len(amounts) < len(seen)}
 
 
-def event_contributions(policy: Policy, event: Mapping[str, Any]) -> dict[str, bool | str]:
-    """What a permitted request (principal, action, resource, args, context) adds to each invariant
-    it matches, as JSON: true, or a budget's `sum` as an exact decimal/fraction string or "error".
-    A server stores these so later decisions aggregate numbers instead of re-reading history."""
+def event_contributions(policy: Policy, event: NormalisedRequest) -> dict[str, bool | str]:
+    """What a permitted request (the decision's, or a recorded one read with `recorded_request`)
+    adds to each invariant it matches, as JSON: true, or a budget's `sum` as an exact decimal/fraction
+    string or "error". A server stores these so later decisions aggregate numbers instead of
+    re-reading history."""
     cp = compiled(policy)
-    req = normalise_request(event, lower_resource=policy.lower_resources)
+    req = folded_for(event, policy.lower_resources)
     subject = F.Subject(req.principal, req.action, req.resource, req.args, req.context)
     out: dict[str, bool | str] = {}
     for inv in policy.invariants:

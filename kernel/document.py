@@ -57,11 +57,36 @@ def child(path: str, key: str | int) -> str:
 
 
 _BOOLS = {"true": True, "false": False}
+# YAML 1.1 line breaks that YAML 1.2 reads as ordinary characters (PyYAML speaks 1.1: it folds a raw
+# NEL inside a quoted scalar to a space and counts all three as new lines).
+_YAML11_BREAKS = "\x85\u2028\u2029"
 
 
-def _scalar(node: yaml.ScalarNode, where: str, doc_error: Any) -> Any:
+def _shield_breaks(text: str) -> tuple[str, dict[int, str]]:
+    """`text` with each YAML 1.1-only line break replaced by a private-use character absent from it
+    (one for one, so positions hold), and the table that puts them back."""
+    present = [c for c in _YAML11_BREAKS if c in text]
+    if not present:
+        return text, {}
+    free = (chr(c) for c in range(0xE000, 0xF900) if chr(c) not in text)
+    stand_ins = {c: next(free) for c in present}
+    return text.translate({ord(c): v for c, v in stand_ins.items()}), {ord(v): c for c, v in stand_ins.items()}
+
+
+def _code_points(text: str, where: str, doc_error: Any, node: yaml.Node) -> str:
+    # JSON writes a character beyond the BMP as a surrogate pair of escapes, which YAML decodes one
+    # escape at a time: a pair is the one code point it encodes, a lone surrogate is an error.
+    if text.isascii() or not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    try:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError as exc:
+        raise doc_error(where, "a lone surrogate escape (only a high-low pair is a code point)", node) from exc
+
+
+def _scalar(node: yaml.ScalarNode, where: str, doc_error: Any, breaks: dict[int, str]) -> Any:
     # YAML 1.2 core schema: only true/false are booleans, so `no` or `on` stay strings.
-    tag, text = node.tag, node.value
+    tag, text = node.tag, _code_points(node.value.translate(breaks), where, doc_error, node)
     if node.style is not None and node.style in "'\"":
         return text
     if tag.endswith(":bool"):
@@ -114,7 +139,7 @@ def load_document(text: str, file: str) -> Located:
             style = node.style or ""
             text_starts[where] = (node.start_mark.line + 1, node.start_mark.column + 1,
                                   1 if style in ("'", '"') and style else 0, style in ("|", ">") and bool(style))
-            return _scalar(node, where, fail)
+            return _scalar(node, where, fail, breaks)
         if isinstance(node, yaml.SequenceNode):
             return [build(item, child(where, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
@@ -122,7 +147,7 @@ def load_document(text: str, file: str) -> Located:
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise fail(where, "mapping keys must be strings", key_node)
-                key = key_node.value
+                key = _code_points(key_node.value.translate(breaks), child(where, key_node.value), fail, key_node)
                 if key in out:
                     raise fail(child(where, key), f"duplicate key {key!r}", key_node)
                 out[key] = build(value_node, child(where, key), depth + 1)
@@ -132,8 +157,9 @@ def load_document(text: str, file: str) -> Located:
             return out
         raise fail(where, "unsupported YAML node", node)
 
+    shielded, breaks = _shield_breaks(text)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = yaml.SafeLoader(shielded)
         try:
             root = loader.get_single_node()
         finally:

@@ -432,7 +432,8 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
             args = _split_args(step.get("args", {}) or {}, "args", symbols)
             req = normalise_request({"principal": principal, "action": step.get("action"),
                                      "resource": step.get("resource"), "args": _concrete_view(args),
-                                     "context": context}, lower_resource=cp.policy.lower_resources)
+                                     "context": context}, fold_case=cp.policy.lower_resources,
+                                    keep_escapes=cp.policy.keep_escapes)
         except InvalidRequest as exc:
             raise InvalidRequest(f"{where}.{exc.field}", exc.message) from exc
         subject = Subject(req.principal, req.action, req.resource, _restore(req.args, args), req.context)

@@ -84,9 +84,10 @@ class Policy:
     rules: tuple[Rule, ...]
     invariants: tuple[Invariant, ...]
     types: Mapping[str, Type]
-    lower_resources: bool
+    lower_resources: bool  # resource_case: insensitive (resources and patterns Unicode case-folded)
     document: Mapping[str, Any] = field(repr=False)
     hash: str = ""
+    keep_escapes: bool = False  # resource_escapes: keep (escapes surviving the one decode stay)
     # Holds the compiled form once built (see kernel.compiler.compiled); not part of equality.
     compiled_holder: list[Any] = field(default_factory=list, repr=False, compare=False)
 
@@ -150,6 +151,8 @@ class _Loader:
         for i, item in enumerate(items):
             at = where if isinstance(value, str) else child(where, i)
             text = self.string(item, at)
+            if separator == "/":
+                text = text.replace("\\", "/")  # folded before splitting, as resources are
             problem = glob_problem(text, separator)
             if problem:
                 raise self.fail(at, problem)
@@ -161,7 +164,7 @@ class _Loader:
     def resource_pattern(self, text: str, where: str) -> str:
         # Patterns are normalised like resources (no percent-decoding) so they meet the same form.
         try:
-            return normalise_resource(text, lower=self.lower, decode=False)
+            return normalise_resource(text, fold=self.lower, decode=False)
         except InvalidRequest as exc:
             raise self.fail(where, exc.message) from exc
 
@@ -217,8 +220,8 @@ def load_policy(source: str | Mapping[str, Any], filename: str = "<policy>") -> 
 
 def _build(doc: Located) -> Policy:
     ld = _Loader(doc)
-    top = ld.mapping(doc.value, "", {"id", "version", "description", "resource_case", "rules",
-                                     "invariants"}, {"id"})
+    top = ld.mapping(doc.value, "", {"id", "version", "description", "resource_case", "resource_escapes",
+                                     "rules", "invariants"}, {"id"})
     policy_id = ld.string(top["id"], "id")
     if not _ID.match(policy_id):
         raise ld.fail("id", "must match [A-Za-z0-9_.:-]+")
@@ -229,6 +232,9 @@ def _build(doc: Located) -> Policy:
     if case not in ("sensitive", "insensitive"):
         raise ld.fail("resource_case", "must be 'sensitive' or 'insensitive'")
     ld.lower = case == "insensitive"
+    escapes = top.get("resource_escapes", "refuse")
+    if escapes not in ("refuse", "keep"):
+        raise ld.fail("resource_escapes", "must be 'refuse' or 'keep'")
     if "description" in top:
         ld.string(top["description"], "description")
 
@@ -284,7 +290,7 @@ def _build(doc: Located) -> Policy:
     except ValueError as exc:  # rfc8785: a lone surrogate or a number JSON can't carry
         raise PolicyError(f"the document has no canonical JSON form: {exc}", file=doc.file) from exc
     return Policy(policy_id, None if version is None else str(version), rules, tuple(invariants),
-                  types, ld.lower, document, digest)
+                  types, ld.lower, document, digest, keep_escapes=escapes == "keep")
 
 
 def _selector_parts(ld: _Loader, item: dict[str, Any], where: str, *, need_action: bool) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
         "action": decision.request.action, "outcome": decision.outcome, "request_hash": decision.request_hash,
         "issued_at": now, "body": leaf.decode()})
     if decision.outcome == "permit":
-        record_event(connection, tenant, str(principal["id"]), at, decision.request.to_json(), policy)
+        record_event(connection, tenant, str(principal["id"]), at, decision.request, policy)
     if decision.outcome == "require_approval":
         row, reused = approvals.open_or_reuse(tx, ask.caller, decision, certificate_id, chain)
         extra = {"approval": {**approvals.summary(row), "reused": reused}}

@@ -81,11 +81,12 @@ class Coverage:
                 self._marks.popitem(last=False)
 
 
-def record_event(connection: Connection, tenant: str, principal: str, at: float, event: dict[str, Any],
+def record_event(connection: Connection, tenant: str, principal: str, at: float, event: kernel.NormalisedRequest,
                  policy: kernel.Policy) -> None:
-    """Keep a permitted request as history, with its contributions under the policy that permitted it."""
+    """Keep a permitted request (normalised, as decided) as history, with its contributions under the
+    policy that permitted it."""
     event_id = connection.execute(_INSERT_EVENT, {
-        "tenant_id": tenant, "principal_id": principal, "time": at, "event": event}).scalar_one()
+        "tenant_id": tenant, "principal_id": principal, "time": at, "event": event.to_json()}).scalar_one()
     if policy.invariants:
         connection.execute(_INSERT_CONTRIBUTIONS, _contribution_row(
             policy, tenant, principal, event_id, at, kernel.event_contributions(policy, event)))
@@ -109,7 +110,7 @@ def session_state(session: Session, tenant: str, principal: str, policy: kernel.
     last = connection.execute(_LAST_EVENT, where).scalar() if coverage is not None else None
     rows = []
     for event_id, time, event in connection.execute(_UNSEEN, {**where, "after": after}):
-        stored = kernel.event_contributions(policy, event)
+        stored = kernel.event_contributions(policy, kernel.recorded_request(event))
         rows.append(_contribution_row(policy, tenant, principal, event_id, time, stored))
         if stored:
             events.append((time, stored))

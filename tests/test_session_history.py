@@ -57,7 +57,8 @@ def _event(principal: str, kind: int, amount: int) -> dict[str, Any]:
 def expected(policy: kernel.Policy, history: list[tuple[str, float, dict[str, Any]]], principal: str,
              at: float) -> dict[str, Any]:
     """The summary recomputed from every committed event of `principal`."""
-    mine = [(time, kernel.event_contributions(policy, event)) for who, time, event in history if who == principal]
+    mine = [(time, kernel.event_contributions(policy, kernel.recorded_request(event)))
+            for who, time, event in history if who == principal]
     return {"summary": kernel.summary_from_contributions(policy, mine, at)}
 
 
@@ -74,7 +75,7 @@ class History:
             lock_head(connection, self.tenant)
             # as a decision does: read the state (storing what was unseen), then record the event
             session_state(session, self.tenant, principal, policy, at, self.services.coverage)
-            record_event(connection, self.tenant, principal, at, event, policy)
+            record_event(connection, self.tenant, principal, at, kernel.normalise_request(event), policy)
             if roll_back:
                 raise _RolledBack
 
@@ -156,6 +157,30 @@ def test_stored_history_reads_like_a_recomputation(sqlite_services: tuple[asynci
             assert written == want, (step, committed)
             assert read == want
 
+
+
+def test_stored_events_are_never_percent_decoded_again(sqlite_services: tuple[asyncio.Runner, Services]) -> None:
+    # Issue 15: decided on /pub/%2e%2e/admin/x (under /pub), the event was counted under /admin when
+    # its contributions were computed from the stored event, decoded a second time.
+    runner, services = sqlite_services
+    policy = kernel.load_policy({"id": "escapes", "resource_escapes": "keep", "rules": [
+        {"id": "all", "effect": "permit", "action": "**"}], "invariants": [
+        {"id": "pub", "kind": "count", "action": "**", "resource": "/pub/**", "limit": 5},
+        {"id": "admin", "kind": "count", "action": "**", "resource": "/admin/**", "limit": 5}]})
+    tenant = f"h{next(_TENANTS)}"
+    runner.run(create_tenant(services, tenant, tenant))
+    history, at = History(services, tenant), NOW.timestamp()
+    raw = {"principal": {"id": "agent-1"}, "action": "files.read", "resource": "/pub/%252e%252e/admin/x"}
+    decided = kernel.decide(policy, raw, now=at).request
+    assert decided.resource == "/pub/%2e%2e/admin/x"
+
+    def write(session: Session) -> None:  # recorded without computing contributions (an older policy)
+        record_event(session.connection(), tenant, "agent-1", at, decided, POLICIES[2])
+
+    runner.run(services.db.run_write(write))
+    for state in runner.run(history.state("agent-1", policy, at + 1)):
+        assert state["summary"]["pub"]["count"] == 1
+        assert state["summary"]["admin"]["count"] == 0
 
 def test_a_second_worker_s_events_and_a_rollback_are_never_missed(tmp_path: Path) -> None:
     # Two server processes on one PostgreSQL database. A covers agent-1's history for v1; B records
