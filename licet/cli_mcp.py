@@ -54,6 +54,10 @@ def mcp_proxy(
                                                            "(default: mcp.<name>.).")] = None,
     resource_arg: Annotated[str | None, typer.Option(help="The tool argument that names the resource, for tools "
                                                           "declaring it (default: /mcp/<name>/<tool>).")] = None,
+    resolve_paths: Annotated[bool | None, typer.Option(
+        "--resolve-paths/--no-resolve-paths",
+        help="Decide path resources on the real path too (symbolic links followed, NFC); a forbid on either "
+             "wins (default: on for an --upstream command with --resource-arg, off for --upstream-url).")] = None,
     url: Annotated[str | None, typer.Option(help="The Licet server (default: $LICET_URL).")] = None,
 ) -> None:
     """Put an MCP server behind Licet: list only tools the agent could be permitted, decide every call."""
@@ -74,7 +78,8 @@ def mcp_proxy(
     from mcp_server.proxy import ToolMapping, run
 
     try:
-        mapping = ToolMapping(name, action_prefix, resource_arg)
+        local = upstream is not None and resource_arg is not None
+        mapping = ToolMapping(name, action_prefix, resource_arg, local if resolve_paths is None else resolve_paths)
     except ValueError as exc:
         raise fail(str(exc)) from exc
     run(mapping, licet_url, api_key, command=upstream, url=upstream_url, headers=headers)

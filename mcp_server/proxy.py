@@ -10,8 +10,12 @@ Mapping of a tool call to a Licet request (one fixed rule, so a policy author ca
              untrusted server must not choose which rules apply to it). `mcp.files.read_file`.
 - resource = the string value of the `--resource-arg` argument when the tool's input schema declares
              that argument (then it is required: a call without it is refused, never decided on a
-             fallback); otherwise `/mcp/<name>/<tool name>`.
-- args     = the call's arguments, as sent.
+             fallback); otherwise `/mcp/<name>/<tool name>`. With `--resolve-paths` (the default for a
+             local command upstream), an absolute path is also resolved to the real path the upstream
+             will open (mcp_server/paths.py); when that differs from the path as written, each is
+             decided, the real one first, and the call goes ahead only if every one is a permit.
+- args     = the call's arguments, as sent (so the certificate on a real path also records the path
+             as written).
 A tool name that is not dot-separated segments of `[A-Za-z0-9_-]` cannot be an action: such a tool is
 hidden and its calls refused.
 
@@ -20,20 +24,23 @@ hidden and its calls refused.
   agent's principal fixed and resource and arguments free). Licet unreachable: a JSON-RPC error.
 - `tools/call` first checks the arguments against the tool's input schema (no decision on malformed
   input), then decides (`POST /v1/decide`). Only a permit is forwarded; the upstream result comes back
-  as is, with the certificate id in `_meta["licet/certificate_id"]`. Anything else is a result with
-  `isError: true`, a text naming the rules, certificate and approval, and `structuredContent`:
-  `{status: "forbidden"|"denied"|"pending_approval"|"refused"|"unavailable", forwarded: false,
-  decision, rules, certificate_id, log_index, approval_id, action, resource}`. A pending approval is
-  an error result too: the tool did not run, and a success result would be checked against the
-  tool's output schema. Once a person grants that approval, the same call (same tool and arguments)
-  made again presents it and is permitted and forwarded once. Licet unreachable or failing: an error
-  result, never forwarded (fail closed).
+  as is, with `_meta["licet/certificate_id"]` (and `licet/certificate_ids`, `licet/resolved_paths`).
+  Anything else is a result with `isError: true`, a text naming the rules, certificate and approval,
+  and Licet's facts in `_meta` under `licet/`: `status` (`forbidden`, `denied`, `pending_approval`,
+  `refused`, `unavailable`), `forwarded: false`, `decision`, `rules`, `certificate_id`, `log_index`,
+  `approval_id`, `approval_state`, `action`, `resource`. Never `structuredContent`: official clients
+  check it against the upstream tool's output schema even on errors, and would show a schema error
+  instead of the refusal. A pending approval is an error result too (the tool did not run).
+- Approvals live in Licet: when a decision needs approval and Licet answers that the caller's approval
+  for this exact request is already granted, the proxy presents it at once and the call goes ahead
+  (once), whichever proxy process opened it. Licet unreachable or failing: an error result, never
+  forwarded (fail closed).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import posixpath
 import re
 import shlex
 from collections.abc import AsyncIterator, Callable
@@ -52,13 +59,15 @@ from mcp.server.stdio import stdio_server
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
+from mcp_server.paths import Unresolvable, as_resource, real_paths
 from sdk.client import AsyncLicetClient, decide_call
 from sdk.errors import ApiError, LicetUnavailable
 from sdk.types import DecisionResult
 
 ACTION = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
-META_CERTIFICATE = "licet/certificate_id"
+META = "licet/"
+META_CERTIFICATE = META + "certificate_id"
 
 
 class Refused(Exception):
@@ -67,11 +76,12 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class ToolMapping:
-    """How a tool call becomes a Licet request (see the module docstring)."""
+    """How a tool call becomes Licet requests (see the module docstring)."""
 
     name: str
     action_prefix: str | None = None
     resource_arg: str | None = None
+    resolve_paths: bool = False
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -84,15 +94,32 @@ class ToolMapping:
         return action if ACTION.match(tool) and ACTION.match(action) else None
 
     def resource(self, tool: types.Tool, arguments: dict[str, Any]) -> str:
-        """The resource of one call; `Refused` if the resource argument is declared but unusable."""
-        declared = (tool.input_schema.get("properties") or {}) if isinstance(tool.input_schema, dict) else {}
-        if self.resource_arg is None or self.resource_arg not in declared:
+        """The resource of one call as written; `Refused` if the resource argument is declared but unusable."""
+        if not self.names_resource(tool):
             return f"/mcp/{self.name}/{tool.name}"
-        value = arguments.get(self.resource_arg)
+        value = arguments.get(str(self.resource_arg))
         if not isinstance(value, str) or not value:
             raise Refused(f"argument {self.resource_arg!r} names the resource Licet decides on: it must be a "
                           "non-empty string")
         return value
+
+    def names_resource(self, tool: types.Tool) -> bool:
+        """Whether `tool` declares the resource argument."""
+        declared = (tool.input_schema.get("properties") or {}) if isinstance(tool.input_schema, dict) else {}
+        return self.resource_arg is not None and self.resource_arg in declared
+
+    def real_paths(self, tool: types.Tool, resource: str) -> list[str]:
+        """With `resolve_paths`, the real paths (symbolic links followed, NFC) a path resource opens that
+        differ from how it is written; `Refused` when it cannot be resolved. Otherwise none."""
+        if not (self.resolve_paths and self.names_resource(tool) and resource.startswith("/")):
+            return []
+        try:
+            found = real_paths(resource)
+        except Unresolvable as exc:
+            raise Refused(f"Licet could not resolve the path {resource!r} to the file it names, so it cannot "
+                          f"decide on it: {exc}") from exc
+        as_written = posixpath.normpath("/" + resource.lstrip("/"))
+        return [path for path in found if path != as_written]
 
 
 class ProxyClient(AsyncLicetClient):
@@ -106,43 +133,60 @@ class ProxyClient(AsyncLicetClient):
             raise LicetUnavailable("Licet answered a decide with something that is not a JSON object")
         return body
 
+    async def decide_presenting(self, action: str, resource: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Decide; when Licet answers that a person already granted the approval this exact request waits
+        for (it names the caller's open approval), present it at once: the call goes ahead."""
+        body = await self.decide_raw(action, resource, args)
+        approval = body.get("approval")
+        if (body.get("decision") == "require_approval" and isinstance(approval, dict)
+                and approval.get("state") == "granted" and isinstance(approval.get("id"), str)):
+            body = await self.decide_raw(action, resource, args, approval=approval["id"])
+        return body
 
-def approval_id(body: dict[str, Any]) -> str | None:
-    """The approval a decide response opened, under either name it may use (`approval_id`, `approval.id`)."""
-    direct = body.get("approval_id")
-    if isinstance(direct, str) and direct:
-        return direct
+
+def approval_of(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The approval a decide response names (id, state), under either shape it may use."""
     nested = body.get("approval")
     if isinstance(nested, dict) and isinstance(nested.get("id"), str) and nested["id"]:
-        return str(nested["id"])
-    return None
+        state = nested.get("state")
+        return str(nested["id"]), state if isinstance(state, str) else None
+    direct = body.get("approval_id")
+    return (direct, None) if isinstance(direct, str) and direct else (None, None)
 
 
-def _error(text: str, **structured: Any) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
-                                structured_content={"forwarded": False, **structured}, is_error=True)
+def _error(text: str, status: str, **facts: Any) -> types.CallToolResult:
+    """A tool error: the text for the model, Licet's facts in `_meta` under `licet/`. Never
+    `structuredContent`: it would be checked against the upstream tool's output schema, and fail."""
+    meta = {META + "status": status, META + "forwarded": False, **{META + k: v for k, v in facts.items()}}
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True,
+                                _meta=meta)
 
 
-def _not_permitted(decision: DecisionResult, approval: str | None, action: str, resource: str,
-                   upstream: str) -> types.CallToolResult:
-    """The tool error (or pending result) for a decision that is not a permit."""
+def _not_permitted(decision: DecisionResult, body: dict[str, Any], action: str, resource: str,
+                   upstream: str, written: str | None) -> types.CallToolResult:
+    """The tool error for a decision that is not a permit (a pending approval included: the tool did
+    not run)."""
     rules = ", ".join(decision.rules)
+    approval, state = approval_of(body)
     certificate = f"certificate {decision.certificate_id}"
+    via = f" ({written!r} resolves to it)" if written is not None else ""
     facts = {"decision": decision.decision, "rules": list(decision.rules),
              "certificate_id": decision.certificate_id, "log_index": decision.log_index,
-             "approval_id": approval, "action": action, "resource": resource}
+             "approval_id": approval, "approval_state": state, "action": action, "resource": resource}
     if decision.decision == "require_approval":
         waiting = (f"approval {approval} must be granted" if approval
                    else "a person must approve this exact request (no approval id was returned)")
-        return _error(f"Pending approval: Licet requires approval for {action} on {resource} (rule {rules}); "
+        return _error(f"Pending approval: Licet requires approval for {action} on {resource}{via} (rule {rules}); "
                       f"{waiting}, then call the tool again with the same arguments. Not forwarded to "
-                      f"{upstream}; {certificate}.", status="pending_approval", **facts)
+                      f"{upstream}; {certificate}.", "pending_approval", **facts)
     if decision.decision == "forbid":
-        return _error(f"Forbidden by Licet: {action} on {resource} is forbidden by rule {rules}; {certificate}. "
-                      f"The call was not forwarded to {upstream}.", status="forbidden", **facts)
-    because = f"rule {rules}" if rules else "no permit rule applies (default deny)"
-    return _error(f"Denied by Licet: {action} on {resource}: {because}; {certificate}. The call was not "
-                  f"forwarded to {upstream}.", status="denied", **facts)
+        return _error(f"Forbidden by Licet: {action} on {resource}{via} is forbidden by rule {rules}; "
+                      f"{certificate}. The call was not forwarded to {upstream}.", "forbidden", **facts)
+    refusal = body.get("approval_refused")
+    because = (f"the approval presented was refused ({refusal.get('reason')})" if isinstance(refusal, dict)
+               else f"rule {rules}" if rules else "no permit rule applies (default deny)")
+    return _error(f"Denied by Licet: {action} on {resource}{via}: {because}; {certificate}. The call was not "
+                  f"forwarded to {upstream}.", "denied", **facts)
 
 
 def _licet_failure(exc: Exception, action: str, resource: str) -> types.CallToolResult:
@@ -153,9 +197,9 @@ def _licet_failure(exc: Exception, action: str, resource: str) -> types.CallTool
             text = f"Licet refused the API key (401 {exc.code}): {exc.message}. Check LICET_API_KEY."
         else:
             text = f"Licet refused the request ({exc.status} {exc.code}): {exc.message}"
-        return _error(f"{text}. The call was not forwarded.", status="refused", **where)
+        return _error(f"{text}. The call was not forwarded.", "refused", **where)
     return _error(f"Licet is unavailable, so nothing is permitted ({exc}). The call was not forwarded.",
-                  status="unavailable", **where)
+                  "unavailable", **where)
 
 
 def argument_checker(tool: types.Tool) -> Callable[[dict[str, Any]], None]:
@@ -192,19 +236,6 @@ class GovernanceProxy:
     mapping: ToolMapping
     tools: dict[str, types.Tool] = field(default_factory=dict)
     checkers: dict[str, tuple[types.Tool, Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
-    # The approval opened for each exact call (action, resource, arguments): when a person has granted
-    # it, the same call again presents it, and is permitted once.
-    approvals: dict[str, str] = field(default_factory=dict)
-
-    async def granted_approval(self, call: str) -> str | None:
-        """The approval to present for `call`, if one was opened for it and is granted now."""
-        opened = self.approvals.get(call)
-        if opened is None:
-            return None
-        state = (await self.licet.approval(opened)).get("state")
-        if state != "pending":
-            del self.approvals[call]  # granted: used now; anything else: it can never be used
-        return opened if state == "granted" else None
 
     async def upstream_tools(self) -> dict[str, types.Tool]:
         """Every tool of the upstream (all pages), remembered for schema checks."""
@@ -251,7 +282,7 @@ class GovernanceProxy:
 
     async def call_tool(self, ctx: ServerRequestContext[Any],
                         params: types.CallToolRequestParams) -> types.CallToolResult:
-        """Decide the call with its arguments; forward it only on a permit."""
+        """Decide the call with its arguments, on every path it names; forward it only if all are permits."""
         arguments = dict(params.arguments or {})
         try:
             tool = self.tools.get(params.name) or (await self.upstream_tools()).get(params.name)
@@ -262,28 +293,36 @@ class GovernanceProxy:
                 raise Refused(f"tool name {tool.name!r} is not a valid Licet action name, so its calls "
                               "cannot be decided")
             self.checker(tool)(arguments)
-            resource = self.mapping.resource(tool, arguments)
+            written = self.mapping.resource(tool, arguments)
+            real = self.mapping.real_paths(tool, written)
         except Refused as exc:
-            return _error(f"{exc}. The call was not forwarded.", status="refused")
-        call = json.dumps([action, resource, arguments], sort_keys=True, default=str)
-        try:
-            body = await self.licet.decide_raw(action, resource, arguments, await self.granted_approval(call))
-            decision = DecisionResult.from_json(body)
-        except Exception as exc:  # noqa: BLE001 - whatever went wrong, nothing was permitted
-            return _licet_failure(exc, action, resource)
-        if not decision.permitted:
-            opened = approval_id(body)
-            if decision.decision == "require_approval" and opened is not None:
-                self.approvals[call] = opened
-            return _not_permitted(decision, opened, action, resource, self.mapping.name)
+            return _error(f"{exc}. The call was not forwarded.", "refused")
+        # The real paths first (what the upstream opens), then the path as written: a forbid on either wins.
+        resources = [as_resource(path) for path in real] + [written]
+        extra: dict[str, Any] = {"resolved_paths": real} if real else {}
+        certificates: list[str] = []
+        for resource in resources:
+            try:
+                body = await self.licet.decide_presenting(action, resource, arguments)
+                decision = DecisionResult.from_json(body)
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, nothing was permitted
+                return _licet_failure(exc, action, resource)
+            if not decision.permitted:
+                refusal = _not_permitted(decision, body, action, resource, self.mapping.name,
+                                         written if resource != written else None)
+                refusal.meta = {**(refusal.meta or {}), **{META + k: v for k, v in extra.items()}}
+                return refusal
+            certificates.append(decision.certificate_id)
+        facts = {META_CERTIFICATE: certificates[0], META + "certificate_ids": certificates, META + "forwarded": True,
+                 **{META + k: v for k, v in extra.items()}}
         try:
             result = await self.upstream.call_tool(tool.name, arguments)
         except Exception as exc:  # noqa: BLE001 - the upstream's failure is the tool's error
             return types.CallToolResult(
                 content=[types.TextContent(type="text", text=f"Permitted by Licet (certificate "
-                                           f"{decision.certificate_id}), but the upstream failed: {exc}")],
-                is_error=True, _meta={META_CERTIFICATE: decision.certificate_id})
-        return result.model_copy(update={"meta": {**(result.meta or {}), META_CERTIFICATE: decision.certificate_id}})
+                                           f"{certificates[0]}), but the upstream failed: {exc}")],
+                is_error=True, _meta=facts)
+        return result.model_copy(update={"meta": {**(result.meta or {}), **facts}})
 
     def server(self, instructions: str | None = None) -> Server[Any]:
         """The MCP server the agent talks to."""

@@ -76,6 +76,14 @@ def text(result: CallToolResult) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
 
 
+def licet(result: CallToolResult) -> dict[str, Any]:
+    """Licet's facts about a refused call: `_meta` keys under `licet/`, and never `structuredContent` (it
+    would be checked against the upstream tool's output schema)."""
+    assert result.is_error and result.structured_content is None, result
+    assert result.meta is not None
+    return {key.removeprefix("licet/"): value for key, value in result.meta.items() if key.startswith("licet/")}
+
+
 def certificate(tenant: Tenant, certificate_id: str) -> dict[str, Any]:
     with tenant.owner() as owner:
         reply = owner.get(f"/v1/certificates/{certificate_id}")
@@ -141,7 +149,7 @@ def test_calls_are_decided_and_only_permits_forwarded(governed: Tenant, tmp_path
             # forbidden: a tool error naming the rule and the certificate, nothing forwarded
             secret = await session.call_tool("read_file", {"path": "/data/secret/key.pem"})
             assert secret.is_error
-            facts = secret.structured_content
+            facts = licet(secret)
             assert facts["status"] == "forbidden" and facts["forwarded"] is False
             assert facts["rules"] == ["no-secrets"] and facts["decision"] == "forbid"
             assert "no-secrets" in text(secret) and facts["certificate_id"] in text(secret)
@@ -149,29 +157,29 @@ def test_calls_are_decided_and_only_permits_forwarded(governed: Tenant, tmp_path
 
             # a hidden tool is still decided (and refused) if called anyway
             delete = await session.call_tool("delete_file", {"path": "/data/report.txt"})
-            assert delete.is_error and delete.structured_content["rules"] == ["no-deletes"]
+            assert delete.is_error and licet(delete)["rules"] == ["no-deletes"]
             denied = await session.call_tool("shutdown", {})
-            assert denied.is_error and denied.structured_content["status"] == "denied"
-            assert "default deny" in text(denied) and denied.structured_content["certificate_id"] in text(denied)
+            assert denied.is_error and licet(denied)["status"] == "denied"
+            assert "default deny" in text(denied) and licet(denied)["certificate_id"] in text(denied)
 
             # approval required: a pending result carrying the approval (id when the server opened one)
             pending = await session.call_tool("transfer", {"amount": 500, "currency": "EUR"})
             assert pending.is_error
-            facts = pending.structured_content
+            facts = licet(pending)
             assert facts["status"] == "pending_approval" and facts["decision"] == "require_approval"
             assert facts["rules"] == ["large-transfer"] and "approval_id" in facts
             assert "approval" in text(pending).lower() and facts["certificate_id"] in text(pending)
             assert facts["approval_id"] is not None and facts["approval_id"] in text(pending)
             again = await session.call_tool("transfer", {"amount": 500, "currency": "EUR"})
-            assert again.structured_content["approval_id"] == facts["approval_id"]  # one approval per request
+            assert licet(again)["approval_id"] == facts["approval_id"]  # one approval per request
             with approver.client() as person:
                 voted = person.post(f"/v1/approvals/{facts['approval_id']}/approve", json={})
                 assert voted.status_code == 200 and voted.json()["state"] == "granted", voted.text
             approved = await session.call_tool("transfer", {"amount": 500, "currency": "EUR"})
             assert not approved.is_error, text(approved)  # the granted approval, presented: forwarded once
             used = await session.call_tool("transfer", {"amount": 500, "currency": "EUR"})
-            assert used.structured_content["status"] == "pending_approval"  # used once: a new approval
-            assert used.structured_content["approval_id"] != facts["approval_id"]
+            assert licet(used)["status"] == "pending_approval"  # used once: a new approval
+            assert licet(used)["approval_id"] != facts["approval_id"]
 
             small = await session.call_tool("transfer", {"amount": 50, "currency": "EUR"})
             assert not small.is_error and small.structured_content == {"sent": 50.0, "currency": "EUR"}
@@ -187,18 +195,46 @@ def test_calls_are_decided_and_only_permits_forwarded(governed: Tenant, tmp_path
                                     ("transfer", {"amount": "lots", "currency": "EUR"}),
                                     ("read_file", {"path": ""}), ("no_such_tool", {})]:
                 refused = await session.call_tool(name, arguments)
-                assert refused.is_error and refused.structured_content["status"] == "refused", (name, arguments)
+                assert refused.is_error and licet(refused)["status"] == "refused", (name, arguments)
                 assert "not forwarded" in text(refused)
             assert decisions(governed) == before
             # a resource Licet rejects as invalid input is a refusal too
             escape = await session.call_tool("read_file", {"path": "/../../etc/passwd"})
-            assert escape.is_error and escape.structured_content["status"] == "refused"
+            assert escape.is_error and licet(escape)["status"] == "refused"
 
     asyncio.run(run())
     assert calls(log) == [{"tool": "read_file", "arguments": {"path": "/data/report.txt"}},
                           {"tool": "transfer", "arguments": {"amount": 500.0, "currency": "EUR"}},
                           {"tool": "transfer", "arguments": {"amount": 50.0, "currency": "EUR"}},
                           {"tool": "echo", "arguments": {"text": "hi"}}]
+
+
+def test_a_granted_approval_is_presented_by_a_new_proxy(governed: Tenant, tmp_path: Path) -> None:
+    """Approvals live in Licet, not in the proxy: a client that starts one proxy per call can finish an
+    approved call, and the next identical call needs a new approval."""
+    log = tmp_path / "calls.jsonl"
+    key, approver = governed.key(), governed.person("approver")
+    transfer = {"amount": 700, "currency": "EUR"}
+
+    async def call() -> CallToolResult:
+        async with files_proxy(governed.server.url, key, log) as session:
+            return await session.call_tool("transfer", transfer)
+
+    pending = licet(asyncio.run(call()))
+    assert pending["status"] == "pending_approval" and pending["approval_state"] == "pending"
+    assert licet(asyncio.run(call()))["approval_id"] == pending["approval_id"]  # still pending, same approval
+    assert calls(log) == []
+    with approver.client() as person:
+        voted = person.post(f"/v1/approvals/{pending['approval_id']}/approve", json={})
+        assert voted.status_code == 200 and voted.json()["state"] == "granted", voted.text
+    approved = asyncio.run(call())
+    assert not approved.is_error and approved.meta is not None, text(approved)
+    permit = certificate(governed, approved.meta["licet/certificate_id"])
+    assert permit["decision"] == "permit" and permit["proof"]["approval"]["id"] == pending["approval_id"]
+    assert calls(log) == [{"tool": "transfer", "arguments": {"amount": 700.0, "currency": "EUR"}}]
+    again = licet(asyncio.run(call()))  # used once: the same call waits for a new approval
+    assert again["status"] == "pending_approval" and again["approval_id"] != pending["approval_id"]
+    assert len(calls(log)) == 1
 
 
 def test_licet_unreachable_fails_closed(server: Server, tmp_path: Path) -> None:
@@ -210,7 +246,7 @@ def test_licet_unreachable_fails_closed(server: Server, tmp_path: Path) -> None:
             with pytest.raises(MCPError, match="none are listed"):
                 await session.list_tools()
             result = await session.call_tool("read_file", {"path": "/data/report.txt"})
-            assert result.is_error and result.structured_content["status"] == "unavailable"
+            assert result.is_error and licet(result)["status"] == "unavailable"
             assert "not forwarded" in text(result) and "nothing is permitted" in text(result)
 
     asyncio.run(run())
@@ -272,7 +308,7 @@ def test_http_upstream(governed: Tenant, http_upstream: tuple[str, Path]) -> Non
             read = await session.call_tool("read_file", {"path": "/data/a"})
             assert not read.is_error and text(read) == "contents of /data/a"
             secret = await session.call_tool("read_file", {"path": "/data/secret/b"})
-            assert secret.is_error and secret.structured_content["rules"] == ["no-secrets"]
+            assert secret.is_error and licet(secret)["rules"] == ["no-secrets"]
 
     asyncio.run(run())
     assert calls(log) == [{"tool": "read_file", "arguments": {"path": "/data/a"}}]
