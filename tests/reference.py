@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -142,16 +143,34 @@ def _normalise_path(path: str) -> str | None:
     return "/" + "/".join(stack)
 
 
-def normalise_resource(value: object, *, insensitive: bool, decode: bool = True) -> str:
-    """Normalise a request resource (or, with `decode=False`, a resource pattern).
+def _nfc(s: str) -> str:
+    return unicodedata.normalize("NFC", s)
+
+
+def _fold(s: str) -> str:
+    # resource_case: insensitive is Unicode full case folding (str.casefold), kept in NFC.
+    return _nfc(s.casefold())
+
+
+def _has_surviving_escape(s: str) -> bool:
+    return any(s[i] == "%" and s[i + 1] in _HEX and s[i + 2] in _HEX for i in range(len(s) - 2))
+
+
+def normalise_resource(value: object, *, insensitive: bool, decode: bool = True,
+                       keep_escapes: bool = False) -> str:
+    """Normalise a request resource (or, with `decode=False`, a resource pattern or a recorded one).
 
     Raises `ReferenceInvalid` when the spec calls the input invalid.
     """
     if not isinstance(value, str):
         raise ReferenceInvalid("resource", "not a string")
     s = _percent_decode(value) if decode else value
+    if decode and not keep_escapes and _has_surviving_escape(s):
+        raise ReferenceInvalid("resource", "an escape survives the one decode")
     if any(_is_control(ch) for ch in s):
         raise ReferenceInvalid("resource", "control character")
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in s):
+        raise ReferenceInvalid("resource", "lone surrogate")
     s = s.replace("\\", "/")
     m = _URI_RE.fullmatch(s)
     if m is not None:
@@ -164,7 +183,7 @@ def normalise_resource(value: object, *, insensitive: bool, decode: bool = True)
         norm = _normalise_path(path)
         if norm is None:
             raise ReferenceInvalid("resource", "'..' climbs above the root")
-        result = f"{scheme.lower()}://{authority.lower()}{norm}"
+        result = f"{_fold(scheme)}://{_fold(authority)}{norm}"
     elif s.startswith("/"):
         norm = _normalise_path(s)
         if norm is None:
@@ -172,7 +191,7 @@ def normalise_resource(value: object, *, insensitive: bool, decode: bool = True)
         result = norm
     else:
         raise ReferenceInvalid("resource", "neither an absolute path nor a URI")
-    return result.lower() if insensitive else result
+    return _fold(result) if insensitive else _nfc(result)
 
 
 def _glob_match(pattern: list[str], subject: list[str]) -> bool:
@@ -476,7 +495,40 @@ class _Tok:
 
 _OPS = ("&&", "||", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "%", "(", ")",
         "[", "]", ",", ".", "?", ":", "{", "}")
-_STR_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r"}
+_STR_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "`": "`", "?": "?", "n": "\n", "t": "\t", "r": "\r",
+                "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+_HEX_ESCAPES = {"x": 2, "X": 2, "u": 4, "U": 8}
+
+
+def _escape_at(src: str, j: int) -> tuple[int, int]:
+    """The code point of the escape starting at `src[j] == "\\"` and its length (CEL's escapes)."""
+    e = src[j + 1] if j + 1 < len(src) else ""
+    if e in _STR_ESCAPES:
+        return ord(_STR_ESCAPES[e]), 2
+    if e in _HEX_ESCAPES:
+        digits = src[j + 2 : j + 2 + _HEX_ESCAPES[e]]
+        if len(digits) == _HEX_ESCAPES[e] and all(c in _HEX for c in digits):
+            return int(digits, 16), 2 + len(digits)
+    elif e in "0123" and len(src) > j + 3 and all(c in "01234567" for c in src[j + 2 : j + 4]):
+        return int(src[j + 1 : j + 4], 8), 4
+    raise ReferencePolicyError(f"col {j + 1}", "unsupported escape")
+
+
+def _code_points(units: list[int], col: int) -> str:
+    """Join code points, a high surrogate followed by a low one being one code point."""
+    out: list[str] = []
+    i = 0
+    while i < len(units):
+        u = units[i]
+        if 0xD800 <= u <= 0xDBFF and i + 1 < len(units) and 0xDC00 <= units[i + 1] <= 0xDFFF:
+            out.append(chr(0x10000 + ((u - 0xD800) << 10) + (units[i + 1] - 0xDC00)))
+            i += 2
+            continue
+        if 0xD800 <= u <= 0xDFFF or u > 0x10FFFF:
+            raise ReferencePolicyError(f"col {col}", "lone surrogate or beyond U+10FFFF")
+        out.append(chr(u))
+        i += 1
+    return "".join(out)
 
 
 def _tokenize(src: str) -> list[_Tok]:
@@ -502,7 +554,7 @@ def _tokenize(src: str) -> list[_Tok]:
             continue
         if c in "\"'":
             j = i + 1
-            buf: list[str] = []
+            units: list[int] = []
             while True:
                 if j >= len(src) or src[j] == "\n":
                     raise ReferencePolicyError(f"col {i + 1}", "unterminated string")
@@ -511,14 +563,13 @@ def _tokenize(src: str) -> list[_Tok]:
                     j += 1
                     break
                 if ch == "\\":
-                    if j + 1 >= len(src) or src[j + 1] not in _STR_ESCAPES:
-                        raise ReferencePolicyError(f"col {j + 1}", "unsupported escape")
-                    buf.append(_STR_ESCAPES[src[j + 1]])
-                    j += 2
+                    code, length = _escape_at(src, j)
+                    units.append(code)
+                    j += length
                     continue
-                buf.append(ch)
+                units.append(ord(ch))
                 j += 1
-            toks.append(_Tok("str", src[i:j], "".join(buf), i))
+            toks.append(_Tok("str", src[i:j], _code_points(units, i + 1), i))
             i = j
             continue
         if c.isalpha() or c == "_":
@@ -1217,12 +1268,13 @@ class CompiledPolicy:
     rules: tuple[_Rule, ...]
     invariants: tuple[_Invariant, ...]
     types: Mapping[str, str] = field(default_factory=dict)
+    keep_escapes: bool = False
 
 
 _ID_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _DURATION_RE = re.compile(r"(\d+)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOP_KEYS = {"id", "version", "description", "resource_case", "rules", "invariants"}
+_TOP_KEYS = {"id", "version", "description", "resource_case", "resource_escapes", "rules", "invariants"}
 _RULE_KEYS = {"id", "effect", "action", "resource", "when", "description", "approval"}
 _APPROVAL_KEYS = {"quorum", "role", "ttl"}
 _INV_KEYS = {
@@ -1276,7 +1328,8 @@ def _resource_pattern(p: str, insensitive: bool, where: str) -> str:
         norm = normalise_resource(p, insensitive=insensitive, decode=False)
     except ReferenceInvalid as exc:
         raise ReferencePolicyError(where, f"bad resource glob {p!r}: {exc}") from exc
-    for seg in norm.split("/"):
+    # The pattern as written (backslashes being separators): `.`/`..` do not hide a bad `*`.
+    for seg in p.replace("\\", "/").split("/"):
         if "*" in seg and seg not in ("*", "**"):
             raise ReferencePolicyError(where, f"'*' inside a segment of {p!r}")
     return norm
@@ -1315,6 +1368,9 @@ def compile_policy(doc: object) -> CompiledPolicy:
     if case not in ("sensitive", "insensitive"):
         raise ReferencePolicyError("resource_case", "sensitive | insensitive")
     insensitive = case == "insensitive"
+    escapes = d.get("resource_escapes", "refuse")
+    if escapes not in ("refuse", "keep"):
+        raise ReferencePolicyError("resource_escapes", "refuse | keep")
     raw_rules = d.get("rules", [])
     raw_invs = d.get("invariants", [])
     if not isinstance(raw_rules, list):
@@ -1397,7 +1453,7 @@ def compile_policy(doc: object) -> CompiledPolicy:
     for node, where in num_exprs:
         typer.constrain(typer.infer(node, where), "number", where)
     types = typer.finish()
-    return CompiledPolicy(pid, insensitive, tuple(rules), tuple(invariants), types)
+    return CompiledPolicy(pid, insensitive, tuple(rules), tuple(invariants), types, escapes == "keep")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1427,7 +1483,7 @@ def _check_numbers(v: object, where: str) -> None:
 _REQUEST_KEYS = frozenset({"principal", "action", "resource", "args", "context"})
 
 
-def _request_values(request: object, insensitive: bool) -> dict[str, object]:
+def _request_values(request: object, insensitive: bool, keep_escapes: bool) -> dict[str, object]:
     if not isinstance(request, dict):
         raise ReferenceInvalid("request", "not an object")
     # ASSUMPTION: "anything else is an invalid request" covers unknown top-level fields too.
@@ -1446,7 +1502,8 @@ def _request_values(request: object, insensitive: bool) -> dict[str, object]:
         raise ReferenceInvalid("action", "dot-separated [A-Za-z0-9_-]+ segments")
     values["action"] = action
     # ASSUMPTION: a request without a resource is invalid (the generators always send one).
-    values["resource"] = normalise_resource(request.get("resource"), insensitive=insensitive)
+    values["resource"] = normalise_resource(request.get("resource"), insensitive=insensitive,
+                                            keep_escapes=keep_escapes)
     return values
 
 
@@ -1456,12 +1513,15 @@ def _in_window(t: Fraction, now: Fraction, window: int | None) -> bool:
     return now - window < t <= now
 
 
-def _event_env(event: Mapping[str, Any], types: Mapping[str, str]) -> _Env:
-    # ASSUMPTION: history events carry action, resource and args only; principal/context are
-    # absent in them (the generators never make invariants read principal/context).
+def _event_env(event: Mapping[str, Any], request: Mapping[str, object], insensitive: bool,
+               types: Mapping[str, str]) -> _Env:
+    # History events are recorded (normalised) requests: their resource is never decoded again. An
+    # event without its own (non-empty) principal or context reads the current request's.
     return _Env(
-        {"principal": {}, "context": {}, "args": event.get("args", {}),
-         "action": event["action"], "resource": event["resource"]},
+        {"principal": event.get("principal") or request["principal"],
+         "context": event.get("context") or request["context"], "args": event.get("args", {}),
+         "action": event["action"],
+         "resource": normalise_resource(event["resource"], insensitive=insensitive, decode=False)},
         types,
     )
 
@@ -1515,11 +1575,11 @@ def reference_decide(
     Raises `ReferencePolicyError` for an invalid policy, `ReferenceInvalid` for an invalid request.
     """
     cp = _compiled(policy)
-    values = _request_values(request, cp.insensitive)
+    values = _request_values(request, cp.insensitive, cp.keep_escapes)
     env = _Env(values, cp.types)
     now_q = _num(now.timestamp() if isinstance(now, datetime) else now)
     history = (state or {}).get("history", [])
-    events = [(_num(ev["time"]), _event_env(ev, cp.types)) for ev in history]
+    events = [(_num(ev["time"]), _event_env(ev, values, cp.insensitive, cp.types)) for ev in history]
 
     applying: dict[str, set[str]] = {"permit": set(), "forbid": set(), "require_approval": set()}
     for rule in cp.rules:

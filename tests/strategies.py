@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import random
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +48,7 @@ TYPES = ("string", "string", "string", "number", "number", "number", "bool", "bo
 STRING_CONSTS = (
     "ops", "admin", "analyst", "Ops", "https://intranet.example/", "https://evil.example/x", "a.b",
     "", "é", "😀x", "a b", "x'y", 'q"r', "back\\slash", "10.0.0.1", "user@example.com",
-    "a12", "db.read",
+    "a12", "db.read", "x\x85y", "x\u2028y", "\U0001f600",
 )
 # Strings that only requests carry: RE2-vs-Python regex corner cases, near misses.
 EXTRA_REQUEST_STRINGS = ("ops\n", "٣", "OPS", "ops ", " ops", "op", "https://intranet.example",
@@ -57,7 +58,8 @@ NUMBER_LITERALS = ("0", "1", "2", "3", "5", "10", "100", "1000", "5000", "0.5", 
 SERVICES = ("db", "api", "payments", "http", "email", "fs")
 VERBS = ("read", "write", "delete", "delete_all", "transfer", "post", "send", "list")
 SEGMENTS = ("data", "database", "pii", "api", "v1", "prod", "x", "Data", "a.b", "é", "users",
-            "%2f", "...")
+            "%2f", "...", "e\u0301", "Stra\u00dfe", "STRASSE", "\u03a3\u039f\u03a6\u038a\u0391\u03a3", "\u212a",
+            "x\u2028y")
 URI_PREFIXES = ("https://api.example.com", "HTTPS://Api.Example.COM", "s3://bucket")
 WINDOWS: tuple[str | int, ...] = ("1h", "24h", "30m", "90s", "1d", 3600, 600)
 WINDOW_SECONDS = {"1h": 3600, "24h": 86400, "30m": 1800, "90s": 90, "1d": 86400, 3600: 3600,
@@ -426,6 +428,8 @@ def policy(draw: st.DrawFn, ctx: PolicyCtx) -> dict[str, Any]:
         doc["resource_case"] = "insensitive"
     elif draw(st.integers(0, 5)) == 0:
         doc["resource_case"] = "sensitive"
+    if draw(st.integers(0, 4)) == 0:
+        doc["resource_escapes"] = draw(st.sampled_from(["keep", "refuse"]))
     n_rules = draw(st.integers(0, 6))
     doc["rules"] = [draw(rule(ctx, i)) for i in range(n_rules)]
     if ctx.stateful:
@@ -600,7 +604,7 @@ def _obfuscate(rnd: random.Random, resource: str, insensitive: bool) -> str:
     if prefix and rnd.random() < 0.5:
         prefix = prefix.upper() if rnd.random() < 0.5 else prefix.lower()
     for _ in range(rnd.randint(0, 2)):
-        trick = rnd.randint(0, 7)
+        trick = rnd.randint(0, 10)
         at = rnd.choice([i for i, c in enumerate(path) if c in "/\\"] or [0])
         if trick == 0:
             path = path[:at] + "/." + path[at:]
@@ -619,6 +623,13 @@ def _obfuscate(rnd: random.Random, resource: str, insensitive: bool) -> str:
             path = path[:at] + "/%2e" + path[at:]
         elif trick == 7 and insensitive:
             path = path.upper()
+        elif trick == 8:
+            path = unicodedata.normalize("NFD", path)
+        elif trick == 9 and len(path) > 1:  # double-encoded: an escape survives the one decode
+            i = rnd.randint(0, len(path) - 1)
+            path = path[:i] + _percent_encode(path[i]).replace("%", "%25") + path[i + 1:]
+        elif trick == 10 and insensitive:
+            path = path.casefold() if rnd.random() < 0.5 else path.swapcase()
     return prefix + path
 
 

@@ -291,3 +291,15 @@ def test_unknown_or_malformed_escapes_are_compile_errors(literal: str) -> None:
     with pytest.raises(kernel.PolicyError) as caught:
         _policy({"id": "r", "effect": "permit", "action": "**", "when": f"args.s == {literal}"})
     assert caught.value.field == "rules[0].when"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=policy_and_requests(min_requests=1, max_requests=1), ascii_only=st.booleans())
+def test_policy_text_reads_as_the_document_it_encodes(case: Case, ascii_only: bool) -> None:
+    # JSON with surrogate-pair escapes (ensure_ascii) or raw NEL, U+2028 and U+2029 is the same policy.
+    try:
+        parsed = kernel.load_policy(case.policy)
+    except kernel.PolicyError:
+        return
+    text = kernel.load_policy(json.dumps(case.policy, ensure_ascii=ascii_only), "p.json")
+    assert (text.document, text.hash) == (parsed.document, parsed.hash)

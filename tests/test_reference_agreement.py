@@ -144,7 +144,8 @@ def test_reference_action_globs(pattern: str, action: str, expected: bool) -> No
         ("///", "/"),
         ("/a/b/..", "/a"),
         ("/%2e/x", "/x"),
-        ("/%252e%252e/x", "/%2e%2e/x"),  # decoded once only
+        ("/caf\u0065\u0301", "/caf\u00e9"),  # NFC
+        ("/\u212a", "/K"),  # NFC maps the Kelvin sign to K
         ("/caf%C3%A9", "/café"),
         ("/a%2Fb", "/a/b"),
         ("HTTPS://Api.Example.COM//V1/./x/", "https://api.example.com/V1/x"),
@@ -159,7 +160,9 @@ def test_reference_normalisation(raw: str, expected: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     ["/..", "/a/../..", "/%2e%2e/x", "/%2E%2E", "https://h/../x", "", "a/b", "mailto:x@y",
-     "/a\x00b", "/a%00b", "/a%0ab", "\t/a", 5, None],
+     "/a\x00b", "/a%00b", "/a%0ab", "\t/a", 5, None,
+     # decoded once, an escape survives (any tool decoding again would read another name)
+     "/%252e%252e/x", "/a%252fb", "/a%2%41", "/a%C2%85b", "/a\ud800"],
 )
 def test_reference_invalid_resources(raw: object) -> None:
     with pytest.raises(ReferenceInvalid):
@@ -177,9 +180,19 @@ def test_reference_insensitive_lowercases_resource_and_patterns() -> None:
 
 
 def test_reference_pattern_normalised_without_decoding() -> None:
-    p = _policy({"id": "r", "effect": "permit", "action": "db.read", "resource": "/a%2fb/./c/"})
+    p = _policy({"id": "r", "effect": "permit", "action": "db.read", "resource": "/a%2fb/./c/"},
+                resource_escapes="keep")
     assert _decide_ref(p, _req(resource="/a%252fb/c")) == ("permit", frozenset({"r"}))
     assert _decide_ref(p, _req(resource="/a%2fb/c")) == ("deny", frozenset())
+    refusing = {**p, "resource_escapes": "refuse"}
+    assert _decide_ref(refusing, _req(resource="/a%252fb/c")) == INVALID
+
+
+def test_reference_insensitive_is_unicode_case_folding() -> None:
+    p = _policy({"id": "r", "effect": "permit", "action": "db.read", "resource": "/stra\u00dfe/**"},
+                resource_case="insensitive")
+    assert _decide_ref(p, _req(resource="/STRASSE/x")) == ("permit", frozenset({"r"}))
+    assert _decide_ref(p, _req(resource="/Stra%C3%9Fe")) == ("permit", frozenset({"r"}))
 
 
 @pytest.mark.parametrize(
