@@ -9,6 +9,7 @@ not use answers with the server's refusal as a tool error.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 import kernel
 import sdk
@@ -41,8 +42,11 @@ CERT_ID = Annotated[str, Field(pattern=r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,199}$"
 
 _RO: dict[str, Any] = {"read_only_hint": True, "destructive_hint": False, "idempotent_hint": True,
                        "open_world_hint": False}
+_WRITES: dict[str, Any] = {"read_only_hint": False, "destructive_hint": False, "idempotent_hint": False,
+                           "open_world_hint": False}
 
 KeySource = Callable[[Context], str]
+ToolFn = Callable[..., Any]
 
 
 def _refusal(exc: Exception) -> ToolError:
@@ -122,14 +126,42 @@ async def _published_keys(client: McpLicetClient) -> tuple[list[kernel.PublicKey
     return [kernel.parse_public_key(json.dumps(k)) for k in keys["certificate_keys"]], dict(keys["log"])
 
 
+class LicetMCPServer(MCPServer):
+    """`MCPServer` whose argument errors are one short line naming each argument, not pydantic's report."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
+        """Call a tool; invalid arguments become `invalid arguments for <tool>: <argument>: <problem>`."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(invalid_arguments(name, exc.__cause__)) from exc.__cause__
+            raise
+
+
+def invalid_arguments(tool: str, error: ValidationError) -> str:
+    """`invalid arguments for <tool>: <argument>: <problem>; ...` (never the rejected values)."""
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in error.errors()]
+    return f"invalid arguments for {tool}: " + "; ".join(problems)
+
+
 def build_server(url: str, keys: KeySource) -> MCPServer:
     """The MCP server for the Licet server at `url`, acting with the keys `keys` yields."""
     backend = Backend(url, keys)
-    mcp = MCPServer("licet", title="Licet", version="0.1.0", instructions=INSTRUCTIONS,
-                    description="Proven, signed decisions for AI agents.")
+    mcp = LicetMCPServer("licet", title="Licet", version="0.1.0", instructions=INSTRUCTIONS,
+                         description="Proven, signed decisions for AI agents.")
 
-    @mcp.tool(annotations=ToolAnnotations(title="Decide an action", read_only_hint=False, destructive_hint=False,
-                                          idempotent_hint=False, open_world_hint=False))
+    def tool(title: str, **hints: Any) -> Callable[[ToolFn], ToolFn]:
+        """Register a tool: its title (top level and in the annotations), hints, and its docstring
+        without the source's indentation as the description."""
+
+        def register(fn: ToolFn) -> ToolFn:
+            return mcp.tool(title=title, description=inspect.cleandoc(fn.__doc__ or ""),
+                            annotations=ToolAnnotations(title=title, **hints))(fn)
+
+        return register
+
+    @tool("Decide an action", **_WRITES)
     async def decide(
         ctx: Context,
         action: Annotated[str, Field(min_length=1, max_length=200,
@@ -150,8 +182,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
             result = await client.decide(action, resource, args or {}, delegation=delegation, approval=approval)
         return _decision_json(result, include_certificate)
 
-    @mcp.tool(annotations=ToolAnnotations(title="Pre-flight a plan", read_only_hint=True, destructive_hint=False,
-                                          idempotent_hint=True, open_world_hint=False))
+    @tool("Pre-flight a plan", read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
     async def verify_plan(
         ctx: Context,
         steps: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=1000, description=(
@@ -168,7 +199,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
                 "counterexample": plan.counterexample, "approval_steps": list(plan.approval_steps),
                 "proof": plan.proof}
 
-    @mcp.tool(annotations=ToolAnnotations(title="Explain a decision", **_RO))
+    @tool("Explain a decision", **_RO)
     async def explain_decision(ctx: Context, certificate_id: CERT_ID) -> dict[str, Any]:
         """Why was this decided? Fetches a certificate by id and explains in words the request, the policy
         version, the decision, the rules behind it and the proof (which conditions held or failed)."""
@@ -180,7 +211,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
                 "policy": certificate.get("policy"), "request": certificate.get("request"),
                 "explanation": explain(certificate)}
 
-    @mcp.tool(annotations=ToolAnnotations(title="Verify a certificate offline", **_RO))
+    @tool("Verify a certificate offline", **_RO)
     async def verify_certificate(
         ctx: Context,
         certificate: Annotated[dict[str, Any] | None, Field(
@@ -214,7 +245,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
         return {"verified": sdk.verified(checks), "certificate_id": certificate.get("id"),
                 "decision": certificate.get("decision"), "checks": _checks_json(checks)}
 
-    @mcp.tool(annotations=ToolAnnotations(title="Get an inclusion proof", **_RO))
+    @tool("Get an inclusion proof", **_RO)
     async def get_inclusion_proof(ctx: Context, certificate_id: CERT_ID) -> dict[str, Any]:
         """Proof that a certificate is in the tenant's append-only evidence log: its index, the signed
         checkpoint (C2SP tlog-checkpoint), the RFC 9162 audit path and a tlog-proof bundle, checked here
@@ -229,7 +260,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
                 "proof": proof["proof"], "checkpoint": proof["checkpoint"], "bundle": proof["bundle"],
                 "verified": sdk.verified(checks), "checks": _checks_json(checks)}
 
-    @mcp.tool(annotations=ToolAnnotations(title="Verify the log never rewrote history", **_RO))
+    @tool("Verify the log never rewrote history", **_RO)
     async def verify_log_consistency(
         ctx: Context,
         first: Annotated[int, Field(ge=0, description="An older tree size a checkpoint was signed at.")],
@@ -255,7 +286,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
         return {"consistent": sdk.verified(checks), "first": old["size"], "second": new["size"],
                 "proof": proof["proof"], "checks": _checks_json(checks)}
 
-    @mcp.tool(annotations=ToolAnnotations(title="Diff two policy versions", **_RO))
+    @tool("Diff two policy versions", **_RO)
     async def policy_diff(
         ctx: Context,
         policy: Annotated[str | None, Field(max_length=200, description=(
@@ -285,7 +316,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
                 policy_id = str(found[0]["id"])
             return dict(await client.policy_diff(policy_id, version, against, max_examples))
 
-    @mcp.tool(annotations=ToolAnnotations(title="Query the policy", **_RO))
+    @tool("Query the policy", **_RO)
     async def policy_query(
         ctx: Context,
         action: Annotated[str, Field(min_length=1, max_length=200,
@@ -306,7 +337,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
         async with backend.client(ctx) as client:
             return dict(await client.policy_query(pattern, version_id))
 
-    @mcp.tool(annotations=ToolAnnotations(title="Approval status", **_RO))
+    @tool("Approval status", **_RO)
     async def approval_status(ctx: Context, approval_id: ID) -> dict[str, Any]:
         """The state of an approval request (opened by a require_approval decision): pending, granted,
         used, denied, expired or cancelled, with the votes so far and the deadline. Once granted, decide
@@ -314,8 +345,7 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
         async with backend.client(ctx) as client:
             return dict(await client.approval(approval_id))
 
-    @mcp.tool(annotations=ToolAnnotations(title="Issue a delegation", read_only_hint=False, destructive_hint=False,
-                                          idempotent_hint=False, open_world_hint=False))
+    @tool("Issue a delegation", **_WRITES)
     async def issue_delegation(
         ctx: Context,
         delegate: Annotated[str, Field(min_length=1, max_length=200,
@@ -334,14 +364,13 @@ def build_server(url: str, keys: KeySource) -> MCPServer:
         async with backend.client(ctx) as client:
             return dict(await client.delegate(delegate, scope, expires, max_depth=max_depth, parent=parent))
 
-    @mcp.tool(annotations=ToolAnnotations(title="List delegations", **_RO))
+    @tool("List delegations", **_RO)
     async def list_delegations(ctx: Context) -> dict[str, Any]:
         """The delegation grants you issued or received (with revocation times)."""
         async with backend.client(ctx) as client:
             return dict(await client.delegations())
 
-    @mcp.tool(annotations=ToolAnnotations(title="Revoke a delegation", read_only_hint=False, destructive_hint=True,
-                                          idempotent_hint=True, open_world_hint=False))
+    @tool("Revoke a delegation", **{**_WRITES, "destructive_hint": True, "idempotent_hint": True})
     async def revoke_delegation(
         ctx: Context,
         grant_id: ID,
