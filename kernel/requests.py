@@ -21,7 +21,7 @@ from kernel.canonical import canonical_json
 from kernel.errors import InvalidRequest
 
 _ACTION = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)(.*)\Z", re.DOTALL)
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)\Z", re.DOTALL)  # RFC 3986: the authority ends at / ? #
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -104,8 +104,10 @@ def normalise_resource(raw: object, *, fold: bool = False, decode: bool = True,
         scheme, authority, path = uri.groups()
         if not authority:
             raise InvalidRequest("resource", "URI has an empty authority")
-        # The path of a URI is normalised like any path: its root is "/", never "".
-        normal = f"{casefolded(scheme)}://{casefolded(authority)}" + normalise_path(path or "/")
+        # The path of a URI is normalised like any path: its root is "/", never "" (`https://h?q` is
+        # `https://h/?q`, so a pattern `https://h/**` covers it).
+        normal = f"{casefolded(scheme)}://{casefolded(authority)}" + normalise_path(
+            path if path.startswith("/") else "/" + path)
     else:
         normal = normalise_path(text)
     return casefolded(normal) if fold else unicodedata.normalize("NFC", normal)

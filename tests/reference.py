@@ -99,7 +99,8 @@ def _or(a: object, b: object) -> object:
 # --------------------------------------------------------------------------------------------------
 
 _HEX = "0123456789abcdefABCDEF"
-_URI_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/]*)(.*)", re.DOTALL)
+# RFC 3986: the authority ends at the first `/`, `?` or `#`.
+_URI_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)", re.DOTALL)
 
 
 def _percent_decode(s: str) -> str:
@@ -178,8 +179,8 @@ def normalise_resource(value: object, *, insensitive: bool, decode: bool = True,
         if authority == "":
             # ASSUMPTION: a URI needs an authority (`file:///x` is not supported).
             raise ReferenceInvalid("resource", "URI without authority")
-        if path == "":
-            path = "/"  # ASSUMPTION: `https://host` means `https://host/`.
+        if not path.startswith("/"):
+            path = "/" + path  # `https://host` is `https://host/`, `https://host?q` is `https://host/?q`.
         norm = _normalise_path(path)
         if norm is None:
             raise ReferenceInvalid("resource", "'..' climbs above the root")

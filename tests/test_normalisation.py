@@ -176,8 +176,10 @@ def test_the_certified_request_redecides_to_the_certified_outcome(case: Case) ->
             decision = kernel.decide(policy, request, state=state, now=NOW)
         except kernel.InvalidRequest:
             continue
-        again = kernel.normalise_request(decision.request.to_json(), fold_case=policy.lower_resources)
-        assert again == decision.request
+        recorded = decision.request.to_json()
+        assert kernel.recorded_request(recorded).resource == decision.request.resource
+        if not policy.keep_escapes:  # with resource_escapes: keep only the recorded reading is idempotent
+            assert kernel.normalise_request(recorded, fold_case=policy.lower_resources) == decision.request
         certificate = kernel.issue_certificate(decision, signer=SIGNER, tenant="t", issued_at=NOW,
                                                certificate_id="c")
         check = redecide(certificate, policy)
