@@ -100,13 +100,13 @@ async def _provision(database_url: str, data_dir: Path, policy_file: Path) -> st
     from server.migrations import upgrade_async
     from server.services import Services
     from server.settings import Settings
-    from server.tenants import _add_policy, seed_demo
+    from server.tenants import _add_version, seed_demo
 
     await upgrade_async(database_url)
     services = Services(Settings(data_dir=data_dir, database_url=database_url))
     try:
         seeded = await seed_demo(services)
-        await _add_policy(services, seeded["tenant"], policy_file, activate=True)
+        await _add_version(services, seeded["tenant"], Path(policy_file).read_text(), str(policy_file), activate=True)
     finally:
         await services.db.dispose()
     return str(seeded["agent_key"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,7 +39,6 @@ def serve(
     """Run the platform: migrate the database, load (or on first run create) the signing key, serve."""
     import uvicorn
 
-    from server.app import create_app
     from server.services import Services, StartupError
 
     settings = _settings(data_dir)
@@ -57,14 +57,34 @@ def serve(
     # Client addresses come only from LICET_TRUSTED_PROXIES (server.routers.decide.client_ip), never
     # from uvicorn's own forwarded-header handling. The server logs each request itself (JSON lines),
     # so uvicorn's access log is off.
+    os.environ["LICET_DASHBOARD_ORIGINS"] = ",".join(dashboard_origins(settings, host, port))
     if workers > 1:
         if data_dir is not None:  # worker processes build their settings from the environment
             os.environ["LICET_DATA_DIR"] = str(data_dir)
-        uvicorn.run("server.app:create_app", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("licet.cli_server:platform_app", factory=True, host=host, port=port, workers=workers,
                     log_level="warning", proxy_headers=False, access_log=False)
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=False,
+        uvicorn.run(platform_app(settings), host=host, port=port, log_level="warning", proxy_headers=False,
                     access_log=False)
+
+
+def dashboard_origins(settings: Any, host: str, port: int) -> list[str]:
+    """The browser origins the dashboard accepts: this address (and localhost's names for it) and the
+    configured WebAuthn origins."""
+    names = {host, "localhost", "127.0.0.1"} if host in ("127.0.0.1", "0.0.0.0", "localhost", "::") else {host}
+    return sorted({f"http://{name}:{port}" for name in names if name not in ("0.0.0.0", "::")}
+                  | set(settings.rp_origins))
+
+
+def platform_app(settings: Any = None) -> Any:
+    """The API with the dashboard mounted at `/` (one process, one port)."""
+    from dashboard.app import FrontendMissing, serve
+    from server.app import create_app
+
+    try:
+        return serve(create_app(settings), os.environ.get("LICET_DASHBOARD_ORIGINS", "").split(","))
+    except FrontendMissing as exc:
+        raise fail(str(exc)) from exc
 
 
 async def _seed(services: Any, seed: Any) -> Any:
@@ -75,20 +95,54 @@ async def _seed(services: Any, seed: Any) -> Any:
 
 
 def _print_demo(seeded: dict[str, Any], host: str, port: int) -> None:
-    base = f"http://{host}:{port}"
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    base = f"http://{shown}:{port}"
     console.print(f"[bold]Licet demo[/] — tenant [cyan]{seeded['tenant']}[/], active policy "
-                  f"[cyan]{seeded['active']}[/] (also stored: {', '.join(seeded['policies'])})")
+                  f"[cyan]{seeded['active']}[/] (also stored: {', '.join(seeded['policies'])})", soft_wrap=True)
+    console.print(f"  dashboard  {base}/login?tenant={seeded['tenant']}   (API docs: {base}/docs)", markup=False,
+                  soft_wrap=True)
+    for person in seeded.get("people", []):
+        console.print(f"  {person['role']:<9}  {person['email']}  password {person['password']}", markup=False,
+                      soft_wrap=True)
+    console.print("  codes      licet demo code EMAIL   prints a person's current TOTP code "
+                  "(or scan their otpauth URI: licet demo people)", markup=False, soft_wrap=True)
     console.print(f"  agent key  {seeded['agent_key']}\n  admin key  {seeded['admin_key']}\n"
-                  f"  owner key  {seeded['owner_key']}")
-    if "admin_password" in seeded:
-        console.print(f"  sign in    POST {base}/v1/auth/login  tenant={seeded['tenant']} "
-                      f"email={seeded['admin_email']} password={seeded['admin_password']}\n"
-                      "             (then enrol TOTP at /v1/auth/totp/enrol to activate policies and manage keys)",
-                      soft_wrap=True, markup=False)
-    console.print(f"  API docs   {base}/docs\n  try:\n    curl -s {base}/v1/decide -H 'Authorization: Bearer "
+                  f"  owner key  {seeded['owner_key']}", markup=False)
+    console.print(f"  try:\n    curl -s {base}/v1/decide -H 'Authorization: Bearer "
                   f"{seeded['agent_key']}' -H 'content-type: application/json' \\\n"
                   "      -d '{\"action\": \"payments.read\", \"resource\": \"/accounts/acc-001/statements/2025-05\"}'",
                   soft_wrap=True, markup=False)
+
+
+demo_app = typer.Typer(help="The demo tenant of `licet serve --demo`.", no_args_is_help=True)
+
+
+def _demo_people(data_dir: Path | None) -> list[dict[str, str]]:
+    kept = _settings(data_dir).data_dir / "demo-keys.json"
+    if not kept.is_file():
+        raise fail(f"no demo here ({kept} is missing): run `licet serve --demo` first")
+    people: list[dict[str, str]] = json.loads(kept.read_text()).get("people", [])
+    return people
+
+
+@demo_app.command("code")
+def demo_code(email: Annotated[str, typer.Argument(help="A demo person's email.")],
+              data_dir: Annotated[Path | None, typer.Option(help="The demo's data directory.")] = None) -> None:
+    """Print the current TOTP code of a demo person (what their authenticator app would show)."""
+    import pyotp
+
+    for person in _demo_people(data_dir):
+        if person["email"] == email.strip().lower():
+            print(pyotp.TOTP(person["totp_secret"]).now())
+            return
+    raise fail(f"{email} is not a demo person")
+
+
+@demo_app.command("people")
+def demo_people(data_dir: Annotated[Path | None, typer.Option(help="The demo's data directory.")] = None) -> None:
+    """The demo's people: email, role, password and otpauth URI (for an authenticator app)."""
+    for person in _demo_people(data_dir):
+        print(f"{person['email']}\t{person['role']}\t{person['password']}\t{person['otpauth_uri']}")
 
 
 def migrate(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 import kernel
@@ -230,8 +230,19 @@ def approvers(ballots: Iterable[ApprovalVote]) -> list[str]:
     return sorted(v.voter for v in ballots if v.vote == "approve")
 
 
-def approval_json(row: ApprovalRecord, ballots: Sequence[ApprovalVote]) -> dict[str, Any]:
-    """An approval as the API shows it: the full request, the rules, the requirement and every vote."""
+def approval_json(row: ApprovalRecord, ballots: Sequence[ApprovalVote], viewer: Caller | None = None,
+                  ) -> dict[str, Any]:
+    """An approval as the API shows it: the full request, the rules, the requirement and every vote;
+    with a `viewer`, whether that caller may approve it now and, if not, why (`your_vote`)."""
+    shown = _approval_fields(row, ballots)
+    if viewer is not None:
+        refused = vote_refusal(row, viewer, ballots, utcnow())
+        shown["your_vote"] = {"allowed": refused is None, "code": refused.code if refused else None,
+                              "reason": refused.message if refused else None}
+    return shown
+
+
+def _approval_fields(row: ApprovalRecord, ballots: Sequence[ApprovalVote]) -> dict[str, Any]:
     return {
         "id": row.id, "state": row.state, "action": row.action, "resource": row.resource, "request": row.request,
         "request_hash": row.request_hash, "rules": row.rules, "policy_hash": row.policy_hash,
@@ -372,28 +383,35 @@ def _transition(tx: Tx, row: ApprovalRecord, to: str, *, from_states: Sequence[s
     return True
 
 
-def cast_vote(tx: Tx, caller: Caller, approval_id: str, approve: bool, reason: str | None) -> ApprovalRecord:
-    """A person's approve or deny. Refused for the requester and anyone in its delegation chain, for
-    roles the approval does not name, for a second vote of the same person, and once it is closed."""
-    row = _load(tx, approval_id)
+def vote_refusal(row: ApprovalRecord, caller: Caller, ballots: Sequence[ApprovalVote], now: datetime,
+                 approve: bool = True, reason: str | None = None) -> ApiError | None:
+    """Why `caller` may not cast this vote on `row` now, or None: the requester and anyone in its
+    delegation chain, roles the approval does not name, a second vote of the same person and a closed
+    approval are refused (the dashboard shows the same reason beside the buttons it hides)."""
     if caller.user_id is None:
-        raise ApiError(403, "step_up_required", "only a person signed in with multi-factor authentication votes")
+        return ApiError(403, "step_up_required", "only a person signed in with multi-factor authentication votes")
     if caller.principal_id in row.excluded:
-        raise ApiError(403, "self_approval", "the requester (or anyone acting for it or through whom it acts) "
-                       "never approves its own request")
+        return ApiError(403, "self_approval", "the requester (or anyone acting for it or through whom it acts) "
+                        "never approves its own request")
     eligible = set(row.roles) | ({row.escalate_role} if row.escalated_at and row.escalate_role else set())
     if caller.role not in eligible:
-        raise ApiError(403, "not_an_approver", f"this approval needs a person of role {', '.join(sorted(eligible))}")
+        return ApiError(403, "not_an_approver", f"this approval needs a person of role {', '.join(sorted(eligible))}")
     if not approve and not (reason and reason.strip()):
-        raise ApiError(422, "reason_required", "a denial needs a reason", "reason")
-    if row.state != "pending" or row.deadline <= tx.now:
+        return ApiError(422, "reason_required", "a denial needs a reason", "reason")
+    if row.state != "pending" or row.deadline <= now:
         state = "expired" if row.state == "pending" else row.state  # the sweep records the expiry
-        raise ApiError(409, "approval_closed", f"approval {row.id} is {state}; votes are closed")
-    already = tx.session.execute(select(func.count()).select_from(ApprovalVote).where(
-        ApprovalVote.approval_id == row.id,
-        (ApprovalVote.voter == caller.principal_id) | (ApprovalVote.user_id == caller.user_id))).scalar_one()
-    if already:
-        raise ApiError(409, "already_voted", "each person votes once on an approval")
+        return ApiError(409, "approval_closed", f"approval {row.id} is {state}; votes are closed")
+    if any(v.voter == caller.principal_id or v.user_id == caller.user_id for v in ballots):
+        return ApiError(409, "already_voted", "each person votes once on an approval")
+    return None
+
+
+def cast_vote(tx: Tx, caller: Caller, approval_id: str, approve: bool, reason: str | None) -> ApprovalRecord:
+    """A person's approve or deny, unless `vote_refusal` says why not."""
+    row = _load(tx, approval_id)
+    refused = vote_refusal(row, caller, votes(tx.session, row.id), tx.now, approve, reason)
+    if refused is not None:
+        raise refused
     tx.session.add(ApprovalVote(approval_id=row.id, voter=caller.principal_id, tenant_id=tx.tenant,
                                 user_id=caller.user_id, session_id=caller.session_id, role=caller.role,
                                 vote="approve" if approve else "deny", reason=reason, at=tx.now))

@@ -26,6 +26,9 @@ from server.time import utcnow
 TOKEN_PREFIX = "lcs_"
 COOKIE = "licet_session"
 CSRF_HEADER = "x-csrf-token"
+# The CSRF token as a cookie scripts of the dashboard's own origin can read and echo in CSRF_HEADER
+# (double submit): another site can neither read it nor set the header.
+CSRF_COOKIE = "licet_csrf"
 _TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this often (reads stay reads)
 
 _sessions = UserSession.__table__.c

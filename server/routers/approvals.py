@@ -107,7 +107,7 @@ async def list_approvals(request: Request, caller: Annotated[Caller, readers()],
         query = query.where(ApprovalRecord.id < before)  # ids are UUIDv7: they sort by creation time
     async with services_of(request).db.read() as session:
         rows = (await session.execute(query.order_by(ApprovalRecord.id.desc()).limit(limit))).scalars().all()
-        items = [approvals.approval_json(r, await session.run_sync(approvals.votes, r.id)) for r in rows]
+        items = [approvals.approval_json(r, await session.run_sync(approvals.votes, r.id), caller) for r in rows]
     return {"approvals": items, "next_before": items[-1]["id"] if len(items) == limit else None}
 
 
@@ -165,7 +165,7 @@ async def get_approval(approval_id: ApprovalId, request: Request, caller: Annota
         history = (await session.execute(select(AuditEvent).where(
             AuditEvent.tenant_id == caller.tenant_id, AuditEvent.target == f"approval:{approval_id}",
         ).order_by(AuditEvent.id))).scalars().all()
-    return {**approvals.approval_json(row, ballots), "events": [
+    return {**approvals.approval_json(row, ballots, caller), "events": [
         {"event": e.action.removeprefix("approval."), "at": approvals.rfc3339(e.at), "actor": e.actor,
          "log_index": e.details.get("log_index"), "details": {k: v for k, v in e.details.items()
                                                             if k not in ("log_index", "key_id")}}

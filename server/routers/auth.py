@@ -127,6 +127,8 @@ def _signed_in(services: Services, issued: sessions.Issued, use_cookie: bool, me
         settings = services.settings
         response.set_cookie(sessions.COOKIE, issued.token, max_age=settings.session_absolute_seconds, path="/",
                             httponly=True, secure=settings.cookie_secure, samesite="strict")
+        response.set_cookie(sessions.CSRF_COOKIE, issued.csrf_token, max_age=settings.session_absolute_seconds,
+                            path="/", httponly=False, secure=settings.cookie_secure, samesite="strict")
     return response
 
 
@@ -632,6 +634,7 @@ async def _revoke(services: Services, signed_in: SignedIn, *, only: str | None) 
 def _cleared(body: dict[str, Any]) -> JSONResponse:
     response = JSONResponse(body)
     response.delete_cookie(sessions.COOKIE, path="/")
+    response.delete_cookie(sessions.CSRF_COOKIE, path="/")
     return response
 
 
