@@ -22,9 +22,17 @@ def run_stdio(url: str, api_key: str) -> None:
     build_server(url, env_key(api_key)).run("stdio")
 
 
+NEEDS_KEY = "send 'Authorization: Bearer <Licet agent API key>' with each MCP request"
+NO_OAUTH = f"this MCP server does not use OAuth: {NEEDS_KEY}"
+# Where MCP clients look for OAuth (RFC 9728 / RFC 8414 metadata, then the default endpoints) after a 401.
+OAUTH_PATHS = ("/.well-known/", "/register", "/authorize", "/token")
+
+
 class BearerKeys:
     """ASGI middleware: every HTTP request must carry `Authorization: Bearer <key>` with a key Licet
-    accepts (asked once per key every `ttl` seconds); otherwise 401, or 503 if Licet cannot answer."""
+    accepts (asked once per key every `ttl` seconds); otherwise 401, or 503 if Licet cannot answer.
+    There is no OAuth here: the routes where clients look for it answer 404 saying so, without a key,
+    so a client reports the missing key instead of a failed OAuth discovery or registration."""
 
     def __init__(self, app: ASGIApp, licet_url: str, *, ttl: float = 30.0, max_cached: int = 10_000) -> None:
         self.app = app
@@ -38,18 +46,21 @@ class BearerKeys:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = str(scope.get("path", ""))
+        if path.startswith(OAUTH_PATHS):
+            await _send_json(send, 404, {"error": "invalid_request", "error_description": NO_OAUTH})
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         scheme, _, token = headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            await _error(send, 401, "unauthenticated",
-                         "send 'Authorization: Bearer <Licet agent API key>' with each MCP request")
+            await _error(send, 401, "unauthenticated", f"no API key: {NEEDS_KEY}")
             return
         status = await self._check(token)
         if status == 200:
             await self.app(scope, receive, send)
         elif status in (401, 403):
-            await _error(send, 401, "unauthenticated", "Licet does not accept this API key")
+            await _error(send, 401, "unauthenticated", f"Licet does not accept this API key: {NEEDS_KEY}")
         else:
             await _error(send, 503, "unavailable", "Licet could not check the API key; nothing is permitted")
 
@@ -72,11 +83,17 @@ class BearerKeys:
 
 
 async def _error(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json"),
-                                          (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="licet"'))
+    extra: list[tuple[bytes, bytes]] = []
+    if status == 401:  # RFC 6750: no resource_metadata, so clients have no OAuth server to look for
+        extra.append((b"www-authenticate", f'Bearer realm="licet", error="invalid_token", '
+                                           f'error_description="{NEEDS_KEY.replace(chr(39), "")}"'.encode()))
+    await _send_json(send, status, {"error": {"code": code, "message": message}}, extra)
+
+
+async def _send_json(send: Send, status: int, document: dict[str, Any],
+                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(document).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

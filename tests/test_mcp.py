@@ -267,6 +267,18 @@ def test_http_missing_or_invalid_key_is_401(tenant: Tenant, mcp_http: str) -> No
     assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
     invalid = httpx.post(mcp_http, json=hello, headers={**headers, "Authorization": "Bearer licet_wrong"}, timeout=10)
     assert invalid.status_code == 401 and invalid.json()["error"]["code"] == "unauthenticated"
+    for refused in (missing, invalid):  # what a client shows says which header is needed
+        assert "Authorization: Bearer <Licet agent API key>" in refused.json()["error"]["message"]
+        assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+        assert "resource_metadata" not in refused.headers["www-authenticate"]  # no OAuth server to look for
+    # the routes where OAuth clients look answer, without a key, that there is no OAuth here
+    base = mcp_http.removesuffix("/mcp")
+    for path in ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource",
+                 "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/register"):
+        reply = httpx.request("POST" if path == "/register" else "GET", base + path, timeout=10)
+        assert reply.status_code == 404, (path, reply.status_code)
+        assert "does not use OAuth" in reply.json()["error_description"]
+        assert "Authorization: Bearer <Licet agent API key>" in reply.json()["error_description"]
     valid = httpx.post(mcp_http, json=hello, headers={**headers, "Authorization": f"Bearer {tenant.key()}"},
                        timeout=10)
     assert valid.status_code == 200, valid.text
