@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from mcp_types import CallToolResult
 
-from kernel.requests import normalise_resource
 from tests.node_clients import filesystem_server
 from tests.server_harness import Tenant
 from tests.test_mcp_proxy import certificate, proxy_session, text
@@ -129,12 +128,8 @@ def test_nfd_spelling_of_a_forbidden_directory_resolves_to_it(files: Tenant, roo
     asyncio.run(run())
 
 
-KERNEL_NFC = normalise_resource(unicodedata.normalize("NFD", "/privé")) == unicodedata.normalize("NFC", "/privé")
-
-
-# Without --resolve-paths only the kernel's NFC normalisation of resources (issue 15) stops this one:
-# expected to fail (strictly) on a kernel without it, an ordinary test on a kernel with it.
-@pytest.mark.xfail(not KERNEL_NFC, strict=True, reason="issue 15: the kernel does not normalise resources to NFC")
+# Without --resolve-paths only the kernel's NFC normalisation of resources (issue 15) stops this one
+# (it failed before that change).
 def test_nfd_spelling_without_path_resolution_needs_the_kernel_nfc(files: Tenant, root: Path) -> None:
     nfd = unicodedata.normalize("NFD", "privé")
 
