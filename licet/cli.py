@@ -15,7 +15,7 @@ from rich.table import Table
 import kernel
 from licet.cli_log import bundle_checks, log_app
 from licet.cli_mcp import mcp_app
-from licet.cli_server import beat, demo_app, migrate, serve, tenant_app, worker
+from licet.cli_server import beat, demo_code, demo_people, migrate, serve, tenant_app, worker
 from licet.output import console, fail, print_checks
 
 app = typer.Typer(help="Licet: proven decisions for AI agents.", no_args_is_help=True,
@@ -28,9 +28,10 @@ app.add_typer(plan_app, name="plan")
 delegation_app = typer.Typer(help="Check delegation grants.", no_args_is_help=True)
 app.add_typer(delegation_app, name="delegation")
 app.add_typer(tenant_app, name="tenant")
-app.add_typer(demo_app, name="demo")
 app.add_typer(mcp_app, name="mcp")
 app.command()(serve)
+app.command("demo-code")(demo_code)
+app.command("demo-people")(demo_people)
 app.command()(migrate)
 app.command()(worker)
 app.command()(beat)

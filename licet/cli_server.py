@@ -104,17 +104,14 @@ def _print_demo(seeded: dict[str, Any], host: str, port: int) -> None:
     for person in seeded.get("people", []):
         console.print(f"  {person['role']:<9}  {person['email']}  password {person['password']}", markup=False,
                       soft_wrap=True)
-    console.print("  codes      licet demo code EMAIL   prints a person's current TOTP code "
-                  "(or scan their otpauth URI: licet demo people)", markup=False, soft_wrap=True)
+    console.print("  codes      licet demo-code EMAIL   prints a person's current TOTP code "
+                  "(or scan their otpauth URI: licet demo-people)", markup=False, soft_wrap=True)
     console.print(f"  agent key  {seeded['agent_key']}\n  admin key  {seeded['admin_key']}\n"
                   f"  owner key  {seeded['owner_key']}", markup=False)
     console.print(f"  try:\n    curl -s {base}/v1/decide -H 'Authorization: Bearer "
                   f"{seeded['agent_key']}' -H 'content-type: application/json' \\\n"
                   "      -d '{\"action\": \"payments.read\", \"resource\": \"/accounts/acc-001/statements/2025-05\"}'",
                   soft_wrap=True, markup=False)
-
-
-demo_app = typer.Typer(help="The demo tenant of `licet serve --demo`.", no_args_is_help=True)
 
 
 def _demo_people(data_dir: Path | None) -> list[dict[str, str]]:
@@ -125,7 +122,6 @@ def _demo_people(data_dir: Path | None) -> list[dict[str, str]]:
     return people
 
 
-@demo_app.command("code")
 def demo_code(email: Annotated[str, typer.Argument(help="A demo person's email.")],
               data_dir: Annotated[Path | None, typer.Option(help="The demo's data directory.")] = None) -> None:
     """Print the current TOTP code of a demo person (what their authenticator app would show)."""
@@ -138,7 +134,6 @@ def demo_code(email: Annotated[str, typer.Argument(help="A demo person's email."
     raise fail(f"{email} is not a demo person")
 
 
-@demo_app.command("people")
 def demo_people(data_dir: Annotated[Path | None, typer.Option(help="The demo's data directory.")] = None) -> None:
     """The demo's people: email, role, password and otpauth URI (for an authenticator app)."""
     for person in _demo_people(data_dir):

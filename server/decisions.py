@@ -48,6 +48,7 @@ _certificates = _tables["certificates"]
 _ACTIVE_VERSION = select(_tenants.c.active_version_id).where(_tenants.c.id == bindparam("tenant"))
 _VERSION_SOURCE = select(_versions.c.source).where(_versions.c.id == bindparam("version"))
 _INSERT_CERTIFICATE = insert(_certificates)
+_INSERT_RULES = insert(_tables["certificate_rules"])
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,9 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
         "id": certificate["id"], "tenant_id": tenant, "log_index": index, "principal_id": str(principal["id"]),
         "action": decision.request.action, "outcome": decision.outcome, "request_hash": decision.request_hash,
         "issued_at": now, "body": leaf.decode()})
+    if decision.rules:
+        connection.execute(_INSERT_RULES, [{"tenant_id": tenant, "rule": rule, "log_index": index}
+                                           for rule in sorted(set(decision.rules))])
     if decision.outcome == "permit":
         record_event(connection, tenant, str(principal["id"]), at, decision.request, policy)
     if decision.outcome == "require_approval":

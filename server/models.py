@@ -125,8 +125,11 @@ class PolicyActivation(Base):
 
 class CertificateRecord(Base):
     __tablename__ = "certificates"
-    __table_args__ = (UniqueConstraint("tenant_id", "log_index"), Index("ix_certificates_tenant_time",
-                                                                        "tenant_id", "issued_at"))
+    # The explorer pages newest first by log index, filtered by outcome or agent (migration 0006).
+    __table_args__ = (UniqueConstraint("tenant_id", "log_index"),
+                      Index("ix_certificates_tenant_time", "tenant_id", "issued_at"),
+                      Index("ix_certificates_outcome", "tenant_id", "outcome", "log_index"),
+                      Index("ix_certificates_principal", "tenant_id", "principal_id", "log_index"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
@@ -137,6 +140,16 @@ class CertificateRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(80))
     issued_at: Mapped[datetime]
     body: Mapped[str] = mapped_column(Text)
+
+
+class CertificateRule(Base):
+    """A rule a certificate names (its `rules`), so decisions can be found by rule."""
+
+    __tablename__ = "certificate_rules"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(200), primary_key=True)
+    log_index: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
 
 class IdempotencyRecord(Base):

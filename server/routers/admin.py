@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import audit
+from server import audit, listings
 from server.auth import invitations
 from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, new_api_key, require
+from server.listings import glob_to_like, utc_bound
 from server.models import ApiKey, AuditEvent, User, UserSession
 from server.roles import ROLES
 from server.routers import INT64_MAX, DateTime, JsonObject, Text
@@ -262,17 +265,68 @@ async def list_users(request: Request, caller: Annotated[Caller, require("users.
         return {"users": [_user_json(u) for u in users]}
 
 
+def audit_filter(
+        actor: Annotated[str | None, Query(max_length=200, description="Who (principal id)")] = None,
+        action: Annotated[str | None, Query(max_length=200, description="An event or a glob: `auth.*`")] = None,
+        target: Annotated[str | None, Query(max_length=200, description="The object (e.g. `approval:<id>`)")] = None,
+        since: Annotated[datetime | None, Query(description="At or after (RFC 3339)")] = None,
+        until: Annotated[datetime | None, Query(description="Before (RFC 3339)")] = None) -> dict[str, Any]:
+    """The audit filter of a request's query string."""
+    return {"actor": actor, "action": action, "target": target, "since": utc_bound(since), "until": utc_bound(until)}
+
+
+def _audit_query(caller: Caller, matching: dict[str, Any]) -> Any:
+    query = select(AuditEvent).where(AuditEvent.tenant_id == caller.tenant_id)
+    if matching["actor"]:
+        query = query.where(AuditEvent.actor == matching["actor"])
+    if matching["action"]:
+        query = query.where(AuditEvent.action.like(glob_to_like(matching["action"]), escape="\\"))
+    if matching["target"]:
+        query = query.where(AuditEvent.target == matching["target"])
+    if matching["since"]:
+        query = query.where(AuditEvent.at >= matching["since"])
+    if matching["until"]:
+        query = query.where(AuditEvent.at < matching["until"])
+    return query.order_by(AuditEvent.id.desc())
+
+
+def _event_json(e: AuditEvent) -> dict[str, Any]:
+    return {"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
+            "details": e.details}
+
+
 @router.get("/audit", summary="The administrative audit trail, newest first")
 async def list_audit(request: Request, caller: Annotated[Caller, require("audit.read")],
+                     matching: Annotated[dict[str, Any], Depends(audit_filter)],
                      before: Annotated[int | None, Query(ge=1, le=INT64_MAX,
                                                          description="Page: events older than this id")] = None,
                      limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
-    """Who changed what, when; page with `before` = the last id seen."""
+    """Who changed what, when, filtered; page with `before` = the last id seen."""
+    query = _audit_query(caller, matching)
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
     async with services_of(request).db.read() as session:
-        query = select(AuditEvent).where(AuditEvent.tenant_id == caller.tenant_id)
+        events = (await session.execute(query.limit(limit))).scalars().all()
+    return {"events": [_event_json(e) for e in events],
+            "next_before": events[-1].id if len(events) == limit else None}
+
+
+@router.get("/audit/export", summary="Every matching audit event, streamed as CSV or JSON lines",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
+                             "description": "One event per line, newest first"}})
+async def export_audit(request: Request, caller: Annotated[Caller, require("audit.read")],
+                       matching: Annotated[dict[str, Any], Depends(audit_filter)],
+                       format: Annotated[listings.Format, Query()] = "jsonl") -> StreamingResponse:
+    """The filtered trail, newest first (details as JSON in CSV)."""
+    services = services_of(request)
+
+    async def fetch(before: int | None) -> Sequence[AuditEvent]:
+        query = _audit_query(caller, matching)
         if before is not None:
             query = query.where(AuditEvent.id < before)
-        events = (await session.execute(query.order_by(AuditEvent.id.desc()).limit(limit))).scalars().all()
-    return {"events": [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
-                        "target": e.target, "details": e.details} for e in events],
-            "next_before": events[-1].id if len(events) == limit else None}
+        async with services.db.read() as session:
+            return (await session.execute(query.limit(listings.PAGE))).scalars().all()
+
+    return listings.export(fetch, lambda e: e.id, _event_json, ("id", "at", "actor", "action", "target", "details"),
+                          format, "licet-audit")

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Annotated, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from kernel.bundle import make_bundle
 from kernel.checkpoint import parse_checkpoint
 from kernel.log import LogError, TransparencyLog
+from server import listings
 from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, require
+from server.listings import glob_to_like, utc_bound
 from server.logstore import DatabaseLogStore, lock_head
-from server.models import CertificateRecord
+from server.models import CertificateRecord, CertificateRule
 from server.routers import INT64_MAX, Text
 from server.routers.decide import services_of
 from server.services import Services
@@ -69,35 +75,113 @@ async def _certificate(services: Services, caller: Caller, certificate_id: str) 
     return found
 
 
+Outcome = Literal["permit", "forbid", "require_approval", "deny"]
+
+
+@dataclass(frozen=True)
+class DecisionFilter:
+    """Which decisions a listing or an export covers (all filters together)."""
+
+    principal: str | None = None
+    action: str | None = None
+    outcome: Outcome | None = None
+    rule: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def query(self, caller: Caller) -> Select[*tuple[Any, ...]]:
+        """The matching decisions visible to `caller` (agents: their own), newest first."""
+        query = select(*_LISTED).where(CertificateRecord.tenant_id == caller.tenant_id)
+        if caller.role == "agent":
+            query = query.where(CertificateRecord.principal_id == caller.principal_id)
+        if self.principal:
+            query = query.where(CertificateRecord.principal_id == self.principal)
+        if self.action:
+            query = query.where(CertificateRecord.action.like(glob_to_like(self.action), escape="\\"))
+        if self.outcome:
+            query = query.where(CertificateRecord.outcome == self.outcome)
+        if self.rule:
+            query = query.where(select(CertificateRule.log_index).where(
+                CertificateRule.tenant_id == CertificateRecord.tenant_id, CertificateRule.rule == self.rule,
+                CertificateRule.log_index == CertificateRecord.log_index).exists())
+        if self.since:
+            query = query.where(CertificateRecord.issued_at >= self.since)
+        if self.until:
+            query = query.where(CertificateRecord.issued_at < self.until)
+        return query.order_by(CertificateRecord.log_index.desc())
+
+
+_LISTED = (CertificateRecord.id, CertificateRecord.log_index, CertificateRecord.principal_id, CertificateRecord.action,
+           CertificateRecord.outcome, CertificateRecord.issued_at, CertificateRecord.body)
+EXPORT_COLUMNS = ("log_index", "id", "issued_at", "principal_id", "action", "decision", "rules", "request_hash")
+
+
+def decision_filter(
+        principal: Annotated[str | None, Query(max_length=200, description="The agent (principal id)")] = None,
+        action: Annotated[str | None, Query(max_length=200, description="An action or a glob: `payments.*`")] = None,
+        outcome: Annotated[Outcome | None, Query()] = None,
+        rule: Annotated[str | None, Query(max_length=200, description="A rule the certificate names")] = None,
+        since: Annotated[datetime | None, Query(description="Issued at or after (RFC 3339)")] = None,
+        until: Annotated[datetime | None, Query(description="Issued before (RFC 3339)")] = None) -> DecisionFilter:
+    """The decision filter of a request's query string."""
+    return DecisionFilter(principal, action, outcome, rule, utc_bound(since), utc_bound(until))
+
+
+def listed(row: Any) -> dict[str, Any]:
+    """A decision as listings and exports show it."""
+    certificate = json.loads(row.body)
+    return {"id": row.id, "log_index": row.log_index, "principal_id": row.principal_id, "action": row.action,
+            "decision": row.outcome, "rules": certificate.get("rules", []),
+            "resource": certificate.get("request", {}).get("resource"),
+            "request_hash": certificate.get("request_hash"), "issued_at": row.issued_at.isoformat()}
+
+
+@router.get("/certificates", summary="Certificates, newest first")
+async def list_certificates(request: Request, caller: Annotated[Caller, require("certificates.read")],
+                            matching: Annotated[DecisionFilter, Depends(decision_filter)],
+                            before: Annotated[int | None, Query(ge=0, le=INT64_MAX,
+                                                                 description="Log index to page before")] = None,
+                            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """A page of decisions (agents: their own), filtered; page on with `before` = `next_before`."""
+    query = matching.query(caller)
+    if before is not None:
+        query = query.where(CertificateRecord.log_index < before)
+    async with services_of(request).db.read() as session:
+        rows = (await session.execute(query.limit(limit))).all()
+    items = [listed(r) for r in rows]
+    return {"certificates": items, "next_before": items[-1]["log_index"] if len(items) == limit else None}
+
+
+@router.get("/certificates/export", summary="Every matching decision, streamed as CSV or JSON lines",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
+                             "description": "One decision per line, newest first"}})
+async def export_certificates(request: Request, caller: Annotated[Caller, require("certificates.read")],
+                              matching: Annotated[DecisionFilter, Depends(decision_filter)],
+                              format: Annotated[listings.Format, Query()] = "jsonl") -> StreamingResponse:
+    """The filtered set, newest first: CSV with the listing's columns, or JSON lines of the listing's
+    fields plus the signed certificate (for a SIEM)."""
+    services = services_of(request)
+
+    async def fetch(before: int | None) -> Sequence[Any]:
+        query = matching.query(caller)
+        if before is not None:
+            query = query.where(CertificateRecord.log_index < before)
+        async with services.db.read() as session:
+            return (await session.execute(query.limit(listings.PAGE))).all()
+
+    def render(row: Any) -> dict[str, Any]:
+        return listed(row) if format == "csv" else {**listed(row), "certificate": json.loads(row.body)}
+
+    return listings.export(fetch, lambda row: row.log_index, render, EXPORT_COLUMNS, format, "licet-decisions")
+
+
 @router.get("/certificates/{certificate_id}", summary="A certificate and its log index")
 async def get_certificate(certificate_id: Text, request: Request,
                           caller: Annotated[Caller, require("certificates.read")]) -> dict[str, Any]:
     """The signed certificate exactly as logged."""
     record = await _certificate(services_of(request), caller, certificate_id)
     return {"certificate": json.loads(record.body), "log_index": record.log_index}
-
-
-@router.get("/certificates", summary="Certificates, newest first")
-async def list_certificates(request: Request, caller: Annotated[Caller, require("certificates.read")],
-                            before: Annotated[int | None, Query(ge=0, le=INT64_MAX,
-                                                                 description="Log index to page before")] = None,
-                            outcome: Annotated[str | None, Query(pattern="^(permit|forbid|require_approval|deny)$")]
-                            = None, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    """A page of decisions (agents: their own)."""
-    query = select(CertificateRecord.id, CertificateRecord.log_index, CertificateRecord.principal_id,
-                   CertificateRecord.action, CertificateRecord.outcome, CertificateRecord.issued_at).where(
-        CertificateRecord.tenant_id == caller.tenant_id)
-    if caller.role == "agent":
-        query = query.where(CertificateRecord.principal_id == caller.principal_id)
-    if before is not None:
-        query = query.where(CertificateRecord.log_index < before)
-    if outcome is not None:
-        query = query.where(CertificateRecord.outcome == outcome)
-    async with services_of(request).db.read() as session:
-        rows = (await session.execute(query.order_by(CertificateRecord.log_index.desc()).limit(limit))).all()
-    items = [{"id": r.id, "log_index": r.log_index, "principal_id": r.principal_id, "action": r.action,
-              "decision": r.outcome, "issued_at": r.issued_at.isoformat()} for r in rows]
-    return {"certificates": items, "next_before": items[-1]["log_index"] if len(items) == limit else None}
 
 
 @router.get("/certificates/{certificate_id}/proof", summary="The evidence bundle of a certificate")
