@@ -130,7 +130,7 @@ def run(setup: str, count: int, poll: float, tmp: Path) -> dict[str, Any]:
             for role, extra in (("worker", ["--pool=solo", "-Q", env["LICET_TASK_QUEUE"], "--without-gossip",
                                             "--without-mingle"]), ("beat", ["-s", str(tmp / "beat-schedule")])):
                 helpers.append(subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "server.workers", role, "--loglevel=WARNING", *extra],
+                    [sys.executable, "-m", "celery", "-A", "licet.server.workers", role, "--loglevel=WARNING", *extra],
                     env={**os.environ, **env}, stdout=(tmp / f"{role}.log").open("wb"), stderr=subprocess.STDOUT))
         server = Server("postgresql" if setup == "celery" else "sqlite", url, database_url, data_dir, process)
         tenant = server.new_tenant()

@@ -124,8 +124,8 @@ def reset_shapes(policy: Any, fresh: bool) -> bool:
 
 def run_licet(wl: gen.Workload, res: SizeResult, cold_stream: list, warm_stream: list,
               warmup: list, cold_mode: str) -> bool:
-    import kernel
-    from kernel.keys import Signer
+    from licet import kernel
+    from licet.kernel.keys import Signer
 
     signer = Signer(os.urandom(32))
     now_dt = datetime.fromtimestamp(gen.NOW, UTC)
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in opts.sizes.split(",") if s.strip()]
 
     try:
-        import kernel
+        from licet import kernel
         kernel.decide  # noqa: B018
         kernel.issue_certificate  # noqa: B018
     except (ImportError, AttributeError) as exc:

@@ -43,15 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 from rich.console import Console
 from rich.table import Table
 
-import kernel
-from kernel.bundle import make_bundle, verify_bundle
-from kernel.certificate import certificate_leaf
-from kernel.checkpoint import tenant_origin
-from kernel.keys import Signer
-from kernel.log import MemoryLogStore, TransparencyLog, audit_log
-from kernel.merkle import leaf_hash, verify_consistency, verify_inclusion
-from kernel.note import NoteSigner
-from licet.logstore import SQLiteLogStore, open_log, parallel_chunk_mapper
+from licet import kernel
+from licet.kernel.bundle import make_bundle, verify_bundle
+from licet.kernel.certificate import certificate_leaf
+from licet.kernel.checkpoint import tenant_origin
+from licet.kernel.keys import Signer
+from licet.kernel.log import MemoryLogStore, TransparencyLog, audit_log
+from licet.kernel.merkle import leaf_hash, verify_consistency, verify_inclusion
+from licet.kernel.note import NoteSigner
+from licet.sdk.logstore import SQLiteLogStore, open_log, parallel_chunk_mapper
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,15 +55,15 @@ console = Console(width=150)
 
 async def _provision(database_url: str, data_dir: Path) -> str:
     """A tenant with the payments example active; an agent key's secret."""
-    from server.migrations import upgrade_async
-    from server.services import Services
-    from server.settings import Settings
-    from server.tenants import seed_demo
+    from licet.server.migrations import upgrade_async
+    from licet.server.services import Services
+    from licet.server.settings import Settings
+    from licet.server.tenants import seed_demo
 
     await upgrade_async(database_url)
     services = Services(Settings(data_dir=data_dir, database_url=database_url))
     try:
-        seeded = await seed_demo(services)
+        seeded = await seed_demo(services, ROOT / "examples")
     finally:
         await services.db.dispose()
     return str(seeded["agent_key"])

@@ -31,7 +31,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from server.auth.passwords import CONTEXT
+from licet.server.auth.passwords import CONTEXT
 from tests.server_harness import Server, launch
 
 console = Console()

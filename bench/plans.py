@@ -252,7 +252,7 @@ def replay(policy: Any, plan: list[dict[str, Any]], state: dict[str, Any],
            values: dict[str, Any] | None, upto: int | None = None) -> tuple[int | None, str, list[str]]:
     """Decide the instantiated steps in order; the first step that is not permitted (index,
     outcome, rules) or (None, "permit", [])."""
-    from kernel import decide
+    from licet.kernel import decide
 
     history = list(state.get("history", []))
     last = len(plan) - 1 if upto is None else upto
@@ -302,13 +302,13 @@ class Case:
 
 
 def load_policy() -> Any:
-    from kernel import load_policy as load
+    from licet.kernel import load_policy as load
 
     return load(POLICY, "bench/plans.py:POLICY")
 
 
 def verify(policy: Any, plan: list[dict[str, Any]], state: dict[str, Any], **kw: Any) -> tuple[Any, float]:
-    from kernel.plans import verify_plan
+    from licet.kernel.plans import verify_plan
 
     t0 = time.perf_counter()
     verdict = verify_plan(policy, plan, state=state, now=NOW, principal=PRINCIPAL, context=CONTEXT,
@@ -386,7 +386,7 @@ def run_big(n: int, variant: str, timeout: float) -> Case:
 
 def run_refusal(policy: Any, n: int) -> Case:
     """A plan over the default max_steps: refused before anything is checked."""
-    from kernel.plans import PlanTooLong
+    from licet.kernel.plans import PlanTooLong
 
     case = Case(n, "safe")
     plan, state = build_plan(n, "safe"), session_state(n)
@@ -520,8 +520,8 @@ class DiffResult:
 
 
 def run_diff(n_rules: int, seed: int) -> list[DiffResult]:
-    from kernel import load_policy as load
-    from kernel.analysis import diff
+    from licet.kernel import load_policy as load
+    from licet.kernel.analysis import diff
 
     doc = gen.generate(n_rules, seed=seed).licet_policy()
     new_doc, changes = changed_version(doc)

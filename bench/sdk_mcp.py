@@ -43,8 +43,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-import kernel  # noqa: E402
-from sdk import LicetClient, LocalLicet  # noqa: E402
+from licet import kernel  # noqa: E402
+from licet.sdk import LicetClient, LocalLicet  # noqa: E402
 from tests.server_harness import launch  # noqa: E402 - the test suite's way to start a server
 
 FIXTURE = ROOT / "tests" / "mcp_upstream_fixture.py"
@@ -97,15 +97,15 @@ async def timed_async(call: Callable[[], Awaitable[Any]], n: int, warmup: int) -
 
 async def _provision(database_url: str, data_dir: Path, policy_file: Path) -> str:
     """The demo tenant with the bench policy active; its agent key's secret."""
-    from server.migrations import upgrade_async
-    from server.services import Services
-    from server.settings import Settings
-    from server.tenants import _add_version, seed_demo
+    from licet.server.migrations import upgrade_async
+    from licet.server.services import Services
+    from licet.server.settings import Settings
+    from licet.server.tenants import _add_version, seed_demo
 
     await upgrade_async(database_url)
     services = Services(Settings(data_dir=data_dir, database_url=database_url))
     try:
-        seeded = await seed_demo(services)
+        seeded = await seed_demo(services, ROOT / "examples")
         await _add_version(services, seeded["tenant"], Path(policy_file).read_text(), str(policy_file), activate=True)
     finally:
         await services.db.dispose()

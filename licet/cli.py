@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-import kernel
+from licet import kernel
 from licet.cli_log import bundle_checks, log_app
 from licet.cli_mcp import mcp_app
-from licet.cli_server import beat, demo_code, demo_people, migrate, serve, tenant_app, worker
+from licet.cli_server import EXAMPLES, beat, demo_code, demo_people, migrate, serve, tenant_app, worker
 from licet.output import console, fail, print_checks
 
 app = typer.Typer(help="Licet: proven decisions for AI agents.", no_args_is_help=True,
@@ -136,7 +136,7 @@ def policy_diff(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What NEW permits that OLD did not and the reverse, with concrete example requests."""
-    from kernel.analysis import diff
+    from licet.kernel.analysis import diff
 
     result = diff(load_policy_file(old), load_policy_file(new), max_examples=examples)
     if json_out:
@@ -158,7 +158,7 @@ def policy_query(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Can any request matching PATTERN be permitted? An example, or a proof that none can."""
-    from kernel.analysis import query
+    from licet.kernel.analysis import query
 
     document = _read_document(pattern, "query")
     if not isinstance(document, dict):
@@ -185,7 +185,7 @@ def plan_verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check every step of a plan, for every value of its symbolic arguments."""
-    from kernel.plans import verify_plan
+    from licet.kernel.plans import verify_plan
 
     loaded = load_policy_file(policy)
     body = _read_json(plan, "plan")
@@ -217,7 +217,7 @@ def delegation_check(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Prove that CHILD attenuates PARENT (scope, expiry, depth), or show a counterexample."""
-    from kernel.delegation import check_attenuation, load_grant
+    from licet.kernel.delegation import check_attenuation, load_grant
 
     grants = []
     for path in (parent, child):
@@ -318,15 +318,14 @@ def verify(
 
 @app.command()
 def demo(
-    policy: Annotated[Path, typer.Option(help="Policy to demonstrate.")] = Path(
-        "examples/payments-agent.yaml"),
+    policy: Annotated[Path, typer.Option(help="Policy to demonstrate.")] = EXAMPLES / "payments-agent.yaml",
     now: Annotated[str, typer.Option(
         "--now", help="Decision time; the examples' session histories are dated around this.")
     ] = "2025-06-01T12:00:00Z",
 ) -> None:
     """Load an example policy, decide a handful of requests and print their certificates."""
     loaded = load_policy_file(policy)
-    requests_dir = Path("examples/requests") / policy.stem
+    requests_dir = policy.parent / "requests" / policy.stem
     signer = kernel.Signer(os.urandom(32))  # an ephemeral key: the demo keeps nothing
     now_at = _parse_now(now)
     console.rule(f"[bold]Licet demo[/] — policy {loaded.id} ({len(loaded.rules)} rules), "

@@ -19,10 +19,10 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from kernel.bundle import make_bundle, verify_bundle
-from kernel.canonical import canonical_json
-from kernel.certificate import certificate_leaf
-from kernel.checkpoint import (
+from licet.kernel.bundle import make_bundle, verify_bundle
+from licet.kernel.canonical import canonical_json
+from licet.kernel.certificate import certificate_leaf
+from licet.kernel.checkpoint import (
     Checkpoint,
     CheckpointError,
     LogKey,
@@ -32,13 +32,13 @@ from kernel.checkpoint import (
     tenant_origin,
     verify_checkpoint,
 )
-from kernel.errors import LicetError
-from kernel.keys import PublicKey, parse_public_key, parse_signer
-from kernel.log import AuditReport, TransparencyLog, audit_log
-from kernel.note import NoteError, NoteSigner, parse_signer_key, parse_verifier_key
-from kernel.report import Check
-from licet.logstore import LOG_FILE, SQLiteLogStore, open_log, parallel_chunk_mapper
+from licet.kernel.errors import LicetError
+from licet.kernel.keys import PublicKey, parse_public_key, parse_signer
+from licet.kernel.log import AuditReport, TransparencyLog, audit_log
+from licet.kernel.note import NoteError, NoteSigner, parse_signer_key, parse_verifier_key
+from licet.kernel.report import Check
 from licet.output import console, errors, fail, print_checks
+from licet.sdk.logstore import LOG_FILE, SQLiteLogStore, open_log, parallel_chunk_mapper
 
 log_app = typer.Typer(
     help="The evidence log: append certificates, sign checkpoints, prove inclusion and consistency, audit.",

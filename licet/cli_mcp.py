@@ -29,7 +29,7 @@ def mcp_serve(
     licet_url = url or os.environ.get("LICET_URL", "")
     if not licet_url:
         raise fail("no Licet server: set LICET_URL (e.g. http://127.0.0.1:8000) or pass --url")
-    from mcp_server.transport import run_http, run_stdio
+    from licet.mcp.transport import run_http, run_stdio
 
     if stdio:
         api_key = os.environ.get("LICET_API_KEY", "").strip()
@@ -75,7 +75,7 @@ def mcp_proxy(
         if not sep or not key.strip():
             raise fail(f"--upstream-header {header!r}: expected 'Name: value'")
         headers[key.strip()] = value.strip()
-    from mcp_server.proxy import ToolMapping, run
+    from licet.mcp.proxy import ToolMapping, run
 
     try:
         local = upstream is not None and resource_arg is not None

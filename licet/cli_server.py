@@ -12,17 +12,21 @@ import typer
 
 from licet.output import console, fail
 
+# The example policies and requests (a link to the repository's examples/ in a checkout, package data
+# once installed): the demo seed and `licet demo` read them from any folder.
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 
 
 def _settings(data_dir: Path | None) -> Any:
-    from server.settings import Settings
+    from licet.server.settings import Settings
 
     return Settings(data_dir=data_dir) if data_dir is not None else Settings()
 
 
 def _prepare(settings: Any) -> None:
-    from server.migrations import upgrade
+    from licet.server.migrations import upgrade
 
     if settings.url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -39,7 +43,7 @@ def serve(
     """Run the platform: migrate the database, load (or on first run create) the signing key, serve."""
     import uvicorn
 
-    from server.services import Services, StartupError
+    from licet.server.services import Services, StartupError
 
     settings = _settings(data_dir)
     if workers > 1 and settings.url.startswith("sqlite"):
@@ -50,9 +54,9 @@ def serve(
     except StartupError as exc:
         raise fail(str(exc)) from exc
     if demo:
-        from server.tenants import seed_demo
+        from licet.server.tenants import seed_demo
 
-        seeded = asyncio.run(_seed(services, seed_demo))
+        seeded = asyncio.run(_seed(services, lambda s: seed_demo(s, EXAMPLES)))
         _print_demo(seeded, host, port)
     # Client addresses come only from LICET_TRUSTED_PROXIES (server.routers.decide.client_ip), never
     # from uvicorn's own forwarded-header handling. The server logs each request itself (JSON lines),
@@ -78,8 +82,8 @@ def dashboard_origins(settings: Any, host: str, port: int) -> list[str]:
 
 def platform_app(settings: Any = None) -> Any:
     """The API with the dashboard mounted at `/` (one process, one port)."""
-    from dashboard.app import FrontendMissing, serve
-    from server.app import create_app
+    from licet.dashboard.app import FrontendMissing, serve
+    from licet.server.app import create_app
 
     try:
         return serve(create_app(settings), os.environ.get("LICET_DASHBOARD_ORIGINS", "").split(","))
@@ -145,7 +149,7 @@ def migrate(
     revision: Annotated[str, typer.Option(help="Target revision (e.g. head, base, 0001).")] = "head",
 ) -> None:
     """Migrate the configured database (LICET_DATABASE_URL, default the embedded SQLite) to `revision`."""
-    from server.migrations import downgrade, upgrade
+    from licet.server.migrations import downgrade, upgrade
 
     settings = _settings(data_dir)
     if settings.url.startswith("sqlite"):
@@ -167,8 +171,8 @@ def tenant_create(
 ) -> None:
     """Create a tenant; print its first owner API key and, with --owner-email, the first owner's
     invitation token (each shown once)."""
-    from server.services import Services, StartupError
-    from server.tenants import TenantExists, create_tenant
+    from licet.server.services import Services, StartupError
+    from licet.server.tenants import TenantExists, create_tenant
 
     settings = _settings(data_dir)
     _prepare(settings)
@@ -194,7 +198,7 @@ def worker(
     if not settings.broker_url:
         raise fail("set LICET_BROKER_URL (e.g. redis://127.0.0.1:6379/0); without a broker `licet serve` runs "
                    "these jobs itself")
-    from server.workers import celery_app
+    from licet.server.workers import celery_app
 
     celery_app.worker_main(["worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}",
                             "-Q", settings.task_queue])
@@ -210,7 +214,7 @@ def beat(
     settings = _settings(None)
     if not settings.broker_url:
         raise fail("set LICET_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
-    from server.workers import celery_app
+    from licet.server.workers import celery_app
 
     where = schedule or Path(tempfile.gettempdir()) / "licet-beat-schedule"
     celery_app.start(["beat", f"--loglevel={loglevel}", "-s", str(where)])

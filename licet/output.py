@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kernel.report import Check, all_ok
+from licet.kernel.report import Check, all_ok
 
 console = Console()
 errors = Console(stderr=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import kernel
+from licet import kernel
 
 pytest_plugins = ["tests.server_harness"]
 

@@ -105,9 +105,9 @@ class Server:
 
     def new_tenant(self) -> Tenant:
         """A tenant of its own for one test, with an owner key."""
-        from server.services import Services
-        from server.settings import Settings
-        from server.tenants import NewTenant, create_tenant
+        from licet.server.services import Services
+        from licet.server.settings import Settings
+        from licet.server.tenants import NewTenant, create_tenant
 
         tenant_id = f"t-{uuid.uuid4().hex[:12]}"
 
@@ -301,7 +301,7 @@ def tenant(server: Server) -> Tenant:
 
 def certificate_keys(client: httpx.Client) -> list[Any]:
     """The public keys the server publishes for offline verification."""
-    import kernel
+    from licet import kernel
 
     reply = client.get("/v1/evidence/keys")
     assert reply.status_code == 200, reply.text

@@ -7,9 +7,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 
-import kernel
-from kernel.analysis import diff, never_applying_rules, query
-from kernel.delegation import check_attenuation, decide_delegated, descendants, load_grant
+from licet import kernel
+from licet.kernel.analysis import diff, never_applying_rules, query
+from licet.kernel.delegation import check_attenuation, decide_delegated, descendants, load_grant
 from tests.conftest import NOW, PAYMENTS
 from tests.strategies import Case, policy_and_requests
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-import kernel
-from kernel.canonical import canonical_json
-from kernel.report import all_ok
+from licet import kernel
+from licet.kernel.canonical import canonical_json
+from licet.kernel.report import all_ok
 from tests.conftest import PAYMENTS
 from tests.server_harness import Person, Server, Tenant, certificate_keys
 
@@ -308,8 +308,8 @@ def _epoch(stamp: str) -> float:
 
 
 def test_sdk_approval_round_trip(tenant: Tenant) -> None:
-    from sdk import ApprovalRefused, ApprovalRequired, LicetClient
-    from sdk.errors import raise_for_decision
+    from licet.sdk import ApprovalRefused, ApprovalRequired, LicetClient
+    from licet.sdk.errors import raise_for_decision
 
     args = {"amount": 2000, "currency": "EUR"}
     with LicetClient(tenant.server.url, tenant.key()) as client:
@@ -364,7 +364,7 @@ def test_an_unanswered_approval_escalates_to_the_second_role(tenant: Tenant) -> 
 def test_webhooks_to_internal_addresses_are_refused() -> None:
     """Server-side request forgery: unless LICET_WEBHOOK_PRIVATE_TARGETS allows it, no webhook goes to
     loopback, private, link-local (cloud metadata) or reserved addresses, at creation or at sending."""
-    from server.approvals import webhooks
+    from licet.server.approvals import webhooks
 
     for url in ("http://127.0.0.1:8080/x", "http://localhost/x", "http://10.1.2.3/x", "http://169.254.169.254/latest",
                 "http://[::1]/x", "http://192.168.0.1/x", "http://0.0.0.0/x", "https://224.0.0.1/x", "http:///x"):

@@ -16,8 +16,8 @@ from passlib.context import CryptContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server.auth import throttle
-from server.settings import Settings
+from licet.server.auth import throttle
+from licet.server.settings import Settings
 from tests.authenticator import Authenticator
 from tests.server_harness import ORIGIN, RP_ID, Person, Server, Tenant
 
@@ -170,8 +170,8 @@ def test_brute_force_locks_the_account_and_unknown_users_look_the_same(server: S
 def test_the_sweep_forgets_what_sign_in_can_no_longer_use(server: Server, tenant: Tenant) -> None:
     """Challenges and throttle rows are made by anyone, unauthenticated: once useless they are deleted,
     and nothing still usable is."""
-    from server.auth import housekeeping
-    from server.db import Database
+    from licet.server.auth import housekeeping
+    from licet.server.db import Database
 
     who = tenant.person("approver")
     old, fresh = (login(server, tenant.id, who.email, who.password).json() for _ in range(2))
@@ -219,8 +219,8 @@ def test_the_source_address_lock_and_parallel_guesses(tmp_path: Path) -> None:
     """Many accounts tried from one address: the address locks, for every account; IPv6 counts by /64;
     an attempt is counted before it is checked, so parallel guesses cannot slip past the limit (run on
     the throttle itself, as the shared test servers raise the per-address limit)."""
-    from server import migrations
-    from server.db import Database
+    from licet.server import migrations
+    from licet.server.db import Database
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'licet.db'}"
     migrations.upgrade(url)

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-import kernel
-from kernel.bundle import BundleError, EvidenceBundle, make_bundle, parse_bundle, verify_bundle
-from kernel.certificate import certificate_leaf
-from kernel.checkpoint import Checkpoint, check_consistency, parse_checkpoint, sign_checkpoint, tenant_origin
-from kernel.keys import Signer
-from kernel.log import MemoryLogStore, TransparencyLog
-from kernel.merkle import leaf_hash
-from kernel.note import NoteSigner
-from kernel.report import Check, all_ok
+from licet import kernel
+from licet.kernel.bundle import BundleError, EvidenceBundle, make_bundle, parse_bundle, verify_bundle
+from licet.kernel.certificate import certificate_leaf
+from licet.kernel.checkpoint import Checkpoint, check_consistency, parse_checkpoint, sign_checkpoint, tenant_origin
+from licet.kernel.keys import Signer
+from licet.kernel.log import MemoryLogStore, TransparencyLog
+from licet.kernel.merkle import leaf_hash
+from licet.kernel.note import NoteSigner
+from licet.kernel.report import Check, all_ok
 from tests.conftest import issue
 
 DEPLOYMENT = "licet.example"

@@ -7,7 +7,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel.canonical import canonical_json
+from licet.kernel.canonical import canonical_json
 
 # Keys and strings deliberately include control characters, quotes, escapes, astral-plane and
 # private-use characters (the UTF-16 vs code-point ordering trap) and lone surrogates.

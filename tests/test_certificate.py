@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernel
+from licet import kernel
 from tests.conftest import NOW
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel.checkpoint import (
+from licet.kernel.checkpoint import (
     Checkpoint,
     CheckpointError,
     check_consistency,
@@ -23,9 +23,9 @@ from kernel.checkpoint import (
     verify_checkpoint,
     verify_checkpoint_consistency,
 )
-from kernel.keys import Signer
-from kernel.log import MemoryLogStore, TransparencyLog
-from kernel.note import (
+from licet.kernel.keys import Signer
+from licet.kernel.log import MemoryLogStore, TransparencyLog
+from licet.kernel.note import (
     NoteError,
     NoteSigner,
     NoteVerifier,
@@ -36,7 +36,7 @@ from kernel.note import (
     parse_verifier_key,
     sign_note,
 )
-from kernel.report import all_ok
+from licet.kernel.report import all_ok
 
 ORIGIN = "licet.example/licet/acme"
 

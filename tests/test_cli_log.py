@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import kernel
-from kernel.bundle import verify_bundle
-from kernel.report import all_ok
+from licet import kernel
 from licet.cli_log import bundle_checks, log_app
-from licet.logstore import LOG_FILE
+from licet.kernel.bundle import verify_bundle
+from licet.kernel.report import all_ok
+from licet.sdk.logstore import LOG_FILE
 from tests.conftest import issue
 
 ORIGIN = "licet.example/licet/acme"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kernel.merkle import (
+from licet.kernel.merkle import (
     CompactRange,
     ProofError,
     consistency_proof,

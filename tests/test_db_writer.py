@@ -17,14 +17,14 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from server import db as database
-from server.db import after_commit
-from server.migrations import upgrade_async
-from server.models import AuditEvent
-from server.services import Services
-from server.settings import Settings
-from server.tenants import create_tenant
-from server.time import utcnow
+from licet.server import db as database
+from licet.server.db import after_commit
+from licet.server.migrations import upgrade_async
+from licet.server.models import AuditEvent
+from licet.server.services import Services
+from licet.server.settings import Settings
+from licet.server.tenants import create_tenant
+from licet.server.time import utcnow
 from tests.server_harness import pg_database
 
 UNITS = 12

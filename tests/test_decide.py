@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import kernel
+from licet import kernel
 from tests.conftest import NOW
 
 OPS = {"id": "agent-1", "role": "ops"}

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from server.settings import Settings
+from licet.server.settings import Settings
 from tests.server_harness import drop_pg_database, free_port, fresh_pg_database
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel.checkpoint import parse_checkpoint
-from kernel.keys import Signer
-from kernel.log import LogConflict, LogError, LogStore, MemoryLogStore, TransparencyLog, audit_log
-from kernel.merkle import NodeId, leaf_hash, tree_hash, verify_consistency, verify_inclusion
-from kernel.note import NoteSigner
-from licet.logstore import LOG_FILE, SQLiteLogStore, open_log, parallel_chunk_mapper
+from licet.kernel.checkpoint import parse_checkpoint
+from licet.kernel.keys import Signer
+from licet.kernel.log import LogConflict, LogError, LogStore, MemoryLogStore, TransparencyLog, audit_log
+from licet.kernel.merkle import NodeId, leaf_hash, tree_hash, verify_consistency, verify_inclusion
+from licet.kernel.note import NoteSigner
+from licet.sdk.logstore import LOG_FILE, SQLiteLogStore, open_log, parallel_chunk_mapper
 
 ORIGIN = "licet.example/licet/acme"
 

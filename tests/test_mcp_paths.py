@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcp_server.paths import Unresolvable, as_resource, real_path, real_paths
+from licet.mcp.paths import Unresolvable, as_resource, real_path, real_paths
 
 NAMES = ["a", "b", "c"]
 

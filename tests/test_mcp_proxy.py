@@ -22,7 +22,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
-from sdk import LicetClient
+from licet.sdk import LicetClient
 from tests.server_harness import Server, Tenant, free_port, mcp_http_process
 
 ROOT = Path(__file__).resolve().parent.parent

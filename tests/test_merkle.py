@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel import merkle
-from kernel.merkle import (
+from licet.kernel import merkle
+from licet.kernel.merkle import (
     EMPTY_ROOT,
     CompactRange,
     ProofError,

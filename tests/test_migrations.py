@@ -23,8 +23,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, delete, event, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server import migrations
-from server.models import Base, LogHead, SessionContribution, SessionEvent, Tenant
+from licet.server import migrations
+from licet.server.models import Base, LogHead, SessionContribution, SessionEvent, Tenant
 from tests.server_harness import pg_database
 
 BOOKKEEPING = {"alembic_version"}

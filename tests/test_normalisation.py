@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import Case, policy_and_requests
 
-import kernel
-from kernel.certificate import redecide
+from licet import kernel
+from licet.kernel.redecision import redecide
 from tests.conftest import NOW
 
 EPOCH = NOW.timestamp()

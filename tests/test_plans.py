@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import kernel
-from kernel.plans import PlanTooLong, verify_plan
+from licet import kernel
+from licet.kernel.plans import PlanTooLong, verify_plan
 from tests.conftest import NOW, PAYMENTS
 from tests.strategies import Case, policy_and_requests
 

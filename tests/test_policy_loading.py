@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import kernel
+from licet import kernel
 from tests.conftest import PAYMENTS
 
 

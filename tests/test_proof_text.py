@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-import kernel
-from dashboard.proof_text import fact_text, field_rows, number_text, proof_steps, proof_summary, rule_texts
+from licet import kernel
+from licet.dashboard.proof_text import fact_text, field_rows, number_text, proof_steps, proof_summary, rule_texts
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)

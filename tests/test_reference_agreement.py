@@ -45,7 +45,7 @@ from reference import (
 )
 from strategies import Case, invalid_policy, policy_and_requests, regex_pattern
 
-import kernel
+from licet import kernel
 
 TOTAL_DECISIONS = int(os.environ.get("LICET_PROPERTY_EXAMPLES", "10000"))
 MIN_REQUESTS = 20

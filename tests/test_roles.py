@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from server.app import create_app
-from server.roles import ROLES
-from server.route_table import BEGIN, END, markdown, route_table
+from licet.server.app import create_app
+from licet.server.roles import ROLES
+from licet.server.route_table import BEGIN, END, markdown, route_table
 from tests.server_harness import Person, Server, Tenant
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "roles.md"

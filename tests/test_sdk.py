@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-import kernel
-import sdk
-from kernel.note import parse_verifier_key
+from licet import kernel, sdk
+from licet.kernel.note import parse_verifier_key
 from tests.conftest import PAYMENTS
 from tests.server_harness import Tenant, free_port
 

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kernel
-from kernel.bundle import verify_bundle
-from kernel.checkpoint import check_consistency
-from kernel.note import parse_verifier_key
-from kernel.report import all_ok
+from licet import kernel
+from licet.kernel.bundle import verify_bundle
+from licet.kernel.checkpoint import check_consistency
+from licet.kernel.note import parse_verifier_key
+from licet.kernel.report import all_ok
 from tests.conftest import PAYMENTS
 from tests.server_harness import Server, Tenant, certificate_keys
 

@@ -14,18 +14,18 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-import kernel
-from kernel.bundle import verify_bundle
-from kernel.checkpoint import parse_checkpoint
-from kernel.log import MemoryLogStore, TransparencyLog, audit_log
-from kernel.merkle import tree_hash
-from kernel.note import parse_verifier_key
-from kernel.report import all_ok
-from server.logstore import DatabaseLogStore, lock_head
-from server.migrations import upgrade_async
-from server.services import Services
-from server.settings import Settings
-from server.tenants import create_tenant
+from licet import kernel
+from licet.kernel.bundle import verify_bundle
+from licet.kernel.checkpoint import parse_checkpoint
+from licet.kernel.log import MemoryLogStore, TransparencyLog, audit_log
+from licet.kernel.merkle import tree_hash
+from licet.kernel.note import parse_verifier_key
+from licet.kernel.report import all_ok
+from licet.server.logstore import DatabaseLogStore, lock_head
+from licet.server.migrations import upgrade_async
+from licet.server.services import Services
+from licet.server.settings import Settings
+from licet.server.tenants import create_tenant
 from tests.server_harness import Tenant, certificate_keys, pg_database
 
 CONCURRENT = 200

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-import kernel
-from server.settings import Settings
+from licet import kernel
+from licet.server.settings import Settings
 from tests.conftest import PAYMENTS
 from tests.server_harness import Server, Tenant
 

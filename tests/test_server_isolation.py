@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.roles import allowed
+from licet.server.roles import allowed
 from tests.conftest import PAYMENTS
 from tests.server_harness import Server, Tenant
 

@@ -24,8 +24,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from server.app import create_app
-from server.settings import Settings
+from licet.server.app import create_app
+from licet.server.settings import Settings
 from tests.server_harness import Server
 
 MAX_EXAMPLES = 25

@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-import kernel
-from server.history import record_event, session_state
-from server.logstore import lock_head
-from server.migrations import upgrade_async
-from server.services import Services
-from server.settings import Settings
-from server.tenants import create_tenant
+from licet import kernel
+from licet.server.history import record_event, session_state
+from licet.server.logstore import lock_head
+from licet.server.migrations import upgrade_async
+from licet.server.services import Services
+from licet.server.settings import Settings
+from licet.server.tenants import create_tenant
 from tests.conftest import NOW, PAYMENTS
 from tests.server_harness import pg_database
 

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.approvals import webhooks
+from licet.server.approvals import webhooks
 from tests.server_harness import IN_CI, Server, Tenant, drop_pg_database, fresh_pg_database, launch
 from tests.test_approvals import SHORT, _epoch, ask, vote, wait_for
 
@@ -150,7 +150,7 @@ class Stack:
         self.started += 1
         log = self.tmp / f"worker-{self.started}.log"
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "server.workers", "worker", "--pool=solo", "--loglevel=INFO",
+            [sys.executable, "-m", "celery", "-A", "licet.server.workers", "worker", "--pool=solo", "--loglevel=INFO",
              "-Q", self.env["LICET_TASK_QUEUE"], "-n", f"licet-test-{uuid.uuid4().hex[:8]}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             env={**os.environ, **self.env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -163,7 +163,7 @@ class Stack:
         """`celery beat` running the periodic sweep."""
         log = self.tmp / "beat.log"
         self.beat = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "server.workers", "beat", "--loglevel=INFO",
+            [sys.executable, "-m", "celery", "-A", "licet.server.workers", "beat", "--loglevel=INFO",
              "-s", str(self.tmp / "beat-schedule")], env={**os.environ, **self.env}, stdout=log.open("wb"),
             stderr=subprocess.STDOUT)
 

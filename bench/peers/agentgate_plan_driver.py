@@ -51,7 +51,7 @@ def main() -> int:
     from ea_agentgate.verification import verify_plan
 
     try:
-        from server.policy_governance.kernel.counterfactual_verifier import RISK_BOUNDS
+        from licet.server.policy_governance.kernel.counterfactual_verifier import RISK_BOUNDS
         bounds: dict[str, int] | None = dict(RISK_BOUNDS)
     except Exception:  # noqa: BLE001 - informational only
         bounds = None

@@ -18,8 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import kernel
-import sdk
+from licet import kernel, sdk
 
 EXAMPLES = Path(__file__).resolve().parent.parent
 IBAN = "DE89370400440532013000"

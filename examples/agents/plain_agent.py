@@ -13,8 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import kernel
-import sdk
+from licet import kernel, sdk
 
 EXAMPLES = Path(__file__).resolve().parent.parent
 IBAN = "DE89370400440532013000"

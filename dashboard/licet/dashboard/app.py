@@ -1,0 +1,61 @@
+"""The dashboard app: its pages, and how it is served on the API's own app and port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import reflex as rx
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from licet.dashboard import api
+from licet.dashboard.pages.approvals import Approvals, approvals_page
+from licet.dashboard.pages.overview import Overview, overview_page
+from licet.dashboard.pages.signin import Enrolment, Invitation, SignIn, enrol_page, invitation_page, signin_page
+from licet.dashboard.state import Session
+
+PROJECT = Path(__file__).resolve().parent  # the Reflex project: rxconfig.py, assets/
+FRONTEND = PROJECT / "frontend"  # the built frontend (`build/client`), made by licet.dashboard.build
+
+app = rx.App(
+    theme=rx.theme(accent_color="indigo", radius="medium"),
+    head_components=[rx.script(src="/licet.js")],
+)
+app.add_page(signin_page, route="/login", title="Sign in · Licet", on_load=SignIn.start)
+app.add_page(invitation_page, route="/invite", title="Invitation · Licet", on_load=Invitation.start)
+app.add_page(enrol_page, route="/enrol", title="Authenticator · Licet", on_load=[Session.require, Enrolment.begin])
+app.add_page(overview_page, route="/", title="Overview · Licet", on_load=[Session.require, Overview.load])
+app.add_page(approvals_page, route="/approvals", title="Approvals · Licet",
+             on_load=[Session.require, Approvals.load])
+
+
+class FrontendMissing(RuntimeError):
+    """The dashboard's frontend has not been built (scripts/setup builds it)."""
+
+
+def serve(fastapi_app: FastAPI, origins: list[str]) -> ASGIApp:
+    """One ASGI app: `fastapi_app` (its routes win) with the prebuilt dashboard mounted at `/`, accepting
+    browser connections from `origins` only."""
+    built = FRONTEND / "build" / "client" / "index.html"
+    if not built.is_file():
+        raise FrontendMissing(f"the dashboard's frontend is not built ({built} is missing): run scripts/setup, "
+                              "or `python -m licet.dashboard.build`")
+    # Reflex reads these when the app is called (names with two underscores are its internal switches:
+    # serve the prebuilt frontend, never compile at start-up). Reflex is pinned, so they stay valid.
+    os.environ.update({"REFLEX_ENV_MODE": "prod", "__REFLEX_SKIP_COMPILE": "true",
+                       "__REFLEX_MOUNT_FRONTEND_COMPILED_APP": "true", "REFLEX_WEB_WORKDIR": str(FRONTEND),
+                       "REFLEX_CORS_ALLOWED_ORIGINS": ",".join(origins), "REFLEX_TELEMETRY_ENABLED": "false"})
+    api.bind(fastapi_app)
+    app.api_transformer = fastapi_app
+
+    @contextlib.asynccontextmanager
+    async def api_lifespan() -> AsyncIterator[None]:  # Reflex owns the ASGI lifespan: run the API's inside it
+        async with fastapi_app.router.lifespan_context(fastapi_app):
+            yield
+
+    app.register_lifespan_task(api_lifespan)
+    with contextlib.chdir(PROJECT):  # Reflex finds rxconfig.py in the working directory
+        return app()

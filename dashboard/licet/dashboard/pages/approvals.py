@@ -1,0 +1,215 @@
+"""The approvals queue: pending requests live, each with its full request, quorum and votes; approve or
+deny, with a step-up (TOTP or passkey) asked for in place when the session's MFA is stale."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+import reflex as rx
+
+from licet.dashboard.layout import error_callout, field, page
+from licet.dashboard.state import Session, refusal
+
+POLL_SECONDS = 1.0  # a new approval shows within this (plus one API call) in every open queue
+
+
+class Item(TypedDict):
+    """One pending approval, as the queue shows it."""
+
+    id: str
+    action: str
+    resource: str
+    agent: str
+    args: str
+    rules: str
+    policy_hash: str
+    request_hash: str
+    progress: str
+    votes: str
+    deadline: str
+    remaining: str
+    may_vote: bool
+    why_not: str
+
+
+def _remaining(deadline: str, now: datetime) -> str:
+    left = int((datetime.fromisoformat(deadline.replace("Z", "+00:00")) - now).total_seconds())
+    return "expired" if left <= 0 else f"{left // 60}m {left % 60:02d}s left"
+
+
+def _item(approval: dict[str, Any], now: datetime) -> Item:
+    request = approval["request"]
+    votes = ", ".join(f"{v['voter']} ({v['vote']})" for v in approval["votes"]) or "none yet"
+    mine = approval.get("your_vote") or {"allowed": False, "reason": "unknown"}
+    return Item(id=approval["id"], action=approval["action"], resource=approval["resource"] or "",
+                agent=approval["requested_by"], args=json.dumps(request.get("args", {}), indent=2, sort_keys=True),
+                rules=", ".join(approval["rules"]), policy_hash=approval["policy_hash"],
+                request_hash=approval["request_hash"],
+                progress=f"{approval['approvals']} of {approval['quorum']} approvals ({', '.join(approval['roles'])})",
+                votes=votes, deadline=approval["deadline"], remaining=_remaining(approval["deadline"], now),
+                may_vote=bool(mine["allowed"]), why_not=mine.get("reason") or "")
+
+
+class Approvals(Session):
+    """The pending approvals this person may see, refreshed every second while the page is open."""
+
+    items: rx.Field[list[Item]] = rx.field(default_factory=list)
+    error: rx.Field[str] = rx.field("")
+    notice: rx.Field[str] = rx.field("")
+    reasons: rx.Field[dict[str, str]] = rx.field(default_factory=dict)
+    step_up_open: rx.Field[bool] = rx.field(False)
+    step_up_error: rx.Field[str] = rx.field("")
+    _pending_vote: tuple[str, bool] | None = None
+    _watching: bool = False
+
+    async def _refresh(self) -> None:
+        reply = await self.api().get("/v1/approvals", state="pending", limit=100)
+        if reply.ok:
+            now = datetime.now(UTC)
+            self.items = [_item(a, now) for a in reply.body["approvals"]]
+        else:
+            self.error = refusal(reply)
+
+    @rx.event
+    async def load(self) -> Any:
+        if not self.signed_in:
+            return None
+        await self._refresh()
+        return Approvals.watch
+
+    @rx.event(background=True)
+    async def watch(self) -> None:
+        """Poll `/v1/approvals` while this tab shows the queue (one watcher per tab)."""
+        async with self:
+            if self._watching:
+                return
+            self._watching = True
+        try:
+            while True:
+                await asyncio.sleep(POLL_SECONDS)
+                async with self:
+                    if not self.router.url.path.startswith("/approvals") or not self.signed_in:
+                        return
+                    await self._refresh()
+        finally:
+            async with self:
+                self._watching = False
+
+    @rx.event
+    def set_reason(self, approval_id: str, value: str) -> None:
+        self.reasons[approval_id] = value
+
+    @rx.event
+    async def vote(self, approval_id: str, approve: bool) -> None:
+        self.error, self.notice = "", ""
+        reason = self.reasons.get(approval_id, "").strip() or None
+        verb = "approve" if approve else "deny"
+        reply = await self.api().post(f"/v1/approvals/{approval_id}/{verb}", {"reason": reason})
+        if reply.error_code == "step_up_required":
+            self._pending_vote, self.step_up_open, self.step_up_error = (approval_id, approve), True, ""
+            return
+        if reply.ok:
+            self.notice = f"{'Approved' if approve else 'Denied'} {approval_id}: now {reply.body['state']} " \
+                          f"({reply.body['approvals']} of {reply.body['quorum']})"
+        else:
+            self.error = refusal(reply)
+        await self._refresh()
+
+    @rx.event
+    async def stepped_up(self, result: dict[str, Any]) -> Any:
+        """The browser's step-up answer (a code or a passkey, sent by it straight to /v1/auth/mfa/...)."""
+        error = (result.get("body") or {}).get("error") or {}
+        return await self._stepped_up(result.get("status") == 200, str(error.get("message", "")))
+
+    async def _stepped_up(self, ok: bool, problem: str) -> None:
+        if not ok:
+            self.step_up_error = f"step-up failed: {problem}"
+            return
+        self.step_up_open, self.step_up_error = False, ""
+        if self._pending_vote is not None:
+            approval_id, approve = self._pending_vote
+            self._pending_vote = None
+            await self.vote(approval_id, approve)
+
+    @rx.event
+    def cancel_step_up(self) -> None:
+        self.step_up_open, self._pending_vote = False, None
+
+
+def _card(item: rx.Var[Item]) -> rx.Component:
+    approval_id = item["id"]
+    return rx.card(
+        rx.vstack(
+            rx.hstack(rx.heading(item["action"], size="4", as_="h2"), rx.badge("pending", color_scheme="amber"),
+                      rx.spacer(), rx.text(item["remaining"], size="2", class_name="countdown"), wrap="wrap",
+                      width="100%"),
+            rx.text("Resource ", rx.code(item["resource"]), " · agent ", rx.code(item["agent"]), size="2"),
+            rx.text("Asked by rule(s) ", rx.code(item["rules"]), " of policy ", rx.code(item["policy_hash"]),
+                    size="2", style={"wordBreak": "break-all"}),
+            rx.text("Request hash ", rx.code(item["request_hash"]), size="2", style={"wordBreak": "break-all"}),
+            rx.el.pre(item["args"], style={"fontSize": "13px", "background": "var(--gray-a3)", "padding": "8px",
+                                           "overflowX": "auto", "maxWidth": "100%"}),
+            rx.text(item["progress"], " · votes: ", item["votes"], " · deadline ", item["deadline"], size="2",
+                    class_name="progress"),
+            rx.cond(
+                item["may_vote"],
+                rx.hstack(
+                    rx.input(placeholder="Reason (needed to deny)", aria_label="Reason",
+                             on_change=lambda value: Approvals.set_reason(approval_id, value), width="320px",
+                             max_width="100%"),
+                    rx.button("Approve", color_scheme="green", on_click=Approvals.vote(approval_id, True),
+                              class_name="approve"),
+                    rx.button("Deny", color_scheme="red", variant="soft", on_click=Approvals.vote(approval_id, False),
+                              class_name="deny"),
+                    wrap="wrap", spacing="2",
+                ),
+                rx.callout(rx.text("You cannot vote on this request: ", item["why_not"]), color_scheme="gray",
+                           size="1", class_name="why-not"),
+            ),
+            spacing="2", width="100%",
+        ),
+        width="100%", class_name="approval", data_approval_id=approval_id,
+    )
+
+
+def _step_up_dialog() -> rx.Component:
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title("Confirm it is you"),
+            rx.dialog.description("Votes need a second factor within the last 10 minutes."),
+            error_callout(Approvals.step_up_error, "step-up-error"),
+            rx.form(
+                rx.vstack(
+                    field("Code from your authenticator (or a backup code)",
+                          rx.input(id="step-up-code", auto_complete="one-time-code")),
+                    rx.hstack(rx.button("Confirm and vote", type="submit", id="step-up-confirm"),
+                              rx.cond(Session.mfa_methods.contains("passkey"),
+                                      rx.button("Use a passkey", type="button", variant="outline",
+                                                on_click=rx.call_script("licet.passkeyCheck()",
+                                                                        callback=Approvals.stepped_up),
+                                                id="step-up-passkey")),
+                              rx.button("Cancel", type="button", variant="soft", color_scheme="gray",
+                                        on_click=Approvals.cancel_step_up)),
+                    spacing="3",
+                ),
+                on_submit=rx.call_script("licet.totp('step-up-code')", callback=Approvals.stepped_up),
+            ),
+        ),
+        open=Approvals.step_up_open,
+    )
+
+
+def approvals_page() -> rx.Component:
+    return page(
+        "Approvals",
+        rx.text("Requests waiting for people. The list refreshes by itself.", color_scheme="gray"),
+        error_callout(Approvals.error, "approvals-error"),
+        rx.cond(Approvals.notice != "", rx.callout(Approvals.notice, color_scheme="green", id="approvals-notice",
+                                                   role="status")),
+        rx.cond(Approvals.items.length() == 0, rx.text("Nothing is waiting.", id="approvals-empty")),
+        rx.foreach(Approvals.items, _card),
+        _step_up_dialog(),
+    )

@@ -1,0 +1,74 @@
+"""The signed-in person, as every page's state sees them."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import reflex as rx
+
+from licet.dashboard.api import Api, Reply, session_cookies
+
+
+class Session(rx.State):
+    """Who is signed in (from `GET /v1/auth/me`); pages subclass it to reach `/v1` as that person."""
+
+    email: rx.Field[str] = rx.field("")
+    display_name: rx.Field[str] = rx.field("")
+    role: rx.Field[str] = rx.field("")
+    tenant: rx.Field[str] = rx.field("")
+    mfa_methods: rx.Field[list[str]] = rx.field(default_factory=list)
+    # The browser's cookie is read once per socket (at connect): a state loaded for another session
+    # (sign-out, then someone else signs in in the same tab) is reset before use.
+    _loaded_for: str = ""
+
+    def api(self) -> Api:
+        """`/v1` with this browser's session cookie, CSRF token and address."""
+        headers = self.router.headers.raw_headers
+        session, csrf = session_cookies(headers.get("cookie", ""))
+        return Api(session, csrf, self.router.session.client_ip, headers.get("user-agent", ""))
+
+    @rx.var
+    def signed_in(self) -> bool:
+        return self.email != ""
+
+    @rx.var
+    def may_vote(self) -> bool:
+        return self.role in ("owner", "admin", "approver")
+
+    @rx.var
+    def may_audit(self) -> bool:
+        return self.role in ("owner", "admin", "auditor")
+
+    @rx.event
+    async def require(self) -> Any:
+        """On every protected page: load the person, or send the browser to sign in."""
+        api = self.api()
+        key = hashlib.sha256(api.session.encode()).hexdigest()
+        if key != self._loaded_for:
+            self.reset()
+            self._loaded_for = key
+        if not api.session:
+            return rx.redirect("/login")
+        me = await api.get("/v1/auth/me")
+        if not me.ok or me.body["session"]["stage"] != "active":
+            self.reset()
+            return rx.redirect("/login")
+        user = me.body["user"]
+        self.email, self.display_name, self.role = user["email"], user["display_name"], user["role"]
+        self.tenant, self.mfa_methods = me.body["tenant"], me.body["mfa_methods"]
+        return None
+
+    @rx.event
+    def sign_out(self) -> Any:
+        return rx.call_script("licet.logout()", callback=Session.signed_out)
+
+    @rx.event
+    def signed_out(self, _result: Any) -> Any:
+        self.reset()
+        return rx.call_script("licet.go('/login')")
+
+
+def refusal(reply: Reply) -> str:
+    """The API's refusal as a person reads it: its message and stable code."""
+    return f"{reply.message} ({reply.error_code})" if reply.error_code else reply.message

@@ -1,0 +1,87 @@
+"""`Agent` and `@agent.tool`: every call of a guarded function is decided first and runs only on
+a permit; anything else (including Licet being unreachable) raises before the function runs."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from licet.sdk.errors import raise_for_decision
+from licet.sdk.types import DecisionResult, PlanResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Decider(Protocol):
+    """What an `Agent` asks: a `LicetClient`, an `AsyncLicetClient` or a `LocalLicet`."""
+
+    def decide(self, action: str, resource: str, args: dict[str, Any] | None = None) -> Any: ...
+
+    def verify_plan(self, steps: list[dict[str, Any]]) -> Any: ...
+
+
+Resource = str | Callable[..., str]
+
+
+class Agent:
+    """Guards tool functions with Licet decisions and keeps the last certificate."""
+
+    def __init__(self, licet: Decider) -> None:
+        self.licet = licet
+        self._last: dict[str, Any] | None = None
+
+    @property
+    def last_certificate(self) -> dict[str, Any] | None:
+        """A copy of the certificate of the last decision (changing it changes nothing here)."""
+        return copy.deepcopy(self._last)
+
+    def tool(self, fn: F | None = None, *, action: str | None = None, resource: Resource | None = None,
+             args: Callable[..., dict[str, Any]] | None = None) -> Any:
+        """Decorate a tool. `action` defaults to the function's name with `__` read as `.`
+        (`payments__transfer` → `payments.transfer`); `resource` is a format string over the
+        arguments (`"/accounts/{account}"`) or a function of them (default `/tools/<name>`); `args`
+        maps the arguments to the decided args (default: all of them, by name)."""
+
+        def wrap(func: F) -> F:
+            name = action or func.__name__.replace("__", ".")
+            signature = inspect.signature(func)
+
+            def ask(call_args: tuple[Any, ...], call_kwargs: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+                bound = signature.bind(*call_args, **call_kwargs)
+                bound.apply_defaults()
+                values = dict(bound.arguments)
+                where = (resource(**values) if callable(resource) else resource.format(**values)
+                         if resource is not None else f"/tools/{func.__name__}")
+                return name, where, args(**values) if args is not None else values
+
+            if inspect.iscoroutinefunction(func):
+                @functools.wraps(func)
+                async def guarded_async(*call_args: Any, **call_kwargs: Any) -> Any:
+                    found = self.licet.decide(*ask(call_args, call_kwargs))
+                    self._allow(await found if inspect.isawaitable(found) else found)
+                    return await func(*call_args, **call_kwargs)
+
+                return guarded_async  # type: ignore[return-value]
+
+            @functools.wraps(func)
+            def guarded(*call_args: Any, **call_kwargs: Any) -> Any:
+                self._allow(self.licet.decide(*ask(call_args, call_kwargs)))
+                return func(*call_args, **call_kwargs)
+
+            return guarded  # type: ignore[return-value]
+
+        return wrap(fn) if fn is not None else wrap
+
+    def _allow(self, decision: DecisionResult) -> None:
+        self._last = decision.certificate
+        raise_for_decision(decision)
+
+    def preflight(self, calls: list[tuple[str, str, dict[str, Any]]]) -> PlanResult:
+        """Verify a list of intended calls `(action, resource, args)` as one plan before starting."""
+        result = self.licet.verify_plan([{"action": a, "resource": r, "args": x} for a, r, x in calls])
+        if inspect.isawaitable(result):
+            raise TypeError("use `await agent.preflight_async(...)` with an async client")
+        return result  # type: ignore[no-any-return]

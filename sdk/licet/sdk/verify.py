@@ -1,0 +1,33 @@
+"""Offline verification: a certificate, and its evidence bundle against a signed checkpoint —
+no server, no database, only public keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from licet import kernel
+from licet.kernel.bundle import verify_bundle as _verify_bundle
+from licet.kernel.checkpoint import LogKey
+from licet.kernel.report import Check, all_ok
+
+
+def verify_certificate(certificate: Mapping[str, Any], public_keys: Iterable[kernel.PublicKey], *,
+                       policy: kernel.Policy | None = None) -> list[Check]:
+    """Each check of a certificate: format, signature, theorem and request hashes, and with `policy`
+    a re-decision that must reach the same outcome."""
+    checks = kernel.verify_certificate(certificate, public_keys)
+    if policy is not None:
+        checks.append(kernel.redecide(certificate, policy))
+    return checks
+
+
+def verify_bundle(certificate: Mapping[str, Any], bundle: str, log_keys: Sequence[LogKey], *,
+                  origin: str | None = None) -> list[Check]:
+    """Each check that `certificate` is in its tenant's log under the bundle's signed checkpoint."""
+    return _verify_bundle(certificate, bundle, log_keys, origin=origin)
+
+
+def verified(checks: Iterable[Check]) -> bool:
+    """Whether every check passed."""
+    return all_ok(list(checks))

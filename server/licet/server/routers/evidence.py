@@ -1,0 +1,259 @@
+"""Certificates and the evidence log: checkpoints, inclusion and consistency proofs, entries.
+
+Checkpoints are signed per batch, on demand: when someone asks for the newest checkpoint or for a
+proof of an entry the newest kept checkpoint does not cover yet, one is signed at the current size.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from licet.kernel.bundle import make_bundle
+from licet.kernel.checkpoint import parse_checkpoint
+from licet.kernel.log import LogError, TransparencyLog
+from licet.server import listings
+from licet.server.errors import ERROR_RESPONSES, ApiError, not_found
+from licet.server.identity import Caller, require
+from licet.server.listings import glob_to_like, utc_bound
+from licet.server.logstore import DatabaseLogStore, lock_head
+from licet.server.models import CertificateRecord, CertificateRule
+from licet.server.routers import INT64_MAX, Text
+from licet.server.routers.decide import services_of
+from licet.server.services import Services
+
+router = APIRouter(prefix="/v1", tags=["evidence"], responses=ERROR_RESPONSES)
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+def _checkpoint_json(note: str) -> dict[str, Any]:
+    parsed = parse_checkpoint(note)
+    return {"origin": parsed.origin, "size": parsed.size, "root_hash": _b64(parsed.root_hash), "note": note}
+
+
+def _fresh_checkpoint(session: Session, services: Services, tenant: str, covering: int) -> str:
+    """The newest kept checkpoint if it covers `covering` entries, else one signed now."""
+    store = DatabaseLogStore(session.connection(), tenant)
+    kept = store.latest_checkpoint()
+    if kept is not None and kept[0] >= covering:
+        return kept[1]
+    lock_head(session.connection(), tenant)
+    log = TransparencyLog(store, services.origin(tenant))
+    return log.sign_checkpoint(services.note_signer(tenant))
+
+
+async def checkpoint_covering(services: Services, tenant: str, covering: int) -> str:
+    """A signed checkpoint of at least `covering` entries, signing one if needed."""
+    async with services.db.read() as session:
+        kept = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), tenant).latest_checkpoint())
+    if kept is not None and kept[0] >= covering:
+        return kept[1]
+    async with services.db.write() as session:
+        note: str = await session.run_sync(_fresh_checkpoint, services, tenant, covering)
+    return note
+
+
+async def _certificate(services: Services, caller: Caller, certificate_id: str) -> CertificateRecord:
+    async with services.db.read() as session:
+        found = (await session.execute(select(CertificateRecord).where(
+            CertificateRecord.tenant_id == caller.tenant_id, CertificateRecord.id == certificate_id))).scalar()
+    # Agents see their own certificates only; anything else is "not found", never "forbidden".
+    if found is None or (caller.role == "agent" and found.principal_id != caller.principal_id):
+        raise not_found("certificate")
+    return found
+
+
+Outcome = Literal["permit", "forbid", "require_approval", "deny"]
+
+
+@dataclass(frozen=True)
+class DecisionFilter:
+    """Which decisions a listing or an export covers (all filters together)."""
+
+    principal: str | None = None
+    action: str | None = None
+    outcome: Outcome | None = None
+    rule: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def query(self, caller: Caller) -> Select[*tuple[Any, ...]]:
+        """The matching decisions visible to `caller` (agents: their own), newest first."""
+        query = select(*_LISTED).where(CertificateRecord.tenant_id == caller.tenant_id)
+        if caller.role == "agent":
+            query = query.where(CertificateRecord.principal_id == caller.principal_id)
+        if self.principal:
+            query = query.where(CertificateRecord.principal_id == self.principal)
+        if self.action:
+            query = query.where(CertificateRecord.action.like(glob_to_like(self.action), escape="\\"))
+        if self.outcome:
+            query = query.where(CertificateRecord.outcome == self.outcome)
+        if self.rule:
+            query = query.where(select(CertificateRule.log_index).where(
+                CertificateRule.tenant_id == CertificateRecord.tenant_id, CertificateRule.rule == self.rule,
+                CertificateRule.log_index == CertificateRecord.log_index).exists())
+        if self.since:
+            query = query.where(CertificateRecord.issued_at >= self.since)
+        if self.until:
+            query = query.where(CertificateRecord.issued_at < self.until)
+        return query.order_by(CertificateRecord.log_index.desc())
+
+
+_LISTED = (CertificateRecord.id, CertificateRecord.log_index, CertificateRecord.principal_id, CertificateRecord.action,
+           CertificateRecord.outcome, CertificateRecord.issued_at, CertificateRecord.body)
+EXPORT_COLUMNS = ("log_index", "id", "issued_at", "principal_id", "action", "decision", "rules", "request_hash")
+
+
+def decision_filter(
+        principal: Annotated[str | None, Query(max_length=200, description="The agent (principal id)")] = None,
+        action: Annotated[str | None, Query(max_length=200, description="An action or a glob: `payments.*`")] = None,
+        outcome: Annotated[Outcome | None, Query()] = None,
+        rule: Annotated[str | None, Query(max_length=200, description="A rule the certificate names")] = None,
+        since: Annotated[datetime | None, Query(description="Issued at or after (RFC 3339)")] = None,
+        until: Annotated[datetime | None, Query(description="Issued before (RFC 3339)")] = None) -> DecisionFilter:
+    """The decision filter of a request's query string."""
+    return DecisionFilter(principal, action, outcome, rule, utc_bound(since), utc_bound(until))
+
+
+def listed(row: Any) -> dict[str, Any]:
+    """A decision as listings and exports show it."""
+    certificate = json.loads(row.body)
+    return {"id": row.id, "log_index": row.log_index, "principal_id": row.principal_id, "action": row.action,
+            "decision": row.outcome, "rules": certificate.get("rules", []),
+            "resource": certificate.get("request", {}).get("resource"),
+            "request_hash": certificate.get("request_hash"), "issued_at": row.issued_at.isoformat()}
+
+
+@router.get("/certificates", summary="Certificates, newest first")
+async def list_certificates(request: Request, caller: Annotated[Caller, require("certificates.read")],
+                            matching: Annotated[DecisionFilter, Depends(decision_filter)],
+                            before: Annotated[int | None, Query(ge=0, le=INT64_MAX,
+                                                                 description="Log index to page before")] = None,
+                            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """A page of decisions (agents: their own), filtered; page on with `before` = `next_before`."""
+    query = matching.query(caller)
+    if before is not None:
+        query = query.where(CertificateRecord.log_index < before)
+    async with services_of(request).db.read() as session:
+        rows = (await session.execute(query.limit(limit))).all()
+    items = [listed(r) for r in rows]
+    return {"certificates": items, "next_before": items[-1]["log_index"] if len(items) == limit else None}
+
+
+@router.get("/certificates/export", summary="Every matching decision, streamed as CSV or JSON lines",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
+                             "description": "One decision per line, newest first"}})
+async def export_certificates(request: Request, caller: Annotated[Caller, require("certificates.read")],
+                              matching: Annotated[DecisionFilter, Depends(decision_filter)],
+                              format: Annotated[listings.Format, Query()] = "jsonl") -> StreamingResponse:
+    """The filtered set, newest first: CSV with the listing's columns, or JSON lines of the listing's
+    fields plus the signed certificate (for a SIEM)."""
+    services = services_of(request)
+
+    async def fetch(before: int | None) -> Sequence[Any]:
+        query = matching.query(caller)
+        if before is not None:
+            query = query.where(CertificateRecord.log_index < before)
+        async with services.db.read() as session:
+            return (await session.execute(query.limit(listings.PAGE))).all()
+
+    def render(row: Any) -> dict[str, Any]:
+        return listed(row) if format == "csv" else {**listed(row), "certificate": json.loads(row.body)}
+
+    return listings.export(fetch, lambda row: row.log_index, render, EXPORT_COLUMNS, format, "licet-decisions")
+
+
+@router.get("/certificates/{certificate_id}", summary="A certificate and its log index")
+async def get_certificate(certificate_id: Text, request: Request,
+                          caller: Annotated[Caller, require("certificates.read")]) -> dict[str, Any]:
+    """The signed certificate exactly as logged."""
+    record = await _certificate(services_of(request), caller, certificate_id)
+    return {"certificate": json.loads(record.body), "log_index": record.log_index}
+
+
+@router.get("/certificates/{certificate_id}/proof", summary="The evidence bundle of a certificate")
+async def certificate_proof(certificate_id: Text, request: Request,
+                            caller: Annotated[Caller, require("certificates.read")]) -> dict[str, Any]:
+    """Inclusion proof of the certificate's leaf in a signed checkpoint, as a C2SP tlog-proof bundle
+    that `licet verify --bundle` checks offline."""
+    services = services_of(request)
+    record = await _certificate(services, caller, certificate_id)
+    note = await checkpoint_covering(services, caller.tenant_id, record.log_index + 1)
+    size = parse_checkpoint(note).size
+    async with services.db.read() as session:
+        proof = await session.run_sync(lambda s: TransparencyLog(
+            DatabaseLogStore(s.connection(), caller.tenant_id), services.origin(caller.tenant_id),
+        ).inclusion_proof(record.log_index, size))
+    return {"log_index": record.log_index, "tree_size": size, "proof": [_b64(h) for h in proof.hashes],
+            "checkpoint": note, "bundle": make_bundle(record.body.encode(), proof, note)}
+
+
+@router.get("/evidence/checkpoint", summary="The newest signed checkpoint of the tenant's log")
+async def latest_checkpoint(request: Request, caller: Annotated[Caller, require("evidence.read")],
+                            ) -> dict[str, Any]:
+    """Signed at the log's current size if the newest kept one is older."""
+    services = services_of(request)
+    async with services.db.read() as session:
+        size = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), caller.tenant_id).size())
+    return _checkpoint_json(await checkpoint_covering(services, caller.tenant_id, size))
+
+
+@router.get("/evidence/checkpoints/{size}", summary="The checkpoint kept for a tree size")
+async def checkpoint_at(size: Annotated[int, Path(ge=0, le=INT64_MAX)], request: Request,
+                        caller: Annotated[Caller, require("evidence.read")]) -> dict[str, Any]:
+    """Only sizes a checkpoint was signed at exist."""
+    async with services_of(request).db.read() as session:
+        note = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), caller.tenant_id).checkpoint_at(size))
+    if note is None:
+        raise not_found("checkpoint")
+    return _checkpoint_json(note)
+
+
+@router.get("/evidence/consistency", summary="Proof that one tree size is a prefix of another")
+async def consistency(request: Request, caller: Annotated[Caller, require("evidence.read")],
+                      first: Annotated[int, Query(ge=0)], second: Annotated[int, Query(ge=0)]) -> dict[str, Any]:
+    """RFC 9162 consistency proof between two sizes of the tenant's log."""
+    services = services_of(request)
+    async with services.db.read() as session:
+        try:
+            proof = await session.run_sync(lambda s: TransparencyLog(
+                DatabaseLogStore(s.connection(), caller.tenant_id), services.origin(caller.tenant_id),
+            ).consistency_proof(first, second))
+        except LogError as exc:
+            raise ApiError(422, "invalid_range", str(exc), "second") from exc
+    return {"first": first, "second": second, "proof": [_b64(h) for h in proof.hashes]}
+
+
+@router.get("/evidence/entries", summary="A page of log entries")
+async def entries(request: Request, caller: Annotated[Caller, require("evidence.entries")],
+                  start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """Entries `start..start+limit-1`: each leaf hash and certificate."""
+    async with services_of(request).db.read() as session:
+        rows = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), caller.tenant_id).read_entries(
+            start, min(start + limit, INT64_MAX)))
+    return {"start": start, "entries": [{"index": start + i, "leaf_hash": _b64(h), "certificate": json.loads(d)}
+                                        for i, (h, d) in enumerate(rows)],
+            "next_start": start + len(rows) if len(rows) == limit else None}
+
+
+@router.get("/evidence/keys", summary="The public keys that verify certificates and checkpoints")
+async def keys(request: Request, caller: Annotated[Caller, require("evidence.read")]) -> dict[str, Any]:
+    """What an offline verifier needs to trust."""
+    services = services_of(request)
+    return {"certificate_keys": [services.signer.public_key.to_json()],
+            "log": {"origin": services.origin(caller.tenant_id),
+                    "verifier_key": services.note_signer(caller.tenant_id).verifier.vkey()}}

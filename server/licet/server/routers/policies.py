@@ -1,0 +1,259 @@
+"""Policies with immutable versions: validate, create, diff, query, activate, roll back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from licet import kernel
+from licet.kernel.analysis import diff, never_applying_rules, query
+from licet.kernel.document import load_document
+from licet.kernel.errors import PolicyError
+from licet.server import audit
+from licet.server.errors import ERROR_RESPONSES, ApiError, not_found
+from licet.server.identity import Caller, require
+from licet.server.models import PolicyActivation, PolicyRecord, PolicyVersion, Tenant
+from licet.server.routers import INT32_MAX, JsonObject, Text
+from licet.server.routers.decide import services_of
+from licet.server.time import utcnow
+
+router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=ERROR_RESPONSES)
+
+MAX_SOURCE = 512 * 1024
+EXAMPLE = ("id: payments\nversion: 1\nrules:\n"
+           "  - {id: read, effect: permit, action: [api.read], resource: ['/api/**']}\n")
+
+
+class SourceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(min_length=1, max_length=MAX_SOURCE, description="The policy document, YAML or JSON.",
+                        examples=[EXAMPLE])
+
+
+class DiffBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(None, ge=1, le=INT32_MAX, description="The version to compare (default: the newest).")
+    against: int | None = Field(None, ge=1, le=INT32_MAX,
+                                description="The version to compare with (default: the active one).")
+    max_examples: int = Field(5, ge=1, le=50)
+
+
+class QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pattern: JsonObject = Field(examples=[{"action": "*.delete", "resource": "/prod/**",
+                                               "when": '"analyst" in principal.roles'}])
+    version_id: Text | None = Field(None, max_length=36, description="Default: the active version.")
+
+
+class ActivateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Text = Field("", max_length=500)
+
+
+MAX_NAME = 200  # the policies.name column
+
+
+VersionNumber = Annotated[int, Path(ge=1, le=INT32_MAX)]
+
+
+def _load(source: str) -> kernel.Policy:
+    try:
+        policy = kernel.load_policy(source, "source")
+    except RecursionError:  # a document nested deeper than the YAML parser can follow
+        raise PolicyError("nested too deeply", file="source", line=1, column=1) from None
+    if len(policy.id) > MAX_NAME:
+        raise load_document(source, "source").error("id", f"at most {MAX_NAME} characters")
+    return policy
+
+
+def _version_json(version: PolicyVersion, active: str | None, *, source: bool = False) -> dict[str, Any]:
+    out = {"id": version.id, "policy_id": version.policy_id, "number": version.number, "hash": version.document_hash,
+           "created_by": version.created_by, "created_at": version.created_at.isoformat(),
+           "activated_at": version.activated_at.isoformat() if version.activated_at else None,
+           "activated_by": version.activated_by, "active": version.id == active}
+    if source:
+        out["source"] = version.source
+    return out
+
+
+async def _active_id(session: AsyncSession, tenant: str) -> str | None:
+    return (await session.execute(select(Tenant.active_version_id).where(Tenant.id == tenant))).scalar()
+
+
+async def _policy(session: AsyncSession, tenant: str, policy_id: str) -> PolicyRecord:
+    found = (await session.execute(select(PolicyRecord).where(
+        PolicyRecord.tenant_id == tenant, PolicyRecord.id == policy_id))).scalar()
+    if found is None:
+        raise not_found("policy")
+    return found
+
+
+async def _version(session: AsyncSession, tenant: str, policy_id: str, number: int | None) -> PolicyVersion:
+    query_ = select(PolicyVersion).where(PolicyVersion.tenant_id == tenant, PolicyVersion.policy_id == policy_id)
+    query_ = query_.where(PolicyVersion.number == number) if number is not None else query_.order_by(
+        PolicyVersion.number.desc()).limit(1)
+    found = (await session.execute(query_)).scalar()
+    if found is None:
+        raise not_found("policy version")
+    return found
+
+
+@router.post("/validate", summary="Validate a policy without storing it")
+async def validate(body: SourceBody, caller: Annotated[Caller, require("policies.write")]) -> dict[str, Any]:
+    """Load and type-check the document; report rules that can never apply."""
+    policy = _load(body.source)
+    never = await asyncio.to_thread(never_applying_rules, policy)
+    return {"valid": True, "id": policy.id, "version": policy.version, "hash": policy.hash,
+            "rules": len(policy.rules), "invariants": len(policy.invariants),
+            "never_applying": [n.to_json() for n in never]}
+
+
+@router.post("", status_code=201, summary="Store a new version of a policy (a draft until activated)")
+async def create(body: SourceBody, request: Request, caller: Annotated[Caller, require("policies.write")],
+                 ) -> dict[str, Any]:
+    """The document's `id` names the policy; each upload becomes its next immutable version."""
+    policy = _load(body.source)
+    services = services_of(request)
+    now = utcnow()
+    async with services.db.write() as session:
+        record = (await session.execute(select(PolicyRecord).where(
+            PolicyRecord.tenant_id == caller.tenant_id, PolicyRecord.name == policy.id))).scalar()
+        if record is None:
+            record = PolicyRecord(id=str(uuid.uuid4()), tenant_id=caller.tenant_id, name=policy.id, created_at=now)
+            session.add(record)
+            await session.flush()
+        number = (await session.execute(select(func.coalesce(func.max(PolicyVersion.number), 0)).where(
+            PolicyVersion.policy_id == record.id))).scalar_one() + 1
+        version = PolicyVersion(id=str(uuid.uuid4()), tenant_id=caller.tenant_id, policy_id=record.id,
+                                number=number, source=body.source, document_hash=policy.hash,
+                                created_by=caller.principal_id, created_at=now)
+        session.add(version)
+        await session.flush()
+        await audit.record(session, caller, "policy.version.create", version.id, policy=policy.id, number=number)
+        active = await _active_id(session, caller.tenant_id)
+    return {"policy": {"id": record.id, "name": record.name}, "version": _version_json(version, active)}
+
+
+@router.get("", summary="List the tenant's policies")
+async def list_policies(request: Request, caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
+    """Every policy with its newest version number and the active version."""
+    async with services_of(request).db.read() as session:
+        active = await _active_id(session, caller.tenant_id)
+        rows = (await session.execute(select(PolicyRecord, func.max(PolicyVersion.number)).join(
+            PolicyVersion, PolicyVersion.policy_id == PolicyRecord.id).where(
+            PolicyRecord.tenant_id == caller.tenant_id).group_by(PolicyRecord.id).order_by(PolicyRecord.name))).all()
+        active_version = None
+        if active is not None:
+            found = (await session.execute(select(PolicyVersion).where(PolicyVersion.id == active))).scalar_one()
+            active_version = _version_json(found, active)
+    return {"policies": [{"id": p.id, "name": p.name, "latest": n} for p, n in rows], "active": active_version}
+
+
+@router.get("/{policy_id}", summary="A policy and its versions")
+async def get_policy(policy_id: Text, request: Request, caller: Annotated[Caller, require("policies.read")],
+                     ) -> dict[str, Any]:
+    """The policy's versions, newest first."""
+    async with services_of(request).db.read() as session:
+        record = await _policy(session, caller.tenant_id, policy_id)
+        active = await _active_id(session, caller.tenant_id)
+        versions = (await session.execute(select(PolicyVersion).where(
+            PolicyVersion.policy_id == record.id).order_by(PolicyVersion.number.desc()))).scalars()
+        return {"id": record.id, "name": record.name, "versions": [_version_json(v, active) for v in versions]}
+
+
+@router.get("/{policy_id}/versions/{number}", summary="One version, with its source")
+async def get_version(policy_id: Text, number: VersionNumber, request: Request,
+                      caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
+    """The stored document exactly as uploaded."""
+    async with services_of(request).db.read() as session:
+        await _policy(session, caller.tenant_id, policy_id)
+        version = await _version(session, caller.tenant_id, policy_id, number)
+        return _version_json(version, await _active_id(session, caller.tenant_id), source=True)
+
+
+@router.post("/{policy_id}/diff", summary="What a version permits that another does not, and the reverse")
+async def diff_versions(policy_id: Text, body: DiffBody, request: Request,
+                        caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
+    """Compare a version (default: newest) with another (default: the active one), proved by Z3."""
+    services = services_of(request)
+    async with services.db.read() as session:
+        await _policy(session, caller.tenant_id, policy_id)
+        new = await _version(session, caller.tenant_id, policy_id, body.version)
+        if body.against is not None:
+            old = await _version(session, caller.tenant_id, policy_id, body.against)
+        else:
+            active = await _active_id(session, caller.tenant_id)
+            if active is None:
+                raise ApiError(409, "no_active_policy", "no active version to compare with; name one in 'against'",
+                               "against")
+            old = (await session.execute(select(PolicyVersion).where(PolicyVersion.id == active))).scalar_one()
+    result = await asyncio.to_thread(diff, services.policies.load(old.id, old.source),
+                                     services.policies.load(new.id, new.source), max_examples=body.max_examples)
+    return {"old": {"id": old.id, "number": old.number}, "new": {"id": new.id, "number": new.number},
+            **result.to_json()}
+
+
+@router.post("/query", summary="Can any request matching a pattern be permitted?")
+async def query_policy(body: QueryBody, request: Request, caller: Annotated[Caller, require("policies.read")],
+                       ) -> dict[str, Any]:
+    """An example request, or Z3's proof that none exists."""
+    services = services_of(request)
+    async with services.db.read() as session:
+        version_id = body.version_id or await _active_id(session, caller.tenant_id)
+        if version_id is None:
+            raise ApiError(409, "no_active_policy", "no active version; name one in 'version_id'", "version_id")
+        found = (await session.execute(select(PolicyVersion).where(
+            PolicyVersion.tenant_id == caller.tenant_id, PolicyVersion.id == version_id))).scalar()
+    if found is None:
+        raise not_found("policy version")
+    answer = await asyncio.to_thread(query, services.policies.load(found.id, found.source), body.pattern)
+    return {"version_id": found.id, **answer.to_json()}
+
+
+async def _activate(session: AsyncSession, caller: Caller, version: PolicyVersion, reason: str, *,
+                    rollback: bool = False) -> dict[str, Any]:
+    now = utcnow()
+    await session.execute(update(Tenant).where(Tenant.id == caller.tenant_id).values(active_version_id=version.id))
+    if version.activated_at is None:
+        version.activated_at, version.activated_by = now, caller.principal_id
+    session.add(PolicyActivation(tenant_id=caller.tenant_id, version_id=version.id, at=now, by=caller.principal_id,
+                                 reason=reason, rollback=rollback))
+    await audit.record(session, caller, "policy.rollback" if rollback else "policy.activate", version.id,
+                       number=version.number, reason=reason)
+    return {"active": _version_json(version, version.id), "activated_at": now.isoformat(),
+            "activated_by": caller.principal_id}
+
+
+@router.post("/{policy_id}/versions/{number}/activate", summary="Make a version the tenant's active policy")
+async def activate(policy_id: Text, number: VersionNumber, body: ActivateBody, request: Request,
+                   caller: Annotated[Caller, require("policies.activate", step_up=True)]) -> dict[str, Any]:
+    """Decisions already running finish on the version they started with; new ones use this one."""
+    async with services_of(request).db.write() as session:
+        await _policy(session, caller.tenant_id, policy_id)
+        version = await _version(session, caller.tenant_id, policy_id, number)
+        return await _activate(session, caller, version, body.reason)
+
+
+@router.post("/rollback", summary="Re-activate the version that was active before the current one")
+async def rollback(body: ActivateBody, request: Request,
+                   caller: Annotated[Caller, require("policies.activate", step_up=True)]) -> dict[str, Any]:
+    """Walks back through the activations, one per call (activations push, rollbacks pop)."""
+    async with services_of(request).db.write() as session:
+        history = (await session.execute(select(PolicyActivation.version_id, PolicyActivation.rollback).where(
+            PolicyActivation.tenant_id == caller.tenant_id).order_by(PolicyActivation.id))).all()
+        stack: list[str] = []
+        for version_id, was_rollback in history:
+            if was_rollback:
+                stack.pop()
+            else:
+                stack.append(version_id)
+        if len(stack) < 2:
+            raise ApiError(409, "nothing_to_roll_back", "no earlier active version")
+        version = (await session.execute(select(PolicyVersion).where(PolicyVersion.id == stack[-2]))).scalar_one()
+        return await _activate(session, caller, version, body.reason or "rollback", rollback=True)
