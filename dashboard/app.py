@@ -13,6 +13,8 @@ from starlette.types import ASGIApp
 
 from dashboard import api
 from dashboard.pages.approvals import Approvals, approvals_page
+from dashboard.pages.certificate import CertificateView, certificate_page
+from dashboard.pages.evidence import Evidence, evidence_page
 from dashboard.pages.overview import Overview, overview_page
 from dashboard.pages.signin import Enrolment, Invitation, SignIn, enrol_page, invitation_page, signin_page
 from dashboard.state import Session
@@ -30,6 +32,9 @@ app.add_page(enrol_page, route="/enrol", title="Authenticator · Licet", on_load
 app.add_page(overview_page, route="/", title="Overview · Licet", on_load=[Session.require, Overview.load])
 app.add_page(approvals_page, route="/approvals", title="Approvals · Licet",
              on_load=[Session.require, Approvals.load])
+app.add_page(certificate_page, route="/certificate", title="Certificate · Licet",
+             on_load=[Session.require, CertificateView.load])
+app.add_page(evidence_page, route="/evidence", title="Evidence log · Licet", on_load=[Session.require, Evidence.load])
 
 
 class FrontendMissing(RuntimeError):
