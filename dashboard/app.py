@@ -15,6 +15,7 @@ from dashboard import api
 from dashboard.pages.approvals import Approvals, approvals_page
 from dashboard.pages.certificate import CertificateView, certificate_page
 from dashboard.pages.evidence import Evidence, evidence_page
+from dashboard.pages.explorer import AuditTrail, Decisions, audit_page, decisions_page
 from dashboard.pages.overview import Overview, overview_page
 from dashboard.pages.signin import Enrolment, Invitation, SignIn, enrol_page, invitation_page, signin_page
 from dashboard.state import Session
@@ -34,6 +35,9 @@ app.add_page(approvals_page, route="/approvals", title="Approvals · Licet",
              on_load=[Session.require, Approvals.load])
 app.add_page(certificate_page, route="/certificate", title="Certificate · Licet",
              on_load=[Session.require, CertificateView.load])
+app.add_page(decisions_page, route="/decisions", title="Decisions · Licet",
+             on_load=[Session.require, Decisions.load])
+app.add_page(audit_page, route="/audit", title="Audit trail · Licet", on_load=[Session.require, AuditTrail.load])
 app.add_page(evidence_page, route="/evidence", title="Evidence log · Licet", on_load=[Session.require, Evidence.load])
 
 
