@@ -144,6 +144,8 @@ def test_the_evidence_log_shows_the_checkpoint_and_checks_consistency(browser: A
     page.click("#check-consistency")
     expect(page.locator("#consistency-verdict")).to_contain_text("Verified: all", timeout=15_000)
     shot(page, "evidence-1280")
+    page.click("#inclusion-link")
+    expect(page.locator("#certificate-id")).to_have_text(certificate_id, timeout=15_000)
     # A certificate that does not exist (or that this person may not see) is the API's refusal, announced.
     page.goto("/certificate?id=no-such-certificate")
     expect(page.locator("#certificate-error")).to_contain_text("not_found", timeout=15_000)
