@@ -1,4 +1,4 @@
-"""The proof in words (dashboard/proof_text.py) restates the kernel's proof JSON faithfully: checked on
+"""The proof in words (licet/dashboard/proof_text.py) restates the kernel's proof JSON faithfully: checked on
 real decisions of the example policies, and on arbitrary numbers for the exact decimals."""
 
 from __future__ import annotations

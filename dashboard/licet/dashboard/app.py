@@ -13,6 +13,9 @@ from starlette.types import ASGIApp
 
 from licet.dashboard import api
 from licet.dashboard.pages.approvals import Approvals, approvals_page
+from licet.dashboard.pages.certificate import CertificateView, certificate_page
+from licet.dashboard.pages.evidence import Evidence, evidence_page
+from licet.dashboard.pages.explorer import AuditTrail, Decisions, audit_page, decisions_page
 from licet.dashboard.pages.overview import Overview, overview_page
 from licet.dashboard.pages.signin import Enrolment, Invitation, SignIn, enrol_page, invitation_page, signin_page
 from licet.dashboard.state import Session
@@ -30,6 +33,12 @@ app.add_page(enrol_page, route="/enrol", title="Authenticator · Licet", on_load
 app.add_page(overview_page, route="/", title="Overview · Licet", on_load=[Session.require, Overview.load])
 app.add_page(approvals_page, route="/approvals", title="Approvals · Licet",
              on_load=[Session.require, Approvals.load])
+app.add_page(certificate_page, route="/certificate", title="Certificate · Licet",
+             on_load=[Session.require, CertificateView.load])
+app.add_page(decisions_page, route="/decisions", title="Decisions · Licet",
+             on_load=[Session.require, Decisions.load])
+app.add_page(audit_page, route="/audit", title="Audit trail · Licet", on_load=[Session.require, AuditTrail.load])
+app.add_page(evidence_page, route="/evidence", title="Evidence log · Licet", on_load=[Session.require, Evidence.load])
 
 
 class FrontendMissing(RuntimeError):
