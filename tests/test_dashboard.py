@@ -142,6 +142,13 @@ def test_password_and_totp_sign_in_never_sends_the_password_to_the_dashboard(bro
     page.click("#verify-code")
     playwright_api.expect(page.locator("#active-policy")).to_contain_text("payments-agent v2", timeout=15_000)
     playwright_api.expect(page.locator("#pending-count")).not_to_have_text("0")
+    with httpx.Client(base_url=demo.url, headers={"authorization": f"Bearer {demo.data['owner_key']}"}) as owner:
+        summary = owner.get("/v1/certificates/summary", params={"window": "day"}).json()
+    assert summary["totals"]["forbid"] >= 1 and summary["totals"]["deny"] >= 1, "the demo's traffic"
+    for outcome, count in summary["totals"].items():
+        playwright_api.expect(page.locator(f"#total-{outcome}")).to_have_text(f"{outcome}: {count}")
+    for ranked in summary["most_refused_actions"]:
+        playwright_api.expect(page.locator("#refused-actions")).to_contain_text(ranked["name"])
     shot(page, "overview")
     cookies = {c["name"]: c for c in context.cookies()}
     assert cookies["licet_session"]["httpOnly"] and not cookies["licet_csrf"]["httpOnly"]

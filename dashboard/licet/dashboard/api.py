@@ -80,7 +80,9 @@ class Api:
     async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
         if not _bound:
             raise RuntimeError("the dashboard is not bound to an API app (dashboard.api.bind)")
-        transport = httpx.ASGITransport(app=_bound[0], client=(self.client_ip or "127.0.0.1", 0))
+        # raise_app_exceptions=False: an error inside the API reaches the page as the 500 a browser would get.
+        transport = httpx.ASGITransport(app=_bound[0], raise_app_exceptions=False,
+                                        client=(self.client_ip or "127.0.0.1", 0))
         headers = {"user-agent": self.user_agent or "licet-dashboard", CSRF_HEADER: self.csrf}
         cookies = {COOKIE: self.session} if self.session else {}
         async with httpx.AsyncClient(transport=transport, base_url="http://dashboard.internal", headers=headers,

@@ -32,7 +32,8 @@ _ENV_CHUNK = re.compile(r"var \w+=\{PING:`http://localhost:8000/ping`,EVENT:`ws:
 def source_key() -> str:
     """A digest of everything the frontend is built from."""
     digest = hashlib.sha256(f"reflex {version('reflex')}\n".encode())
-    skipped = {".web", "frontend", "__pycache__", ".states"}
+    # Not sources: build output, and the two files Reflex writes beside them when they are missing.
+    skipped = {".web", "frontend", "__pycache__", ".states", ".gitignore", "requirements.txt"}
     files = [p for p in sorted(PROJECT.rglob("*")) if p.is_file() and not skipped & set(p.relative_to(PROJECT).parts)
              and p.suffix != ".pyc"]
     for path in files:
@@ -87,10 +88,14 @@ def build(force: bool = False) -> str:
     _patch_env_chunk()
     shutil.rmtree(CLIENT, ignore_errors=True)
     shutil.copytree(BUILT, CLIENT)
-    shutil.rmtree(cached, ignore_errors=True)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(CLIENT, cached)
-    stamp.write_text(key)
+    # Reflex may rewrite reflex.lock/ as it builds (key order): the result is kept under the key of the
+    # sources before and after, so neither a clean clone nor the next run here builds again.
+    after = source_key()
+    for done in {key, after}:
+        shutil.rmtree(CACHE / done, ignore_errors=True)
+        (CACHE / done).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(CLIENT, CACHE / done)
+    stamp.write_text(after)
     return "built"
 
 

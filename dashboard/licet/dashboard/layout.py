@@ -18,7 +18,7 @@ NAV = (
 def _nav() -> rx.Component:
     return rx.el.nav(
         rx.hstack(
-            rx.link(rx.heading("Licet", size="5"), href="/", underline="none", color_scheme="gray"),
+            rx.link(rx.text("Licet", size="5", weight="bold"), href="/", underline="none", color_scheme="gray"),
             *[rx.link(label, href=path, size="3", id=f"nav-{path.strip('/') or 'overview'}") for label, path in NAV],
             rx.spacer(),
             rx.text(Session.email, " · ", Session.role, size="2", color_scheme="gray", id="whoami"),

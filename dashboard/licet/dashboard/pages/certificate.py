@@ -21,10 +21,11 @@ from licet.dashboard.layout import error_callout, page
 from licet.dashboard.proof_text import RuleStep, field_rows, proof_steps, proof_summary, rule_texts
 from licet.dashboard.state import Session, refusal
 from licet.kernel.bundle import BundleError, parse_bundle, verify_bundle
-from licet.kernel.certificate import redecide, verify_certificate
+from licet.kernel.certificate import verify_certificate
 from licet.kernel.errors import LicetError
 from licet.kernel.keys import PublicKey, parse_public_key
 from licet.kernel.policy import load_policy
+from licet.kernel.redecision import redecide
 from licet.kernel.report import Check
 
 FIELD_ORDER = ("id", "decision", "rules", "issued_at", "tenant", "policy", "request", "request_hash",

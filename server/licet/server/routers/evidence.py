@@ -10,12 +10,12 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from licet.kernel.bundle import make_bundle
@@ -30,6 +30,7 @@ from licet.server.models import CertificateRecord, CertificateRule
 from licet.server.routers import INT64_MAX, Text
 from licet.server.routers.decide import services_of
 from licet.server.services import Services
+from licet.server.time import utcnow
 
 router = APIRouter(prefix="/v1", tags=["evidence"], responses=ERROR_RESPONSES)
 
@@ -174,6 +175,52 @@ async def export_certificates(request: Request, caller: Annotated[Caller, requir
         return listed(row) if format == "csv" else {**listed(row), "certificate": json.loads(row.body)}
 
     return listings.export(fetch, lambda row: row.log_index, render, EXPORT_COLUMNS, format, "licet-decisions")
+
+
+_WINDOWS = {"hour": (timedelta(hours=1), "minute"), "day": (timedelta(days=1), "hour"),
+            "week": (timedelta(days=7), "day")}
+# A bucket's label is a prefix of the stored time text (SQLite) or the same format (PostgreSQL).
+_BUCKET_TEXT = {"minute": (16, "YYYY-MM-DD HH24:MI"), "hour": (13, "YYYY-MM-DD HH24"), "day": (10, "YYYY-MM-DD")}
+REFUSED = ("forbid", "deny")
+
+
+def _bucket(dialect: str, unit: str) -> Any:
+    length, pattern = _BUCKET_TEXT[unit]
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", CertificateRecord.issued_at), pattern)
+    return func.substr(CertificateRecord.issued_at, 1, length)
+
+
+@router.get("/certificates/summary", summary="Decisions per outcome over time, and the most refused")
+async def summary(request: Request, caller: Annotated[Caller, require("certificates.read")],
+                  window: Annotated[Literal["hour", "day", "week"], Query()] = "day") -> dict[str, Any]:
+    """Counts per outcome in each minute (last hour), hour (last day) or day (last week), and the
+    actions and agents refused most often in the window (agents: their own decisions)."""
+    span, unit = _WINDOWS[window]
+    since = utcnow() - span
+    scope = [CertificateRecord.tenant_id == caller.tenant_id, CertificateRecord.issued_at >= since]
+    if caller.role == "agent":
+        scope.append(CertificateRecord.principal_id == caller.principal_id)
+    services = services_of(request)
+    async with services.db.read() as session:
+        bucket = _bucket((await session.connection()).dialect.name, unit).label("bucket")
+        rows = (await session.execute(select(bucket, CertificateRecord.outcome, func.count()).where(*scope).group_by(
+            bucket, CertificateRecord.outcome).order_by(bucket))).all()
+        refused = [*scope, CertificateRecord.outcome.in_(REFUSED)]
+        top = {}
+        for name, column in (("actions", CertificateRecord.action), ("agents", CertificateRecord.principal_id)):
+            counted = func.count().label("n")
+            top[name] = [{"name": r[0], "count": r[1]} for r in (await session.execute(
+                select(column, counted).where(*refused).group_by(column).order_by(counted.desc(), column).limit(5)
+            )).all()]
+    series: dict[str, dict[str, Any]] = {}
+    totals = dict.fromkeys(("permit", "forbid", "deny", "require_approval"), 0)
+    for at, outcome, count in rows:
+        point = series.setdefault(at, {"at": at, **dict.fromkeys(totals, 0)})
+        point[outcome] += count
+        totals[outcome] += count
+    return {"window": window, "bucket": unit, "since": since.isoformat(), "series": list(series.values()),
+            "totals": totals, "most_refused_actions": top["actions"], "most_refused_agents": top["agents"]}
 
 
 @router.get("/certificates/{certificate_id}", summary="A certificate and its log index")
