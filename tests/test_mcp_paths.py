@@ -1,4 +1,4 @@
-"""mcp_server/paths.py: the real path a local upstream opens, against the operating system's own answer
+"""licet/mcp/paths.py: the real path a local upstream opens, against the operating system's own answer
 (`os.path.realpath`, strict) on random trees of links, and its refusals."""
 
 from __future__ import annotations
