@@ -5,17 +5,49 @@ failing closed when the server is unreachable."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import json
 import os
+import threading
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from licet import kernel, sdk
 from licet.kernel.note import parse_verifier_key
 from tests.conftest import PAYMENTS
 from tests.server_harness import Tenant, free_port
+
+TRANSFER = ("payments.transfer", "/accounts/a")
+
+
+@pytest.fixture(params=("sync", "async"))
+def flavour(request: pytest.FixtureRequest) -> str:
+    """Which client an SDK test goes through: `LicetClient` or `AsyncLicetClient`."""
+    return str(request.param)
+
+
+def through(flavour: str, url: str, key: str, use: Callable[[Any], Any], **options: Any) -> Any:
+    """`use(client)` with a new client of `flavour`; what it returns, awaited if it is awaitable."""
+
+    async def settle(found: Any) -> Any:
+        return await found if inspect.isawaitable(found) else found
+
+    if flavour == "sync":
+        with sdk.LicetClient(url, key, **options) as client:
+            return asyncio.run(settle(use(client)))
+
+    async def run() -> Any:
+        async with sdk.AsyncLicetClient(url, key, **options) as client:
+            return await settle(use(client))
+
+    return asyncio.run(run())
 
 
 def _transfer_tools(agent: sdk.Agent, ran: list[Any]) -> Any:
@@ -68,25 +100,200 @@ def test_decide_results_and_preflight(tenant: Tenant) -> None:
         assert bad.value.status == 422 and bad.value.code == "invalid_request"
 
 
-def test_async_client(tenant: Tenant) -> None:
-    async def run() -> tuple[str, str]:
-        async with sdk.AsyncLicetClient(tenant.server.url, tenant.key()) as client:
-            result = await client.decide("payments.transfer", "/accounts/a", {"amount": 5, "currency": "EUR"})
-            fetched = await client.certificate(result.certificate_id)
-            return result.decision, fetched["certificate"]["id"]
+def test_every_client_call_with_either_client(tenant: Tenant, flavour: str) -> None:
+    agent_key = tenant.key(principal_id=f"agent:{flavour}")
 
-    decision, fetched_id = asyncio.run(run())
-    assert decision == "permit" and fetched_id
+    def call(use: Callable[[Any], Any], key: str = agent_key) -> Any:
+        return through(flavour, tenant.server.url, key, use)
+
+    permit = call(lambda c: c.decide(*TRANSFER, {"amount": 5, "currency": "EUR"}, idempotency_key="k-1"))
+    assert isinstance(permit, sdk.DecisionResult) and permit.permitted and not permit.replayed
+    again = call(lambda c: c.decide(*TRANSFER, {"amount": 5, "currency": "EUR"}, idempotency_key="k-1"))
+    assert again.replayed and again.certificate_id == permit.certificate_id
+    found = call(lambda c: c.capabilities(["payments.transfer", "db.drop"]))["actions"]
+    assert found["payments.transfer"]["permit"] and not found["db.drop"]["permit"]
+    stored = call(lambda c: c.certificate(permit.certificate_id))
+    assert stored["certificate"] == permit.certificate and stored["log_index"] == permit.log_index
+
+    keys = call(lambda c: c.trusted_keys())
+    assert isinstance(keys, sdk.TrustedKeys)
+    assert [k.to_json() for k in keys.certificate_keys] == call(lambda c: c.evidence_keys())["certificate_keys"]
+    assert sdk.verified(sdk.verify_certificate(permit.certificate, keys))
+    bundle = call(lambda c: c.proof(permit.certificate_id))["bundle"]
+    assert sdk.verified(sdk.verify_bundle(permit.certificate, bundle, keys))
+    assert not sdk.verified(sdk.verify_bundle(permit.certificate, bundle, keys, origin="elsewhere/licet/x"))
+
+    plan = call(lambda c: c.verify_plan([{"action": TRANSFER[0], "resource": TRANSFER[1],
+                                          "args": {"amount": 10, "currency": "EUR"}}]))
+    assert isinstance(plan, sdk.PlanResult) and plan.safe
+    with pytest.raises(sdk.ApiError) as bad:
+        call(lambda c: c.decide("payments.transfer", "/a/../../x"))
+    assert bad.value.status == 422 and bad.value.code == "invalid_request"
+
+    author = tenant.key("policy_author", "user:author")
+    with tenant.server.client(author) as listing:
+        policy_id = listing.get("/v1/policies").json()["policies"][0]["id"]
+    compared = call(lambda c: c.diff(policy_id), author)
+    assert compared["new"]["number"] == compared["old"]["number"] == 1  # the newest version is the active one
+
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    scope = [{"id": "small", "effect": "permit", "action": ["payments.transfer"], "resource": ["/accounts/*"],
+              "when": "args.amount <= 100"}]
+    grant = call(lambda c: c.delegate(f"agent:{flavour}-helper", scope, later))["grant"]["id"]
+    assert grant in [g["id"] for g in call(lambda c: c.delegations())["grants"]]
+    helper = tenant.key(principal_id=f"agent:{flavour}-helper", roles=[])
+    assert call(lambda c: c.decide(*TRANSFER, {"amount": 50, "currency": "EUR"}, delegation=grant), helper).permitted
+    assert call(lambda c: c.revoke_delegation(grant))["revoked"] == [grant]
+
+    asked = call(lambda c: c.decide(*TRANSFER, {"amount": 2000, "currency": "EUR"}))
+    assert asked.decision == "require_approval" and asked.approval_id is not None
+    assert call(lambda c: c.approval(asked.approval_id))["state"] == "pending"
+    assert asked.approval_id in [a["id"] for a in call(lambda c: c.approvals())["approvals"]]
+    with pytest.raises(TimeoutError):
+        call(lambda c: c.wait_for_approval(asked.approval_id, timeout=0.2, interval=0.05))
+    assert call(lambda c: c.cancel_approval(asked.approval_id))["state"] == "cancelled"
+    assert call(lambda c: c.wait_for_approval(asked.approval_id))["state"] == "cancelled"
+    size = int(call(lambda c: c.checkpoint())["size"])
+    assert size >= 4 and call(lambda c: c.consistency(1, size))["proof"] is not None
 
 
-def test_unreachable_server_fails_closed() -> None:
-    ran: list[Any] = []
-    with sdk.LicetClient(f"http://127.0.0.1:{free_port()}", "licet_x", retries=1, timeout=1) as client:
+def test_an_approval_waited_for_then_presented(tenant: Tenant, flavour: str) -> None:
+    key = tenant.key(principal_id=f"agent:{flavour}")
+    approvers = [tenant.person("approver"), tenant.person("approver")]
+    transfer = {"amount": 2000, "currency": "EUR"}
+    asked = through(flavour, tenant.server.url, key, lambda c: c.decide(*TRANSFER, transfer))
+    assert asked.decision == "require_approval" and asked.approval_id is not None
+
+    def vote() -> None:
+        for person in approvers:
+            with person.client() as client:
+                voted = client.post(f"/v1/approvals/{asked.approval_id}/approve", json={"reason": "ok"})
+                assert voted.status_code == 200, voted.text
+
+    voting = threading.Thread(target=vote)
+    voting.start()
+    decided = through(flavour, tenant.server.url, key,
+                      lambda c: c.wait_for_approval(asked.approval_id, timeout=60, interval=0.1))
+    voting.join()
+    assert decided["state"] == "granted"
+    permit = through(flavour, tenant.server.url, key,
+                     lambda c: c.decide(*TRANSFER, transfer, approval=asked.approval_id))
+    assert permit.permitted and permit.certificate["approval"]["id"] == asked.approval_id
+    refused = through(flavour, tenant.server.url, key, lambda c: c.decide(*TRANSFER, transfer, approval=asked.approval_id))
+    with pytest.raises(sdk.ApprovalRefused) as used:
+        sdk.errors.raise_for_decision(refused)
+    assert used.value.code == "approval_used"
+
+
+def test_the_agent_with_either_client(tenant: Tenant, flavour: str) -> None:
+    key = tenant.key(principal_id=f"agent:{flavour}")
+    calls = [(*TRANSFER, {"amount": 10, "currency": "EUR"})]
+    ran: list[int] = []
+
+    def guarded_async(client: Any) -> Any:
         agent = sdk.Agent(client)
-        transfer = _transfer_tools(agent, ran)
-        with pytest.raises(sdk.LicetUnavailable):
-            transfer("acc-1", 1)
+
+        @agent.tool(action="payments.transfer", resource="/accounts/{account}")
+        async def transfer(account: str, amount: int, currency: str = "EUR") -> str:
+            ran.append(amount)
+            return f"sent {amount}"
+
+        async def run() -> tuple[Any, ...]:
+            sent = await transfer("a", 10)
+            with pytest.raises(sdk.ApprovalRequired) as asked:
+                await transfer("a", 2000)
+            return sent, agent.last_certificate, asked.value.approval_id, await agent.preflight_async(calls)
+
+        return run()
+
+    sent, certificate, approval_id, plan = through(flavour, tenant.server.url, key, guarded_async)
+    assert sent == "sent 10" and ran == [10] and certificate["decision"] == "require_approval"
+    assert approval_id is not None and plan.safe
+
+    def guarded_sync(client: Any) -> Any:
+        agent = sdk.Agent(client)
+
+        @agent.tool(action="payments.transfer", resource="/accounts/{account}")
+        def transfer(account: str, amount: int, currency: str = "EUR") -> str:
+            ran.append(amount)
+            return f"sent {amount}"
+
+        return transfer("a", 20), agent.preflight(calls)
+
+    if flavour == "sync":
+        sent, plan = through(flavour, tenant.server.url, key, guarded_sync)
+        assert sent == "sent 20" and plan.safe and ran == [10, 20]
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TypeError, match="async def"):
+            through(flavour, tenant.server.url, key, guarded_sync)
+        with pytest.raises(TypeError, match=r"await agent\.preflight_async"):
+            through(flavour, tenant.server.url, key, lambda c: sdk.Agent(c).preflight(calls))
+        gc.collect()
+    assert ran == [10] and not [w for w in caught if "never awaited" in str(w.message)]
+
+
+def test_a_decider_that_returns_an_awaitable_unannounced_fails_closed() -> None:
+    class Sneaky:
+        def decide(self, action: str, resource: str, args: dict[str, Any] | None = None) -> Any:
+            return asyncio.sleep(0)
+
+        def verify_plan(self, steps: list[dict[str, Any]]) -> Any:
+            return asyncio.sleep(0)
+
+    agent, ran = sdk.Agent(Sneaky()), []
+
+    @agent.tool
+    def tool() -> None:
+        ran.append(1)
+
+    with pytest.raises(TypeError):
+        tool()
+    with pytest.raises(TypeError, match="preflight_async"):
+        agent.preflight([("a", "/b", {})])
     assert ran == [] and agent.last_certificate is None
+
+
+def test_unreachable_server_fails_closed(flavour: str) -> None:
+    ran: list[Any] = []
+
+    def use(client: Any) -> Any:
+        agent = sdk.Agent(client)
+
+        @agent.tool(action="payments.transfer")
+        async def transfer(amount: int) -> None:
+            ran.append(amount)
+
+        async def run() -> Any:
+            with pytest.raises(sdk.LicetUnavailable):
+                await transfer(1)
+            return agent.last_certificate
+
+        return run()
+
+    assert through(flavour, f"http://127.0.0.1:{free_port()}", "licet_x", use, retries=1, timeout=1) is None
+    assert ran == []
+
+
+def test_retries_repeat_the_same_idempotency_key_then_fail_closed(flavour: str) -> None:
+    seen: list[str] = []
+    answers = [503, 502, 200]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["idempotency-key"])
+        status = answers[len(seen) - 1] if len(seen) <= len(answers) else 503
+        return httpx.Response(status, json={"decision": "permit", "certificate": {"id": "c"}, "certificate_id": "c"})
+
+    result = through(flavour, "http://licet.test", "k", lambda c: c.decide(*TRANSFER), retries=3,
+                     transport=httpx.MockTransport(answer))
+    assert result.permitted and len(seen) == 3 and len(set(seen)) == 1
+    seen.clear()
+    answers[:] = [503, 503]
+    with pytest.raises(sdk.LicetUnavailable, match="503"):
+        through(flavour, "http://licet.test", "k", lambda c: c.decide(*TRANSFER), retries=1,
+                transport=httpx.MockTransport(answer))
+    assert len(seen) == 2
 
 
 def test_local_mode_issues_the_same_certificates(tmp_path: Path) -> None:

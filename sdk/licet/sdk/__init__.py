@@ -21,7 +21,7 @@ from licet.sdk.errors import (
     LicetUnavailable,
     NotPermitted,
 )
-from licet.sdk.types import DecisionResult, PlanResult
+from licet.sdk.types import DecisionResult, PlanResult, TrustedKeys
 from licet.sdk.verify import verified, verify_bundle, verify_certificate
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ __all__ = [
     "LocalLicet",
     "NotPermitted",
     "PlanResult",
+    "TrustedKeys",
     "verified",
     "verify_bundle",
     "verify_certificate",

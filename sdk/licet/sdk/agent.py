@@ -66,9 +66,14 @@ class Agent:
 
                 return guarded_async  # type: ignore[return-value]
 
+            sync_only = (f"@agent.tool: {func.__name__} is not `async def` but the client is async; make the "
+                         "tool `async def` or use a sync client")
+            if inspect.iscoroutinefunction(self.licet.decide):
+                raise TypeError(sync_only)
+
             @functools.wraps(func)
             def guarded(*call_args: Any, **call_kwargs: Any) -> Any:
-                self._allow(self.licet.decide(*ask(call_args, call_kwargs)))
+                self._allow(_not_awaitable(self.licet.decide(*ask(call_args, call_kwargs)), sync_only))
                 return func(*call_args, **call_kwargs)
 
             return guarded  # type: ignore[return-value]
@@ -80,8 +85,30 @@ class Agent:
         raise_for_decision(decision)
 
     def preflight(self, calls: list[tuple[str, str, dict[str, Any]]]) -> PlanResult:
-        """Verify a list of intended calls `(action, resource, args)` as one plan before starting."""
-        result = self.licet.verify_plan([{"action": a, "resource": r, "args": x} for a, r, x in calls])
-        if inspect.isawaitable(result):
-            raise TypeError("use `await agent.preflight_async(...)` with an async client")
-        return result  # type: ignore[no-any-return]
+        """Verify a list of intended calls `(action, resource, args)` as one plan before starting
+        (with an `AsyncLicetClient`: `await agent.preflight_async(calls)`)."""
+        if inspect.iscoroutinefunction(self.licet.verify_plan):
+            raise TypeError(_PREFLIGHT_ASYNC)
+        return _not_awaitable(self.licet.verify_plan(_steps(calls)), _PREFLIGHT_ASYNC)  # type: ignore[no-any-return]
+
+    async def preflight_async(self, calls: list[tuple[str, str, dict[str, Any]]]) -> PlanResult:
+        """`preflight`, awaited: with an async client, a sync client or a `LocalLicet` alike."""
+        result = self.licet.verify_plan(_steps(calls))
+        return await result if inspect.isawaitable(result) else result  # type: ignore[no-any-return]
+
+
+_PREFLIGHT_ASYNC = "Agent.preflight with an async client: use `await agent.preflight_async(...)`"
+
+
+def _steps(calls: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [{"action": a, "resource": r, "args": x} for a, r, x in calls]
+
+
+def _not_awaitable(result: Any, message: str) -> Any:
+    """`result`, unless a decider that does not declare itself async returned an awaitable: then it is
+    closed unsent (nothing was asked, so nothing is permitted) and `TypeError(message)` raised."""
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise TypeError(message)
+    return result

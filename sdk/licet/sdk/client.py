@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from licet.sdk.errors import ApiError, LicetUnavailable
-from licet.sdk.types import DecisionResult, PlanResult
+from licet.sdk.types import DecisionResult, PlanResult, TrustedKeys
 
 RETRYABLE = {502, 503, 504}
 
@@ -50,6 +50,9 @@ def decide_call(action: str, resource: str, args: dict[str, Any] | None, *, dele
 def plan_call(steps: list[dict[str, Any]]) -> Call:
     """`POST /v1/plans/verify` (read-only, safe to retry)."""
     return Call("POST", "/v1/plans/verify", body={"steps": steps}, retry=True)
+
+
+KEYS_CALL = Call("GET", "/v1/evidence/keys", retry=True)
 
 
 def _parse(reply: httpx.Response) -> Any:
@@ -119,8 +122,8 @@ class _Routes:
         return self._send(Call("GET", "/v1/evidence/consistency", {"first": first, "second": second}, retry=True))
 
     def evidence_keys(self) -> Any:
-        """The public keys that verify certificates and checkpoints."""
-        return self._send(Call("GET", "/v1/evidence/keys", retry=True))
+        """The public keys that verify certificates and checkpoints, as JSON (`trusted_keys` reads them)."""
+        return self._send(KEYS_CALL)
 
     def diff(self, policy_id: str, version: int | None = None, against: int | None = None) -> Any:
         """What a policy version permits that another does not, and the reverse."""
@@ -199,6 +202,11 @@ class LicetClient(_Routes):
         """Pre-flight: is every step of the plan permitted, for every value of its symbolic arguments?"""
         return PlanResult.from_json(self._send(plan_call(steps)))
 
+    def trusted_keys(self) -> TrustedKeys:
+        """The tenant's published certificate keys and log key, parsed, for `verify_certificate` and
+        `verify_bundle` (fetched from the server you verify: pin them for a check independent of it)."""
+        return TrustedKeys.from_json(self._send(KEYS_CALL))
+
     def _send(self, call: Call) -> Any:
         attempt = 0
         while True:
@@ -256,6 +264,10 @@ class AsyncLicetClient(_Routes):
     async def verify_plan(self, steps: list[dict[str, Any]]) -> PlanResult:
         """Pre-flight check of a plan."""
         return PlanResult.from_json(await self._send(plan_call(steps)))
+
+    async def trusted_keys(self) -> TrustedKeys:
+        """The tenant's published certificate keys and log key, parsed (see `LicetClient.trusted_keys`)."""
+        return TrustedKeys.from_json(await self._send(KEYS_CALL))
 
     async def _send(self, call: Call) -> Any:
         attempt = 0

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from licet.kernel.errors import LicetError as KernelError
+from licet.kernel.keys import PublicKey, parse_public_key
+from licet.kernel.note import NoteVerifier, parse_verifier_key
+from licet.sdk.errors import LicetError
 
 
 @dataclass(frozen=True)
@@ -57,3 +64,40 @@ class PlanResult:
         """From a plan verdict's JSON."""
         return cls(str(body["verdict"]), int(body.get("steps_checked", 0)), body.get("counterexample"),
                    tuple(body.get("approval_steps", ()) or ()), dict(body.get("proof", {})), dict(body))
+
+
+@dataclass(frozen=True)
+class TrustedKeys:
+    """What verifies a tenant's evidence offline (`GET /v1/evidence/keys`): the public keys that sign
+    certificates, and the origin and verifier key of the tenant's log that sign its checkpoints.
+    Pass it as is to `verify_certificate` and `verify_bundle`."""
+
+    certificate_keys: tuple[PublicKey, ...]
+    log_origin: str
+    log_key: NoteVerifier
+
+    @classmethod
+    def from_json(cls, body: Any) -> TrustedKeys:
+        """From the JSON of `GET /v1/evidence/keys` (`{"certificate_keys": [public key], "log":
+        {"origin", "verifier_key"}}`); a `LicetError` naming the field that is missing or malformed."""
+        body = _read("body", lambda b: b if isinstance(b, Mapping) else None, body)
+        listed = _read("certificate_keys", lambda k: k if isinstance(k, list) and k else None,
+                       body.get("certificate_keys"))
+        keys = tuple(_read(f"certificate_keys[{i}]", lambda k: parse_public_key(json.dumps(k)), key)
+                     for i, key in enumerate(listed))
+        log = _read("log", lambda b: b if isinstance(b, Mapping) else None, body.get("log"))
+        origin = _read("log.origin", lambda o: o if isinstance(o, str) and o else None, log.get("origin"))
+        verifier = _read("log.verifier_key", lambda v: parse_verifier_key(v) if isinstance(v, str) else None,
+                         log.get("verifier_key"))
+        return cls(keys, origin, verifier)
+
+
+def _read(where: str, read: Callable[[Any], Any], value: Any) -> Any:
+    """`read(value)`; a `LicetError` naming the field `where` if that is None or fails."""
+    try:
+        found = read(value)
+    except (KernelError, TypeError, ValueError) as exc:
+        raise LicetError(f"evidence keys: {where}: {exc}") from exc
+    if found is None:
+        raise LicetError(f"evidence keys: {where}: missing or of the wrong type")
+    return found

@@ -10,21 +10,27 @@ from licet import kernel
 from licet.kernel.bundle import verify_bundle as _verify_bundle
 from licet.kernel.checkpoint import LogKey
 from licet.kernel.report import Check, all_ok
+from licet.sdk.types import TrustedKeys
 
 
-def verify_certificate(certificate: Mapping[str, Any], public_keys: Iterable[kernel.PublicKey], *,
+def verify_certificate(certificate: Mapping[str, Any], public_keys: TrustedKeys | Iterable[kernel.PublicKey], *,
                        policy: kernel.Policy | None = None) -> list[Check]:
-    """Each check of a certificate: format, signature, theorem and request hashes, and with `policy`
-    a re-decision that must reach the same outcome."""
-    checks = kernel.verify_certificate(certificate, public_keys)
+    """Each check of a certificate: format, signature (by one of `public_keys`, or of the trusted
+    keys' certificate keys), theorem and request hashes, and with `policy` a re-decision that must
+    reach the same outcome."""
+    keys = public_keys.certificate_keys if isinstance(public_keys, TrustedKeys) else public_keys
+    checks = kernel.verify_certificate(certificate, keys)
     if policy is not None:
         checks.append(kernel.redecide(certificate, policy))
     return checks
 
 
-def verify_bundle(certificate: Mapping[str, Any], bundle: str, log_keys: Sequence[LogKey], *,
+def verify_bundle(certificate: Mapping[str, Any], bundle: str, log_keys: TrustedKeys | Sequence[LogKey], *,
                   origin: str | None = None) -> list[Check]:
-    """Each check that `certificate` is in its tenant's log under the bundle's signed checkpoint."""
+    """Each check that `certificate` is in its tenant's log under the bundle's signed checkpoint (signed
+    by one of `log_keys`, or the trusted keys' log key; the log's origin is theirs unless given)."""
+    if isinstance(log_keys, TrustedKeys):
+        return _verify_bundle(certificate, bundle, [log_keys.log_key], origin=origin or log_keys.log_origin)
     return _verify_bundle(certificate, bundle, log_keys, origin=origin)
 
 
