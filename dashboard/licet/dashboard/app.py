@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from licet.dashboard import api
+from licet.dashboard.pages.account import Account, account_page
 from licet.dashboard.pages.approvals import Approvals, approvals_page
 from licet.dashboard.pages.certificate import CertificateView, certificate_page
 from licet.dashboard.pages.evidence import Evidence, evidence_page
@@ -38,6 +39,7 @@ app.add_page(certificate_page, route="/certificate", title="Certificate · Licet
 app.add_page(decisions_page, route="/decisions", title="Decisions · Licet",
              on_load=[Session.require, Decisions.load])
 app.add_page(audit_page, route="/audit", title="Audit trail · Licet", on_load=[Session.require, AuditTrail.load])
+app.add_page(account_page, route="/account", title="Your account · Licet", on_load=[Session.require, Account.load])
 app.add_page(evidence_page, route="/evidence", title="Evidence log · Licet", on_load=[Session.require, Evidence.load])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from licet.dashboard.state import Session
+from licet.dashboard.state import Session, StepUp
 
 NAV = (
     ("Overview", "/"),
@@ -12,6 +12,7 @@ NAV = (
     ("Decisions", "/decisions"),
     ("Audit", "/audit"),
     ("Evidence log", "/evidence"),
+    ("Account", "/account"),
 )
 
 
@@ -54,3 +55,33 @@ def field(label: str, control: rx.Component) -> rx.Component:
     """A form control with its visible label."""
     return rx.vstack(rx.el.label(label, html_for=control.id, style={"fontSize": "14px"}), control,
                      spacing="1", width="100%")
+
+
+def step_up_dialog(state: type[StepUp], why: str) -> rx.Component:
+    """The in-place step-up of `state`'s held action: a code (TOTP or backup) or, if the person has one, a
+    passkey; the browser sends either straight to `/v1/auth/mfa/...`."""
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title("Confirm it is you"),
+            rx.dialog.description(why),
+            error_callout(state.step_up_error, "step-up-error"),
+            rx.form(
+                rx.vstack(
+                    field("Code from your authenticator (or a backup code)",
+                          rx.input(id="step-up-code", auto_complete="one-time-code")),
+                    rx.hstack(rx.button("Confirm", type="submit", id="step-up-confirm"),
+                              rx.cond(Session.mfa_methods.contains("passkey"),
+                                      rx.button("Use a passkey", type="button", variant="outline",
+                                                on_click=rx.call_script("licet.passkeyCheck()",
+                                                                        callback=state.stepped_up),
+                                                id="step-up-passkey")),
+                              rx.button("Cancel", type="button", variant="soft", color_scheme="gray",
+                                        on_click=state.cancel_step_up),
+                              wrap="wrap"),
+                    spacing="3",
+                ),
+                on_submit=rx.call_script("licet.totp('step-up-code')", callback=state.stepped_up),
+            ),
+        ),
+        open=state.step_up_open,
+    )

@@ -69,6 +69,40 @@ class Session(rx.State):
         return rx.call_script("licet.go('/login')")
 
 
+class StepUp(rx.State, mixin=True):
+    """An action the API refused for stale MFA (`step_up_required`), held while the page asks for a step-up
+    in place (a code or a passkey, sent by the browser straight to `/v1/auth/mfa/...`), then done."""
+
+    step_up_open: rx.Field[bool] = rx.field(False)
+    step_up_error: rx.Field[str] = rx.field("")
+
+    def _ask_step_up(self) -> None:
+        self.step_up_open, self.step_up_error = True, ""
+
+    async def _resume(self) -> Any:
+        """Do the held action again (each page says which); what it returns goes back to the browser."""
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        """Forget the held action."""
+        raise NotImplementedError
+
+    @rx.event
+    async def stepped_up(self, result: dict[str, Any]) -> Any:
+        """The browser's step-up answer: retry the held action, or say why the step-up failed."""
+        if result.get("status") != 200:
+            error = (result.get("body") or {}).get("error") or {}
+            self.step_up_error = f"step-up failed: {error.get('message', '')}"
+            return None
+        self.step_up_open, self.step_up_error = False, ""
+        return await self._resume()
+
+    @rx.event
+    def cancel_step_up(self) -> None:
+        self.step_up_open = False
+        self._drop()
+
+
 def refusal(reply: Reply) -> str:
     """The API's refusal as a person reads it: its message and stable code."""
     return f"{reply.message} ({reply.error_code})" if reply.error_code else reply.message

@@ -10,8 +10,8 @@ from typing import Any, TypedDict
 
 import reflex as rx
 
-from licet.dashboard.layout import error_callout, field, page
-from licet.dashboard.state import Session, refusal
+from licet.dashboard.layout import error_callout, page, step_up_dialog
+from licet.dashboard.state import Session, StepUp, refusal
 
 POLL_SECONDS = 1.0  # a new approval shows within this (plus one API call) in every open queue
 
@@ -53,15 +53,13 @@ def _item(approval: dict[str, Any], now: datetime) -> Item:
                 may_vote=bool(mine["allowed"]), why_not=mine.get("reason") or "")
 
 
-class Approvals(Session):
+class Approvals(StepUp, Session):
     """The pending approvals this person may see, refreshed every second while the page is open."""
 
     items: rx.Field[list[Item]] = rx.field(default_factory=list)
     error: rx.Field[str] = rx.field("")
     notice: rx.Field[str] = rx.field("")
     reasons: rx.Field[dict[str, str]] = rx.field(default_factory=dict)
-    step_up_open: rx.Field[bool] = rx.field(False)
-    step_up_error: rx.Field[str] = rx.field("")
     _pending_vote: tuple[str, bool] | None = None
     _watching: bool = False
 
@@ -109,7 +107,8 @@ class Approvals(Session):
         verb = "approve" if approve else "deny"
         reply = await self.api().post(f"/v1/approvals/{approval_id}/{verb}", {"reason": reason})
         if reply.error_code == "step_up_required":
-            self._pending_vote, self.step_up_open, self.step_up_error = (approval_id, approve), True, ""
+            self._pending_vote = (approval_id, approve)
+            self._ask_step_up()
             return
         if reply.ok:
             self.notice = f"{'Approved' if approve else 'Denied'} {approval_id}: now {reply.body['state']} " \
@@ -118,25 +117,14 @@ class Approvals(Session):
             self.error = refusal(reply)
         await self._refresh()
 
-    @rx.event
-    async def stepped_up(self, result: dict[str, Any]) -> Any:
-        """The browser's step-up answer (a code or a passkey, sent by it straight to /v1/auth/mfa/...)."""
-        error = (result.get("body") or {}).get("error") or {}
-        return await self._stepped_up(result.get("status") == 200, str(error.get("message", "")))
-
-    async def _stepped_up(self, ok: bool, problem: str) -> None:
-        if not ok:
-            self.step_up_error = f"step-up failed: {problem}"
-            return
-        self.step_up_open, self.step_up_error = False, ""
+    async def _resume(self) -> None:
         if self._pending_vote is not None:
             approval_id, approve = self._pending_vote
             self._pending_vote = None
             await self.vote(approval_id, approve)
 
-    @rx.event
-    def cancel_step_up(self) -> None:
-        self.step_up_open, self._pending_vote = False, None
+    def _drop(self) -> None:
+        self._pending_vote = None
 
 
 def _card(item: rx.Var[Item]) -> rx.Component:
@@ -175,33 +163,6 @@ def _card(item: rx.Var[Item]) -> rx.Component:
     )
 
 
-def _step_up_dialog() -> rx.Component:
-    return rx.dialog.root(
-        rx.dialog.content(
-            rx.dialog.title("Confirm it is you"),
-            rx.dialog.description("Votes need a second factor within the last 10 minutes."),
-            error_callout(Approvals.step_up_error, "step-up-error"),
-            rx.form(
-                rx.vstack(
-                    field("Code from your authenticator (or a backup code)",
-                          rx.input(id="step-up-code", auto_complete="one-time-code")),
-                    rx.hstack(rx.button("Confirm and vote", type="submit", id="step-up-confirm"),
-                              rx.cond(Session.mfa_methods.contains("passkey"),
-                                      rx.button("Use a passkey", type="button", variant="outline",
-                                                on_click=rx.call_script("licet.passkeyCheck()",
-                                                                        callback=Approvals.stepped_up),
-                                                id="step-up-passkey")),
-                              rx.button("Cancel", type="button", variant="soft", color_scheme="gray",
-                                        on_click=Approvals.cancel_step_up)),
-                    spacing="3",
-                ),
-                on_submit=rx.call_script("licet.totp('step-up-code')", callback=Approvals.stepped_up),
-            ),
-        ),
-        open=Approvals.step_up_open,
-    )
-
-
 def approvals_page() -> rx.Component:
     return page(
         "Approvals",
@@ -211,5 +172,5 @@ def approvals_page() -> rx.Component:
                                                    role="status")),
         rx.cond(Approvals.items.length() == 0, rx.text("Nothing is waiting.", id="approvals-empty")),
         rx.foreach(Approvals.items, _card),
-        _step_up_dialog(),
+        step_up_dialog(Approvals, "Votes need a second factor within the last few minutes."),
     )

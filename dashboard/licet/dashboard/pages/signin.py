@@ -20,7 +20,9 @@ def _error(result: Any) -> str:
     body = result.get("body") if isinstance(result, dict) else None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        return f"{error.get('message', '')} ({error.get('code', '')})"
+        said = f"{error.get('message', '')} ({error.get('code', '')})"
+        # The throttle's answer: no password or code is tried at all until the lock ends.
+        return f"Sign-in locked: {said}" if error.get("code") == "too_many_attempts" else said
     return f"sign-in failed (HTTP {result.get('status') if isinstance(result, dict) else '?'})"
 
 
