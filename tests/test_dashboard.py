@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,15 +50,16 @@ class Demo:
                             timeout=30)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    data_dir = tmp_path_factory.mktemp("dashboard-demo")
+@contextmanager
+def demo_server(data_dir: Path, **env: str) -> Iterator[Demo]:
+    """`licet serve --demo` on a free port of localhost (the passkeys' relying party), with `env` added
+    (e.g. LICET_DATABASE_URL); stopped afterwards."""
     port = free_port()
     url = f"http://localhost:{port}"
     log = data_dir / "server.log"
     env = {**os.environ, "LICET_RP_ID": "localhost", "LICET_RP_ORIGINS": json.dumps([url]),
            "LICET_COOKIE_SECURE": "false", "LICET_STEP_UP_SECONDS": str(STEP_UP_SECONDS),
-           "LICET_SOURCE_LOCK_FAILURES": "100000"}
+           "LICET_SOURCE_LOCK_FAILURES": "100000", **env}
     process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--demo", "--port", str(port),
                                 "--data-dir", str(data_dir)], env=env, stdout=log.open("wb"),
                                stderr=subprocess.STDOUT, cwd=ROOT)
@@ -72,10 +74,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             process.kill()
             raise RuntimeError(f"licet serve --demo did not start: {log.read_text()}")
         time.sleep(0.2)
-    yield Demo(url, json.loads((data_dir / "demo-keys.json").read_text()), log)
-    process.terminate()
-    process.wait(10)
+    try:
+        yield Demo(url, json.loads((data_dir / "demo-keys.json").read_text()), log)
+    finally:
+        process.terminate()
+        process.wait(10)
     assert "does not match the backend state schema" not in log.read_text(), "stale frontend build"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with demo_server(tmp_path_factory.mktemp("dashboard-demo")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +100,27 @@ def browser() -> Iterator[Any]:
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def browser_fetch(page: Any, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """`path` of `/v1` called from `page` as its person (session cookie and CSRF token): {status, body}."""
+    return dict(page.evaluate("""async ([method, path, body]) => {
+        const csrf = (document.cookie.match(/licet_csrf=([^;]*)/) || [])[1] || '';
+        const r = await fetch(path, {method, headers: {'content-type': 'application/json',
+            'x-csrf-token': decodeURIComponent(csrf)}, body: body === null ? undefined : JSON.stringify(body)});
+        return {status: r.status, body: await r.json()};
+    }""", [method, path, body]))
+
+
+def virtual_authenticator(page: Any) -> tuple[Any, str]:
+    """A CTAP2 platform authenticator with resident keys and user verification in `page`'s browser
+    (Chromium's CDP virtual authenticator): the CDP session and the authenticator's id."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable", {"enableUI": False})
+    added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
+        "isUserVerified": True, "automaticPresenceSimulation": True}})
+    return cdp, str(added["authenticatorId"])
 
 
 def sign_in(browser: Any, demo: Demo, who: str, *, width: int = 1280, code_offset: int = 0) -> Any:
@@ -158,6 +189,13 @@ def test_password_and_totp_sign_in_never_sends_the_password_to_the_dashboard(bro
 
 
 def test_two_approvers_reach_the_quorum_live_one_after_a_step_up(browser: Any, demo: Demo) -> None:
+    quorum_flow(browser, demo)
+
+
+def quorum_flow(browser: Any, demo: Demo) -> None:
+    """Ana and Ben (each signed in here) watch the queue; an agent's request opens a 2-of-2 approval that
+    shows in both without a reload; Ana approves, Ben after a step-up in place; the agent's retry gets a
+    permit naming both."""
     ben = sign_in(browser, demo, "ben")
     ben_signed_in = time.monotonic()
     ana = sign_in(browser, demo, "ana")
@@ -203,13 +241,9 @@ def test_two_approvers_reach_the_quorum_live_one_after_a_step_up(browser: Any, d
 def test_the_requesters_key_creator_sees_why_not_and_the_api_refuses_a_forged_vote(browser: Any, demo: Demo) -> None:
     owner = sign_in(browser, demo, "owner", code_offset=30)
     # The owner, fresh from MFA, makes an agent key; its request opens an approval the owner may not vote on.
-    made = owner.evaluate("""async () => {
-        const csrf = document.cookie.match(/licet_csrf=([^;]*)/)[1];
-        const r = await fetch('/v1/keys', {method: 'POST', headers: {'content-type': 'application/json',
-            'x-csrf-token': decodeURIComponent(csrf)}, body: JSON.stringify({name: 'owner-made agent',
-            role: 'agent', principal_id: 'agent:owner-bot', principal_roles: ['payments-agent']})});
-        return {status: r.status, body: await r.json()};
-    }""")
+    made = browser_fetch(owner, "POST", "/v1/keys", {"name": "owner-made agent", "role": "agent",
+                                                     "principal_id": "agent:owner-bot",
+                                                     "principal_roles": ["payments-agent"]})
     assert made["status"] == 201, made
     args = {"amount": 3100, "currency": "EUR", "country": "DE", "beneficiary_iban": "DE89370400440532013000"}
     with demo.agent(made["body"]["secret"]) as agent:
@@ -222,12 +256,7 @@ def test_the_requesters_key_creator_sees_why_not_and_the_api_refuses_a_forged_vo
                                                                     timeout=10_000)
     assert card.locator(".approve").count() == 0
     shot(owner, "approvals-why-not")
-    forged = owner.evaluate("""async (id) => {
-        const csrf = document.cookie.match(/licet_csrf=([^;]*)/)[1];
-        const r = await fetch(`/v1/approvals/${id}/approve`, {method: 'POST', headers: {
-            'content-type': 'application/json', 'x-csrf-token': decodeURIComponent(csrf)}, body: '{}'});
-        return {status: r.status, body: await r.json()};
-    }""", approval_id)
+    forged = browser_fetch(owner, "POST", f"/v1/approvals/{approval_id}/approve", {})
     assert forged["status"] == 403 and forged["body"]["error"]["code"] == "self_approval"
     owner.context.close()
 
