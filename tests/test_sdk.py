@@ -313,6 +313,9 @@ def test_local_mode_issues_the_same_certificates(tmp_path: Path) -> None:
         assert local.log.size == 2 and ran == [("acc-9", 900)]
         plan = agent.preflight([("payments.transfer", "/accounts/a", {"amount": 1000, "currency": "EUR"})] * 5)
         assert plan.verdict == "unsafe" and plan.counterexample is not None  # 900 + 5 * 1000 > 5000
+        awaited = asyncio.run(agent.preflight_async([("payments.transfer", "/accounts/a",
+                                                      {"amount": 1000, "currency": "EUR"})] * 5))
+        assert (awaited.verdict, awaited.counterexample) == (plan.verdict, plan.counterexample)
     finally:
         local.close()
 
@@ -336,3 +339,87 @@ def test_example_agents_run_offline() -> None:
     assert lines[1] == "tool payments__refund(ch-1): refunded 40 EUR of ch-1"
     assert lines[2].startswith("tool payments__refund(ch-2): needs approval (large-refund)")
     assert lines[3].startswith("tool payments__refund(ch-3): deny by default deny")
+
+
+def _local(log_dir: Path, seed: bytes, principal: str = "agent:local") -> Any:
+    return sdk.LocalLicet(kernel.load_policy(PAYMENTS), kernel.Signer(seed), log_dir,
+                          principal={"id": principal, "role": "ops"}, context={"mfa": True})
+
+
+def test_local_mode_keeps_the_budget_across_restarts(tmp_path: Path) -> None:
+    seed = os.urandom(32)
+    first = _local(tmp_path / "log", seed)
+    try:
+        assert [first.decide(*TRANSFER, {"amount": 1000, "currency": "EUR"}).decision for _ in range(4)] == ["permit"] * 4
+    finally:
+        first.close()
+    again = _local(tmp_path / "log", seed)
+    try:
+        plan = again.verify_plan([{"action": TRANSFER[0], "resource": TRANSFER[1],
+                                   "args": {"amount": 600, "currency": "EUR"}}] * 2)
+        assert plan.verdict == "unsafe" and plan.counterexample is not None and plan.counterexample["step"] == 1
+        assert again.decide(*TRANSFER, {"amount": 1000, "currency": "EUR"}).permitted  # exactly the last 1000
+        over = again.decide(*TRANSFER, {"amount": 1, "currency": "EUR"})
+        assert over.decision == "forbid" and over.rules == ("daily-budget",)
+        assert over.certificate["session"]["daily-budget"]["spent"] == 5000
+    finally:
+        again.close()
+    other = _local(tmp_path / "log", seed, "agent:other")  # another principal's budget is its own
+    try:
+        assert other.decide(*TRANSFER, {"amount": 1000, "currency": "EUR"}).permitted
+    finally:
+        other.close()
+    # A new policy version reads the same history, counted under its own rules.
+    raised = sdk.LocalLicet(kernel.load_policy(PAYMENTS.replace("limit: 5000", "limit: 6000")), kernel.Signer(seed),
+                            tmp_path / "log", principal={"id": "agent:local", "role": "ops"}, context={"mfa": True})
+    try:
+        assert raised.decide(*TRANSFER, {"amount": 1000, "currency": "EUR"}).permitted
+        assert raised.decide(*TRANSFER, {"amount": 1, "currency": "EUR"}).decision == "forbid"
+    finally:
+        raised.close()
+
+
+SPENDER = """
+import os, sys
+from pathlib import Path
+from licet import kernel, sdk
+from tests.conftest import PAYMENTS
+
+log_dir, seed = sys.argv[1], bytes.fromhex(sys.argv[2])
+local = sdk.LocalLicet(kernel.load_policy(PAYMENTS), kernel.Signer(seed), log_dir,
+                       principal={"id": "agent:shared", "role": "ops"}, context={"mfa": True})
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(4):
+    print(local.decide("payments.transfer", "/accounts/a", {"amount": 1000, "currency": "EUR"}).decision, flush=True)
+local.close()
+"""
+
+
+def test_two_processes_sharing_a_local_log_cannot_both_spend_the_last_of_a_budget(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    seed = os.urandom(32).hex()
+    _local(tmp_path / "log", bytes.fromhex(seed)).close()  # the log exists before both open it
+    spenders = [subprocess.Popen([sys.executable, "-c", SPENDER, str(tmp_path / "log"), seed], cwd=root, text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(2)]
+    for spender in spenders:
+        assert spender.stdout is not None and spender.stdout.readline() == "ready\n"
+    for spender in spenders:  # both start deciding at once
+        assert spender.stdin is not None
+        spender.stdin.write("go\n")
+        spender.stdin.flush()
+    outcomes = []
+    for spender in spenders:
+        out, err = spender.communicate(timeout=120)
+        assert spender.returncode == 0, err
+        outcomes += out.split()
+    assert sorted(outcomes) == ["forbid"] * 3 + ["permit"] * 5  # 8 asks of 1000 against a budget of 5000
+    local = _local(tmp_path / "log", bytes.fromhex(seed))
+    try:
+        assert local.log.size == 8
+    finally:
+        local.close()

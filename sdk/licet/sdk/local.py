@@ -1,6 +1,8 @@
 """Local mode: the kernel in-process with a local signing key and a local evidence log directory,
-for development and air-gapped use. Same calls and same certificates as the server; the session
-history that invariants read is kept in memory for the life of the `LocalLicet`."""
+for development and air-gapped use. Same calls and same certificates as the server. The session
+history that invariants (budgets, counts, flows) read is kept beside the log, in
+`<log_dir>/session.sqlite3` (`licet.sdk.history`): a restarted agent, or another process with the same
+log directory, counts what was already spent, and deciders sharing it take turns."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 from licet import kernel
 from licet.kernel.plans import verify_plan
+from licet.sdk.history import HISTORY_FILE, SessionHistory
 from licet.sdk.logstore import open_log
 from licet.sdk.types import DecisionResult, PlanResult
 
@@ -31,30 +34,40 @@ class LocalLicet:
         from licet.kernel.checkpoint import tenant_origin
 
         self.log = open_log(log_dir, tenant_origin(deployment, tenant))
-        self._history: list[dict[str, Any]] = []
+        self.history = SessionHistory(Path(log_dir) / HISTORY_FILE)
 
     def decide(self, action: str, resource: str, args: dict[str, Any] | None = None) -> DecisionResult:
         """Decide, sign and append to the local log; the certified decision, whatever it is."""
-        now = datetime.now(UTC)
+        principal = str(self.principal.get("id", ""))
         request = {"principal": self.principal, "action": action, "resource": resource, "args": args or {},
                    "context": self.context}
-        decision = kernel.decide(self.policy, request, state={"history": self._history}, now=now)
-        certificate = kernel.issue_certificate(decision, signer=self.signer, tenant=self.tenant, issued_at=now,
-                                               certificate_id=kernel.uuid7(now, os.urandom(10)))
-        index = self.log.append(kernel.certificate_leaf(certificate))
-        if decision.outcome == "permit":
-            self._history.append({"time": now.timestamp(), **decision.request.to_json()})
+        # Read the state, decide, log and record in one transaction: nobody spends in between. The event
+        # commits after the certificate is logged; if that fails the call raises and no tool runs.
+        with self.history.transaction():
+            now = datetime.now(UTC)
+            state = (self.history.state(principal, self.policy, now.timestamp())
+                     if kernel.involved_invariants(self.policy, request) else {"summary": {}})
+            decision = kernel.decide(self.policy, request, state=state, now=now)
+            certificate = kernel.issue_certificate(decision, signer=self.signer, tenant=self.tenant, issued_at=now,
+                                                   certificate_id=kernel.uuid7(now, os.urandom(10)))
+            index = self.log.append(kernel.certificate_leaf(certificate))
+            if decision.outcome == "permit":
+                self.history.record(principal, now.timestamp(), decision.request, self.policy, index)
         return DecisionResult.from_json({**decision.to_json(), "certificate": certificate,
                                          "certificate_id": certificate["id"], "log_index": index})
 
     def verify_plan(self, steps: list[dict[str, Any]]) -> PlanResult:
-        """Pre-flight check of a plan from this session's state."""
-        verdict = verify_plan(self.policy, steps, state={"history": self._history}, now=datetime.now(UTC),
-                              principal=self.principal, context=self.context)
+        """Pre-flight check of a plan from the principal's recorded session state."""
+        with self.history.transaction():
+            now = datetime.now(UTC)
+            state = self.history.state(str(self.principal.get("id", "")), self.policy, now.timestamp())
+        verdict = verify_plan(self.policy, steps, state=state, now=now, principal=self.principal,
+                              context=self.context)
         return PlanResult.from_json(verdict.to_json())
 
     def close(self) -> None:
-        """Close the local log."""
+        """Close the local log and the session history."""
+        self.history.close()
         store = self.log.store
         if hasattr(store, "close"):
             store.close()
