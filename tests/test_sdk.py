@@ -176,13 +176,32 @@ def test_an_approval_waited_for_then_presented(tenant: Tenant, flavour: str) -> 
                       lambda c: c.wait_for_approval(asked.approval_id, timeout=60, interval=0.1))
     voting.join()
     assert decided["state"] == "granted"
-    permit = through(flavour, tenant.server.url, key,
-                     lambda c: c.decide(*TRANSFER, transfer, approval=asked.approval_id))
-    assert permit.permitted and permit.certificate["approval"]["id"] == asked.approval_id
-    refused = through(flavour, tenant.server.url, key, lambda c: c.decide(*TRANSFER, transfer, approval=asked.approval_id))
-    with pytest.raises(sdk.ApprovalRefused) as used:
-        sdk.errors.raise_for_decision(refused)
-    assert used.value.code == "approval_used"
+    ran: list[int] = []
+
+    def present(client: Any) -> Any:
+        agent = sdk.Agent(client)
+
+        @agent.tool(action="payments.transfer", resource="/accounts/{account}", args=lambda account, **rest: rest)
+        async def send(account: str, amount: int, currency: str) -> str:
+            ran.append(amount)
+            return f"sent {amount}"
+
+        async def run() -> tuple[Any, ...]:
+            assert asked.approval_id is not None
+            with agent.approved(asked.approval_id):
+                sent = await send("a", **transfer)
+                permit = agent.last_certificate
+                with pytest.raises(sdk.ApprovalRefused) as again:  # an approval is used once
+                    await send("a", **transfer)
+            with pytest.raises(sdk.ApprovalRequired):  # outside the block nothing is presented
+                await send("a", **transfer)
+            return sent, permit, again.value.code
+
+        return run()
+
+    sent, permit, refused = through(flavour, tenant.server.url, key, present)
+    assert sent == "sent 2000" and ran == [2000] and refused == "approval_used"
+    assert permit["decision"] == "permit" and permit["approval"]["id"] == asked.approval_id
 
 
 def test_the_agent_with_either_client(tenant: Tenant, flavour: str) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 from licet.sdk.errors import raise_for_decision
@@ -24,6 +26,8 @@ class Decider(Protocol):
 
 
 Resource = str | Callable[..., str]
+# The approval that guarded calls present inside `Agent.approved` (per thread and per asyncio task).
+_PRESENTED: ContextVar[str | None] = ContextVar("licet_presented_approval", default=None)
 
 
 class Agent:
@@ -49,18 +53,23 @@ class Agent:
             name = action or func.__name__.replace("__", ".")
             signature = inspect.signature(func)
 
-            def ask(call_args: tuple[Any, ...], call_kwargs: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+            def ask(call_args: tuple[Any, ...], call_kwargs: dict[str, Any]) -> Any:
                 bound = signature.bind(*call_args, **call_kwargs)
                 bound.apply_defaults()
                 values = dict(bound.arguments)
                 where = (resource(**values) if callable(resource) else resource.format(**values)
                          if resource is not None else f"/tools/{func.__name__}")
-                return name, where, args(**values) if args is not None else values
+                decided = args(**values) if args is not None else values
+                approval = _PRESENTED.get()
+                if approval is None:
+                    return self.licet.decide(name, where, decided)
+                # Clients take `approval`; LocalLicet (no approvals) refuses it with a TypeError.
+                return self.licet.decide(name, where, decided, approval=approval)  # type: ignore[call-arg]
 
             if inspect.iscoroutinefunction(func):
                 @functools.wraps(func)
                 async def guarded_async(*call_args: Any, **call_kwargs: Any) -> Any:
-                    found = self.licet.decide(*ask(call_args, call_kwargs))
+                    found = ask(call_args, call_kwargs)
                     self._allow(await found if inspect.isawaitable(found) else found)
                     return await func(*call_args, **call_kwargs)
 
@@ -73,12 +82,24 @@ class Agent:
 
             @functools.wraps(func)
             def guarded(*call_args: Any, **call_kwargs: Any) -> Any:
-                self._allow(_not_awaitable(self.licet.decide(*ask(call_args, call_kwargs)), sync_only))
+                self._allow(_not_awaitable(ask(call_args, call_kwargs), sync_only))
                 return func(*call_args, **call_kwargs)
 
             return guarded  # type: ignore[return-value]
 
         return wrap(fn) if fn is not None else wrap
+
+    @staticmethod
+    @contextmanager
+    def approved(approval_id: str) -> Iterator[None]:
+        """Inside the block, guarded calls present the granted approval `approval_id` (the server then
+        permits the exact request it was granted for, once; anything else is a certified deny,
+        raised as `ApprovalRefused`). Needs a client: local mode has no approvals."""
+        token = _PRESENTED.set(approval_id)
+        try:
+            yield
+        finally:
+            _PRESENTED.reset(token)
 
     def _allow(self, decision: DecisionResult) -> None:
         self._last = decision.certificate
