@@ -442,3 +442,15 @@ def test_two_processes_sharing_a_local_log_cannot_both_spend_the_last_of_a_budge
         assert local.log.size == 8
     finally:
         local.close()
+
+
+def test_local_mode_without_the_solver_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['z3'] = None\n"  # as if z3 were not installed
+              "from licet.sdk import LicetClient, verify_certificate\n"
+              "try:\n    from licet.sdk import LocalLicet\nexcept ImportError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'licet-sdk[local]'" in done.stdout and "z3" in done.stdout

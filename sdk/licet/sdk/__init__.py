@@ -28,11 +28,21 @@ if TYPE_CHECKING:
     from licet.sdk.local import LocalLicet
 
 
+# What the `local` extra installs (through `licet-kernel[decide]`), by import name.
+_LOCAL_EXTRA = ("z3", "lark", "yaml")
+
+
 def __getattr__(name: str) -> Any:
     """`LocalLicet`, imported when first used (PEP 562): it brings the solver."""
     if name != "LocalLicet":
         raise AttributeError(f"module 'licet.sdk' has no attribute {name!r}")
-    from licet.sdk.local import LocalLicet
+    try:
+        from licet.sdk.local import LocalLicet
+    except ImportError as exc:
+        if exc.name not in _LOCAL_EXTRA:
+            raise
+        raise ImportError(f"LocalLicet needs the solver and the policy parser ({exc.name} is missing): "
+                          "pip install 'licet-sdk[local]'", name=exc.name) from exc
 
     globals()[name] = LocalLicet
     return LocalLicet
