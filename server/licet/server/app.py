@@ -5,14 +5,17 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from licet.server import errors
+from licet.server import contract, errors, responses
 from licet.server.observability import BodyLimit, Metrics, RequestObserver, configure_logging
 from licet.server.routers import admin, approvals, auth, capabilities, decide, delegations, evidence, policies
 from licet.server.services import Services
@@ -21,8 +24,40 @@ from licet.server.workers.dispatch import make_dispatcher
 
 DESCRIPTION = """Licet decides each action and plan of an AI agent against its tenant's policy with the
 Z3 SMT solver, signs every decision as an Ed25519 certificate and appends it to the tenant's RFC 6962
-transparency log. Authenticate with `Authorization: Bearer <API key>`. Errors are
-`{"error": {"code", "message", "field"}}` with stable codes."""
+transparency log. Authenticate with `Authorization: Bearer <API key>` (agents) or a person's session
+(`Bearer lcs_…`, or the dashboard's cookie with the `X-CSRF-Token` header on writes): each operation
+lists the ones it accepts. Errors are `{"error": {"code", "message", "field"}}` with stable codes
+(docs/errors.md lists them; each operation lists those it can answer with)."""
+
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's files, served from the fastapi-offline package
+
+
+def serve_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc from Licet's own copies of their JavaScript and CSS: no CDN."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+    oauth2_redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}/openapi.json", title="Licet API", oauth2_redirect_url=oauth2_redirect,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            # No validator badge: it is an image fetched from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True})
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}/openapi.json", title="Licet API",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,20 +79,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.dispatcher.stop()
         await app.state.services.db.dispose()
 
-    app = FastAPI(title="Licet", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="Licet", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.services = Services(settings)  # start-up errors (no key in production) surface here
     app.state.metrics = metrics
     app.state.dispatcher = make_dispatcher(app.state.services)
     errors.install(app)
     for module in (decide, capabilities, policies, admin, evidence, delegations, auth, approvals):
         app.include_router(module.router)
+    contract.install(app)
+    serve_docs(app)
 
-    @app.get("/healthz", tags=["operations"], summary="The process is up")
+    @app.get("/healthz", tags=["operations"], summary="The process is up", response_model=responses.Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="The database answers",
-             responses={503: {"description": "The database is unreachable"}})
+    @app.get("/readyz", tags=["operations"], summary="The database answers", responses=errors.raises("not_ready"),
+             response_model=responses.Ready)
     async def readyz(request: Request) -> Any:
         try:
             async with request.app.state.services.db.read() as session:
@@ -66,7 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(errors.error_body("not_ready", f"database unreachable: {type(exc).__name__}"), 503)
         return {"status": "ready"}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
+             responses={200: {"description": "The Prometheus text exposition format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

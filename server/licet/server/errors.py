@@ -1,7 +1,9 @@
-"""JSON errors with stable codes: `{"error": {"code", "message", "field"}}`."""
+"""JSON errors with stable codes: `{"error": {"code", "message", "field"}}`, and the one registry of
+those codes (docs/errors.md is generated from it; an unregistered code cannot be raised)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -14,18 +16,112 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from licet.kernel.errors import InvalidRequest, KernelFault, PolicyError
 
 
+@dataclass(frozen=True)
+class ErrorCode:
+    """A stable error code: the HTTP statuses it is sent with and what it means to the caller."""
+
+    statuses: tuple[int, ...]
+    meaning: str
+
+
+ERRORS: dict[str, ErrorCode] = {
+    # 400: a sign-in artefact that is not (or no longer) usable
+    "invalid_invitation": ErrorCode((400,), "The invitation token is unknown, used or expired: ask for a new one."),
+    "invalid_challenge": ErrorCode((400,), "The WebAuthn challenge is unknown, used or expired: ask for new options."),
+    "invalid_credential": ErrorCode((400, 401), "The passkey credential is malformed (400), unknown or does not "
+                                    "verify (401)."),
+    # 401: who is calling is not established
+    "unauthenticated": ErrorCode((401,), "No credentials, or an unknown, revoked or expired API key or session."),
+    "session_expired": ErrorCode((401,), "The session has expired (idle or absolute limit): sign in again."),
+    "mfa_required": ErrorCode((401,), "The session still waits for its second factor: POST /v1/auth/mfa/totp or "
+                              "/v1/auth/mfa/passkey."),
+    "invalid_credentials": ErrorCode((401,), "Wrong email or password (or the account cannot sign in); the same "
+                                     "answer for each, on purpose."),
+    "invalid_code": ErrorCode((401,), "The TOTP or backup code is wrong, expired or already used."),
+    # 403: the caller is known and may not do this
+    "forbidden": ErrorCode((403,), "The caller's role lacks the route's permission (docs/roles.md), or an "
+                           "admin acts on an owner."),
+    "step_up_required": ErrorCode((403,), "The route needs a person's session that passed MFA within the step-up "
+                                  "window; API keys cannot call it."),
+    "csrf_failed": ErrorCode((403,), "A cookie-authenticated write without the session's X-CSRF-Token header."),
+    "not_an_approver": ErrorCode((403,), "The approval needs a person of another role."),
+    "self_approval": ErrorCode((403,), "The requester, or anyone in its delegation chain, may not vote on its "
+                               "own request."),
+    # 404, 405
+    "not_found": ErrorCode((404,), "No such object in the caller's tenant (the same answer whether it exists "
+                           "elsewhere or not), or no such route."),
+    "method_not_allowed": ErrorCode((405,), "The route exists but not with this HTTP method."),
+    # 409: the request is valid but the state does not allow it
+    "conflict": ErrorCode((409,), "The object exists already (an email, a passkey)."),
+    "idempotency_conflict": ErrorCode((409,), "The Idempotency-Key was used with a different request."),
+    "no_active_policy": ErrorCode((409,), "The tenant has no active policy version to compare with or query."),
+    "nothing_to_roll_back": ErrorCode((409,), "No earlier active version to roll back to."),
+    "key_revoked": ErrorCode((409,), "A revoked API key cannot be rotated."),
+    "own_account": ErrorCode((409,), "One cannot disable or enable one's own account."),
+    "grant_revoked": ErrorCode((409,), "The parent delegation grant is revoked."),
+    "approval_closed": ErrorCode((409,), "The approval is no longer pending (granted, used, denied, expired or "
+                                 "cancelled)."),
+    "already_voted": ErrorCode((409,), "Each person votes once on an approval."),
+    "no_enrolment": ErrorCode((409,), "No TOTP enrolment is waiting to be confirmed."),
+    "no_totp": ErrorCode((409,), "TOTP is not on for this account."),
+    "no_passkey": ErrorCode((409,), "The account has no passkey."),
+    # 413
+    "body_too_large": ErrorCode((413,), "The request body is larger than the server accepts "
+                                "(LICET_MAX_BODY_BYTES)."),
+    "plan_too_long": ErrorCode((413,), "The plan has more steps than the server verifies (LICET_MAX_PLAN_STEPS)."),
+    # 422: the input is understood and wrong
+    "invalid_input": ErrorCode((400, 422), "The input does not match the schema; `field` names it, `problems` "
+                               "lists every fault."),
+    "invalid_request": ErrorCode((422,), "The kernel refused the request's values (e.g. an argument of the wrong "
+                                 "type for the policy); `field` names it."),
+    "invalid_policy": ErrorCode((422,), "The policy document does not load; `field`, `line` and `column` say "
+                                "where."),
+    "invalid_range": ErrorCode((422,), "The tree sizes of a consistency proof are out of order or beyond the log."),
+    "not_attenuating": ErrorCode((422,), "A re-delegation allows something its parent does not; `attenuation` "
+                                 "holds a witness request."),
+    "delegation_too_deep": ErrorCode((422,), "The delegation chain is longer than the server follows."),
+    "reason_required": ErrorCode((422,), "A denial needs a reason."),
+    "weak_password": ErrorCode((422,), "The new password is too short or too easy to guess."),
+    "webhook_target_not_public": ErrorCode((422,), "The webhook URL resolves to a private address "
+                                           "(LICET_WEBHOOK_PRIVATE_TARGETS allows it)."),
+    # 429
+    "too_many_attempts": ErrorCode((429,), "Too many failed sign-ins for the account or the address; "
+                                   "`retry_after` says how many seconds to wait."),
+    # 5xx: nothing was permitted
+    "internal": ErrorCode((500,), "An unexpected server error; nothing was permitted."),
+    "kernel_fault": ErrorCode((503,), "The solver could not establish a verdict; nothing was permitted, the "
+                              "caller may retry."),
+    "not_ready": ErrorCode((503,), "The database is unreachable (GET /readyz)."),
+    "http_error": ErrorCode((), "Any other HTTP-level refusal, with its own status."),
+}
+
+
+def statuses_of(*codes: str) -> dict[int, list[str]]:
+    """The HTTP statuses `codes` are sent with, each with its codes."""
+    found: dict[int, list[str]] = {}
+    for code in codes:
+        for status in ERRORS[code].statuses:
+            found.setdefault(status, []).append(code)
+    return found
+
+
 class ApiError(Exception):
-    """An error the API reports to its caller, with an HTTP status and a stable code."""
+    """An error the API reports to its caller, with an HTTP status and a stable code of `ERRORS`."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
                  detail: dict[str, Any] | None = None) -> None:
+        registered = ERRORS.get(code)
+        if registered is None or status not in registered.statuses:
+            # A programming error: it surfaces as a 500 `internal` (nothing permitted) and fails the tests.
+            raise LookupError(f"error code {code!r} with status {status} is not in licet.server.errors.ERRORS")
         super().__init__(message)
         self.status, self.code, self.message, self.field, self.detail = status, code, message, field, detail
 
 
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="allow")
-    code: str = Field(examples=["not_found"], description="Stable, machine-readable.")
+    code: str = Field(examples=["not_found"], description="Stable, machine-readable: docs/errors.md lists each.",
+                      json_schema_extra={"enum": list(ERRORS)})
     message: str = Field(examples=["policy not found"])
     field: str | None = Field(description="The input at fault, as a dotted path, if one is.")
 
@@ -36,12 +132,15 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-# Declared on every router, so the OpenAPI document describes the error bodies actually sent
-# (FastAPI's default 422 schema, `{"detail": [...]}`, is not what this API returns).
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": ErrorBody, "description": "The request was refused; nothing was changed."},
-    "5XX": {"model": ErrorBody, "description": "The server could not answer; nothing was permitted."},
-}
+CODES_KEY = "x-error-codes"  # an OpenAPI extension on each error response: the codes sent with that status
+
+
+def raises(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses` for the error codes it raises itself (besides those server/contract.py
+    derives from its dependencies and inputs); `ErrorBody` replaces FastAPI's 422 schema, which this
+    API never sends."""
+    return {status: {"model": ErrorBody, "description": ", ".join(found), CODES_KEY: found}
+            for status, found in statuses_of(*codes).items()}
 
 
 def not_found(what: str) -> ApiError:
@@ -50,7 +149,9 @@ def not_found(what: str) -> ApiError:
 
 
 def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
-    """The error document."""
+    """The error document (for a registered code)."""
+    if code not in ERRORS:
+        raise LookupError(f"error code {code!r} is not in licet.server.errors.ERRORS")
     return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 

@@ -14,6 +14,12 @@ from fastapi.responses import StreamingResponse
 
 Format = Literal["csv", "jsonl"]
 PAGE = 1000
+# An export's 200 in the OpenAPI document (a stream has no JSON schema: each line is one listed row).
+EXPORT_CONTENT: dict[str, Any] = {
+    "text/csv": {"schema": {"type": "string", "description": "RFC 4180 CSV with a header row."}},
+    "application/x-ndjson": {"schema": {"type": "string", "description": "One JSON object per line: the "
+                                        "listing's fields (and, for decisions, the signed `certificate`)."}},
+}
 
 
 def glob_to_like(pattern: str) -> str:

@@ -37,28 +37,38 @@ def _marks(dependant: Dependant) -> list[Any]:
     return found
 
 
-def _routes(routes: list[Any]) -> list[APIRoute]:
+def walk_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every API route of `routes`, those of included routers too."""
     # FastAPI keeps included routers as a node of their own (`original_router`): walk into them.
     found: list[APIRoute] = []
     for route in routes:
         if isinstance(route, APIRoute):
             found.append(route)
         elif hasattr(route, "original_router"):
-            found.extend(_routes(route.original_router.routes))
+            found.extend(walk_routes(route.original_router.routes))
     return found
+
+
+def route_mark(route: APIRoute) -> Any:
+    """The route's permission check (its `permission` and `step_up`), or None for a route without one
+    (operations: /healthz, /readyz, /metrics); more than one is an error."""
+    marks = _marks(route.dependant)
+    if len(marks) > 1:
+        raise LookupError(f"{sorted(route.methods or ())} {route.path} has {len(marks)} permission checks, not one")
+    return marks[0] if marks else None
 
 
 def route_table(app: FastAPI) -> list[RouteRule]:
     """Every /v1 route with its permission; a route without exactly one permission check is an error."""
     rows = []
-    for route in _routes(app.routes):
-        if not isinstance(route, APIRoute) or not route.path.startswith("/v1"):
+    for route in walk_routes(app.routes):
+        if not route.path.startswith("/v1"):
             continue
-        marks = _marks(route.dependant)
-        if len(marks) != 1:
-            raise LookupError(f"{sorted(route.methods or ())} {route.path} has {len(marks)} permission checks, not one")
+        mark = route_mark(route)
+        if mark is None:
+            raise LookupError(f"{sorted(route.methods or ())} {route.path} has no permission check")
         for method in sorted(route.methods or ()):
-            rows.append(RouteRule(method, route.path, marks[0].permission, bool(getattr(marks[0], "step_up", False))))
+            rows.append(RouteRule(method, route.path, mark.permission, bool(getattr(mark, "step_up", False))))
     return sorted(rows, key=lambda r: (r.path, r.method))
 
 

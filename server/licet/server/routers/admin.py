@@ -13,9 +13,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from licet.server import audit, listings
+from licet.server import audit, listings, responses
 from licet.server.auth import invitations
-from licet.server.errors import ERROR_RESPONSES, ApiError, not_found
+from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, new_api_key, require
 from licet.server.listings import glob_to_like, utc_bound
 from licet.server.models import ApiKey, AuditEvent, User, UserSession
@@ -24,7 +24,7 @@ from licet.server.routers import INT64_MAX, DateTime, JsonObject, Text
 from licet.server.routers.decide import services_of
 from licet.server.time import utcnow
 
-router = APIRouter(prefix="/v1", tags=["administration"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["administration"])
 
 _RESERVED_ATTRIBUTES = {"id", "tenant", "roles"}
 
@@ -122,7 +122,8 @@ async def _key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey:
     return found
 
 
-@router.post("/keys", status_code=201, summary="Create an API key (the secret is shown once)")
+@router.post("/keys", status_code=201, summary="Create an API key (the secret is shown once)",
+             response_model=responses.NewApiKey)
 async def post_key(body: KeyBody, request: Request, caller: Annotated[Caller, require("keys.manage", step_up=True)],
                    ) -> dict[str, Any]:
     """A key scoped to this tenant, a role and a principal."""
@@ -131,7 +132,7 @@ async def post_key(body: KeyBody, request: Request, caller: Annotated[Caller, re
     return {"key": _key_json(key), "secret": token}
 
 
-@router.get("/keys", summary="List API keys (never their secrets)")
+@router.get("/keys", summary="List API keys (never their secrets)", response_model=responses.ApiKeyList)
 async def list_keys(request: Request, caller: Annotated[Caller, require("keys.manage")]) -> dict[str, Any]:
     """Every key of the tenant, newest first."""
     async with services_of(request).db.read() as session:
@@ -140,7 +141,8 @@ async def list_keys(request: Request, caller: Annotated[Caller, require("keys.ma
         return {"keys": [_key_json(k) for k in keys]}
 
 
-@router.post("/keys/{key_id}/revoke", summary="Revoke an API key, at once")
+@router.post("/keys/{key_id}/revoke", responses=raises("not_found"), summary="Revoke an API key, at once",
+             response_model=responses.ApiKeyView)
 async def revoke_key(key_id: Text, request: Request, caller: Annotated[Caller, require("keys.manage", step_up=True)],
                      ) -> dict[str, Any]:
     """The key stops working for every request that starts after this one."""
@@ -152,7 +154,8 @@ async def revoke_key(key_id: Text, request: Request, caller: Annotated[Caller, r
         return {"key": _key_json(key)}
 
 
-@router.post("/keys/{key_id}/rotate", status_code=201, summary="Replace a key with a new secret, same scope")
+@router.post("/keys/{key_id}/rotate", status_code=201, summary="Replace a key with a new secret, same scope",
+             responses=raises("not_found", "key_revoked"), response_model=responses.RotatedApiKey)
 async def rotate_key(key_id: Text, body: RotateBody, request: Request,
                      caller: Annotated[Caller, require("keys.manage", step_up=True)]) -> dict[str, Any]:
     """The old key keeps working for `grace_seconds` (default: not at all)."""
@@ -169,7 +172,8 @@ async def rotate_key(key_id: Text, body: RotateBody, request: Request,
     return {"key": _key_json(new), "secret": token, "old_key": _key_json(old)}
 
 
-@router.post("/users", status_code=201, summary="Add a person to the tenant")
+@router.post("/users", responses=raises("conflict"), status_code=201, summary="Add a person to the tenant",
+             response_model=responses.InvitedUser)
 async def post_user(body: UserBody, request: Request, caller: Annotated[Caller, require("users.manage", step_up=True)],
                     ) -> dict[str, Any]:
     """Creates the account; signing in is set up through an invitation."""
@@ -197,7 +201,8 @@ async def _invite(session: AsyncSession, caller: Caller, user: User, request: Re
             "accept": "POST /v1/auth/invitations/accept {token, password}"}
 
 
-@router.post("/users/{user_id}/invitation", status_code=201, summary="Invite a person again (a new link)")
+@router.post("/users/{user_id}/invitation", status_code=201, summary="Invite a person again (a new link)",
+             responses=raises("not_found"), response_model=responses.InvitedUser)
 async def reinvite(user_id: Text, request: Request, caller: Annotated[Caller, require("users.manage", step_up=True)],
                    ) -> dict[str, Any]:
     """For a lost or expired invitation, or a password reset by an admin: the old links stop working."""
@@ -217,14 +222,16 @@ async def _managed_user(session: AsyncSession, caller: Caller, user_id: str) -> 
     return user
 
 
-@router.post("/users/{user_id}/disable", summary="Disable a person's account (their sessions end at once)")
+@router.post("/users/{user_id}/disable", summary="Disable a person's account (their sessions end at once)",
+             responses=raises("not_found", "own_account"), response_model=responses.UserState)
 async def disable_user(user_id: Text, request: Request,
                        caller: Annotated[Caller, require("users.manage", step_up=True)]) -> dict[str, Any]:
     """They can no longer sign in; every session of theirs is revoked. Not one's own account."""
     return await _set_disabled(request, caller, user_id, disabled=True)
 
 
-@router.post("/users/{user_id}/enable", summary="Enable a disabled account again")
+@router.post("/users/{user_id}/enable", summary="Enable a disabled account again",
+             responses=raises("not_found", "own_account"), response_model=responses.UserState)
 async def enable_user(user_id: Text, request: Request,
                       caller: Annotated[Caller, require("users.manage", step_up=True)]) -> dict[str, Any]:
     """They sign in again with their password and second factor."""
@@ -256,7 +263,7 @@ def _user_json(user: User) -> dict[str, Any]:
             "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None}
 
 
-@router.get("/users", summary="List the tenant's people")
+@router.get("/users", summary="List the tenant's people", response_model=responses.UserList)
 async def list_users(request: Request, caller: Annotated[Caller, require("users.read")]) -> dict[str, Any]:
     """Every account of the tenant."""
     async with services_of(request).db.read() as session:
@@ -295,7 +302,7 @@ def _event_json(e: AuditEvent) -> dict[str, Any]:
             "details": e.details}
 
 
-@router.get("/audit", summary="The administrative audit trail, newest first")
+@router.get("/audit", summary="The administrative audit trail, newest first", response_model=responses.AuditPage)
 async def list_audit(request: Request, caller: Annotated[Caller, require("audit.read")],
                      matching: Annotated[dict[str, Any], Depends(audit_filter)],
                      before: Annotated[int | None, Query(ge=1, le=INT64_MAX,
@@ -313,7 +320,7 @@ async def list_audit(request: Request, caller: Annotated[Caller, require("audit.
 
 @router.get("/audit/export", summary="Every matching audit event, streamed as CSV or JSON lines",
             response_class=StreamingResponse,
-            responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
+            responses={200: {"content": listings.EXPORT_CONTENT,
                              "description": "One event per line, newest first"}})
 async def export_audit(request: Request, caller: Annotated[Caller, require("audit.read")],
                        matching: Annotated[dict[str, Any], Depends(audit_filter)],

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from licet.server import approvals, audit
+from licet.server import approvals, audit, responses
 from licet.server.approvals import OPEN, WEBHOOK_EVENTS, Job, Tx, webhooks
-from licet.server.errors import ERROR_RESPONSES, ApiError, not_found
+from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, authenticate, require
 from licet.server.models import ApprovalRecord, ApprovalSettings, AuditEvent, Webhook, WebhookDelivery
 from licet.server.roles import PERMISSIONS, allowed
@@ -25,7 +25,7 @@ from licet.server.routers.decide import services_of
 from licet.server.services import Services
 from licet.server.time import utcnow
 
-router = APIRouter(prefix="/v1", tags=["approvals"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["approvals"])
 
 ApprovalId = Annotated[str, Path(max_length=36)]
 StateFilter = Literal["pending", "granted", "used", "denied", "expired", "cancelled", "open", "all"]
@@ -88,7 +88,8 @@ def _in_tx(session: Session, services: Services, fn: Any, args: tuple[Any, ...])
     return approvals.approval_json(row, approvals.votes(session, row.id)), tx.jobs
 
 
-@router.get("/approvals", summary="Approvals, newest first (pending ones by default)")
+@router.get("/approvals", summary="Approvals, newest first (pending ones by default)",
+            response_model=responses.ApprovalPage)
 async def list_approvals(request: Request, caller: Annotated[Caller, readers()],
                          state: Annotated[StateFilter, Query(description="`open`: pending or granted")] = "pending",
                          before: Annotated[str | None, Query(max_length=36, description="An approval id to page "
@@ -111,7 +112,7 @@ async def list_approvals(request: Request, caller: Annotated[Caller, readers()],
     return {"approvals": items, "next_before": items[-1]["id"] if len(items) == limit else None}
 
 
-@router.get("/approvals/settings", summary="The tenant's approval defaults")
+@router.get("/approvals/settings", summary="The tenant's approval defaults", response_model=responses.ApprovalDefaults)
 async def get_settings(request: Request, caller: Annotated[Caller, require("approvals.read")]) -> dict[str, Any]:
     """What applies where a rule's `approval:` block is silent: the tenant's own values, else the server's."""
     services = services_of(request)
@@ -137,7 +138,8 @@ class SettingsBody(BaseModel):
     escalate_role: Role | None = None
 
 
-@router.put("/approvals/settings", summary="Set the tenant's approval defaults")
+@router.put("/approvals/settings", summary="Set the tenant's approval defaults",
+            response_model=responses.ApprovalDefaults)
 async def put_settings(body: SettingsBody, request: Request,
                        caller: Annotated[Caller, require("webhooks.manage", step_up=True)]) -> dict[str, Any]:
     """Replace the tenant's defaults (they apply to approvals opened from now on). Weakening a
@@ -151,7 +153,8 @@ async def put_settings(body: SettingsBody, request: Request,
     return await get_settings(request, caller)
 
 
-@router.get("/approvals/{approval_id}", summary="One approval, its votes and its history")
+@router.get("/approvals/{approval_id}", summary="One approval, its votes and its history",
+            responses=raises("not_found"), response_model=responses.ApprovalDetail)
 async def get_approval(approval_id: ApprovalId, request: Request, caller: Annotated[Caller, readers()],
                        ) -> dict[str, Any]:
     """The approval with the full request and every vote, and each state change with its index in the
@@ -172,7 +175,9 @@ async def get_approval(approval_id: ApprovalId, request: Request, caller: Annota
         for e in history]}
 
 
-@router.post("/approvals/{approval_id}/approve", summary="Approve (a person who passed MFA recently)")
+@router.post("/approvals/{approval_id}/approve", summary="Approve (a person who passed MFA recently)",
+             responses=raises("not_found", "self_approval", "not_an_approver", "approval_closed", "already_voted"),
+             response_model=responses.Approval, response_model_exclude_unset=True)
 async def approve(approval_id: ApprovalId, request: Request,
                   caller: Annotated[Caller, require("approvals.vote", step_up=True)],
                   body: VoteBody | None = None) -> dict[str, Any]:
@@ -182,7 +187,9 @@ async def approve(approval_id: ApprovalId, request: Request,
     return dict(await _write(request, lambda tx, c: approvals.cast_vote(tx, c, approval_id, True, reason), caller))
 
 
-@router.post("/approvals/{approval_id}/deny", summary="Deny, with a reason (a person who passed MFA recently)")
+@router.post("/approvals/{approval_id}/deny", summary="Deny, with a reason (a person who passed MFA recently)",
+             responses=raises("not_found", "self_approval", "not_an_approver", "approval_closed", "already_voted",
+                              "reason_required"), response_model=responses.Approval, response_model_exclude_unset=True)
 async def deny(approval_id: ApprovalId, body: DenyBody, request: Request,
                caller: Annotated[Caller, require("approvals.vote", step_up=True)]) -> dict[str, Any]:
     """Count this person's denial; enough denials (one by default) close the approval as denied."""
@@ -190,7 +197,9 @@ async def deny(approval_id: ApprovalId, body: DenyBody, request: Request,
                              caller))
 
 
-@router.post("/approvals/{approval_id}/cancel", summary="Withdraw a request (its requester)")
+@router.post("/approvals/{approval_id}/cancel", summary="Withdraw a request (its requester)",
+             responses=raises("not_found", "approval_closed"),
+             response_model=responses.Approval, response_model_exclude_unset=True)
 async def cancel(approval_id: ApprovalId, request: Request, caller: Annotated[Caller, require("approvals.request")],
                  body: CancelBody | None = None) -> dict[str, Any]:
     """The agent that asked withdraws its pending (or granted, unused) approval; owners and admins may
@@ -231,7 +240,8 @@ def _webhook_json(hook: Webhook) -> dict[str, Any]:
             else None}
 
 
-@router.post("/webhooks", status_code=201, summary="Add a webhook for approval events")
+@router.post("/webhooks", status_code=201, summary="Add a webhook for approval events",
+             responses=raises("webhook_target_not_public"), response_model=responses.NewWebhook)
 async def create_webhook(body: WebhookBody, request: Request,  # a webhook receives every approval's request
                          caller: Annotated[Caller, require("webhooks.manage", step_up=True)]) -> dict[str, Any]:
     """Each approval event is posted as JSON, signed: `X-Licet-Signature: sha256=<HMAC-SHA256 of
@@ -251,7 +261,7 @@ async def create_webhook(body: WebhookBody, request: Request,  # a webhook recei
     return {**_webhook_json(hook), "secret": secret}
 
 
-@router.get("/webhooks", summary="The tenant's webhooks")
+@router.get("/webhooks", summary="The tenant's webhooks", response_model=responses.WebhookList)
 async def list_webhooks(request: Request, caller: Annotated[Caller, require("webhooks.manage")]) -> dict[str, Any]:
     """Every webhook, removed ones included (their secrets are never shown again)."""
     async with services_of(request).db.read() as session:
@@ -260,7 +270,8 @@ async def list_webhooks(request: Request, caller: Annotated[Caller, require("web
     return {"webhooks": [_webhook_json(h) for h in hooks]}
 
 
-@router.delete("/webhooks/{webhook_id}", summary="Remove a webhook")
+@router.delete("/webhooks/{webhook_id}", responses=raises("not_found"), summary="Remove a webhook",
+               response_model=responses.Webhook)
 async def delete_webhook(webhook_id: Annotated[str, Path(max_length=36)], request: Request,
                          caller: Annotated[Caller, require("webhooks.manage")]) -> dict[str, Any]:
     """No more deliveries to it (pending ones are recorded as failed); its delivery history stays."""
@@ -275,7 +286,8 @@ async def delete_webhook(webhook_id: Annotated[str, Path(max_length=36)], reques
     return _webhook_json(hook)
 
 
-@router.get("/webhooks/{webhook_id}/deliveries", summary="A webhook's deliveries, newest first")
+@router.get("/webhooks/{webhook_id}/deliveries", summary="A webhook's deliveries, newest first",
+            responses=raises("not_found"), response_model=responses.DeliveryList)
 async def deliveries(webhook_id: Annotated[str, Path(max_length=36)], request: Request,
                      caller: Annotated[Caller, require("webhooks.manage")],
                      state: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,

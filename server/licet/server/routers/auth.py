@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from licet.server import audit
+from licet.server import audit, responses
 from licet.server.auth import passkeys, passwords, sessions, throttle, totp
-from licet.server.errors import ERROR_RESPONSES, ApiError, not_found
+from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, person, public
 from licet.server.models import BackupCode, Invitation, Passkey, Tenant, User, UserSession, WebAuthnChallenge
 from licet.server.routers import JsonObject, Text
@@ -29,7 +29,7 @@ from licet.server.routers.decide import client_ip, services_of
 from licet.server.services import Services
 from licet.server.time import utcnow
 
-router = APIRouter(prefix="/v1/auth", tags=["sign-in"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
 _log = structlog.get_logger("licet.auth")
 
 SignedIn = sessions.SignedIn
@@ -177,7 +177,8 @@ async def _failed(services: Services, who: throttle.Subject, attempts: int, acto
     await asyncio.sleep(wait)
 
 
-@router.post("/invitations/accept", summary="Accept an invitation: set a password and sign in")
+@router.post("/invitations/accept", summary="Accept an invitation: set a password and sign in",
+             responses=raises("invalid_invitation", "weak_password"), response_model=responses.SignedIn)
 async def accept_invitation(body: InvitationBody, request: Request, _: Annotated[None, public()]) -> JSONResponse:
     """Single use and expiring; the password must be long and hard to guess."""
     services = services_of(request)
@@ -213,7 +214,7 @@ async def accept_invitation(body: InvitationBody, request: Request, _: Annotated
 
 
 @router.post("/login", summary="Sign in with email and password",
-             responses={429: {"description": "Too many failed attempts for this account or address"}})
+             responses=raises("invalid_credentials", "too_many_attempts"), response_model=responses.SignedIn)
 async def login(body: LoginBody, request: Request, _: Annotated[None, public()]) -> JSONResponse:
     """A session; at stage `mfa_pending` when the person has a second factor to present next. The
     answer to a wrong password, an unknown email and a disabled account is the same."""
@@ -262,7 +263,8 @@ async def _pass_mfa(services: Services, request: Request, signed_in: SignedIn, m
     return _signed_in(services, sessions.Issued(record, token, csrf), "authorization" not in request.headers, methods)
 
 
-@router.post("/mfa/totp", summary="Present a TOTP or backup code: finish signing in, or step up")
+@router.post("/mfa/totp", summary="Present a TOTP or backup code: finish signing in, or step up",
+             responses=raises("invalid_code", "too_many_attempts"), response_model=responses.MfaPassed)
 async def mfa_totp(body: CodeBody, request: Request,
                    signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> JSONResponse:
     """Each code is accepted once (±1 time step); a backup code is spent when used. Wrong codes count
@@ -353,7 +355,8 @@ async def _assert_passkey(services: Services, tenant_id: str, body: AssertionBod
     raise ApiError(401, "invalid_credential", failure, "credential")
 
 
-@router.post("/passkey/options", summary="Start a passkey sign-in (any passkey of the tenant)")
+@router.post("/passkey/options", summary="Start a passkey sign-in (any passkey of the tenant)",
+             responses=raises("not_found"), response_model=responses.WebAuthnOptions)
 async def passkey_login_options(body: PasskeyLoginOptionsBody, request: Request,
                                 _: Annotated[None, public()]) -> dict[str, Any]:
     """Options for navigator.credentials.get() and the challenge id to send back."""
@@ -366,7 +369,9 @@ async def passkey_login_options(body: PasskeyLoginOptionsBody, request: Request,
             "options": options}
 
 
-@router.post("/passkey", summary="Sign in with a passkey (counts as multi-factor)")
+@router.post("/passkey", summary="Sign in with a passkey (counts as multi-factor)",
+             responses=raises("invalid_credential", "invalid_challenge", "too_many_attempts"),
+             response_model=responses.SignedIn)
 async def passkey_login(body: PasskeyLoginBody, request: Request, _: Annotated[None, public()]) -> JSONResponse:
     """A session that passed MFA, from a verified assertion. Failures are throttled per presented
     credential and per source address, like passwords."""
@@ -391,7 +396,8 @@ async def passkey_login(body: PasskeyLoginBody, request: Request, _: Annotated[N
     return _signed_in(services, issued, body.use_cookie, methods)
 
 
-@router.post("/mfa/passkey/options", summary="Start a passkey check: finish signing in, or step up")
+@router.post("/mfa/passkey/options", summary="Start a passkey check: finish signing in, or step up",
+             responses=raises("no_passkey"), response_model=responses.WebAuthnOptions)
 async def mfa_passkey_options(request: Request,
                               signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> dict[str, Any]:
     """Options listing this person's passkeys."""
@@ -406,7 +412,8 @@ async def mfa_passkey_options(request: Request,
                                                  challenge), "options": options}
 
 
-@router.post("/mfa/passkey", summary="Present a passkey assertion: finish signing in, or step up")
+@router.post("/mfa/passkey", summary="Present a passkey assertion: finish signing in, or step up",
+             responses=raises("invalid_credential", "invalid_challenge"), response_model=responses.MfaPassed)
 async def mfa_passkey(body: AssertionBody, request: Request,
                       signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> JSONResponse:
     """The session passes MFA if the assertion verifies for one of this person's passkeys."""
@@ -424,7 +431,7 @@ def _fresh_mfa(services: Services, signed_in: SignedIn, methods: list[str], what
                        f"{window.seconds // 60} minutes: POST /v1/auth/mfa/totp or /v1/auth/mfa/passkey")
 
 
-@router.get("/me", summary="The signed-in person, their second factors and this session")
+@router.get("/me", summary="The signed-in person, their second factors and this session", response_model=responses.Me)
 async def me(request: Request, signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> dict[str, Any]:
     """Who is signed in, and how."""
     async with services_of(request).db.read() as db:
@@ -438,7 +445,8 @@ async def me(request: Request, signed_in: Annotated[SignedIn, person(allow_pendi
                 "session": _session_json(record, record.id)}
 
 
-@router.post("/totp/enrol", summary="Start TOTP enrolment: a secret, its otpauth URI and QR code")
+@router.post("/totp/enrol", summary="Start TOTP enrolment: a secret, its otpauth URI and QR code",
+             responses=raises("step_up_required"), response_model=responses.TotpEnrolment)
 async def totp_enrol(request: Request, signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Confirm with a first code at /v1/auth/totp/confirm; until then the old state stands."""
     services = services_of(request)
@@ -452,7 +460,8 @@ async def totp_enrol(request: Request, signed_in: Annotated[SignedIn, person()])
     return {"secret": secret, "otpauth_uri": uri, "qr_svg": totp.qr_svg(uri)}
 
 
-@router.post("/totp/confirm", summary="Confirm TOTP with a first code; returns 10 backup codes, shown once")
+@router.post("/totp/confirm", summary="Confirm TOTP with a first code; returns 10 backup codes, shown once",
+             responses=raises("no_enrolment", "invalid_code"), response_model=responses.BackupCodes)
 async def totp_confirm(body: CodeBody, request: Request, signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """TOTP is on from now with the new secret (a previous one and its backup codes stop working);
     this session counts as having passed MFA."""
@@ -486,7 +495,8 @@ async def _replace_backup_codes(db: AsyncSession, user: User) -> list[str]:
     return codes
 
 
-@router.post("/backup-codes", summary="Replace the backup codes (the old ones stop working)")
+@router.post("/backup-codes", summary="Replace the backup codes (the old ones stop working)",
+             responses=raises("no_totp", "step_up_required"), response_model=responses.BackupCodes)
 async def regenerate_backup_codes(request: Request, signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Ten new codes, shown once; needs a recent MFA."""
     services = services_of(request)
@@ -500,7 +510,8 @@ async def regenerate_backup_codes(request: Request, signed_in: Annotated[SignedI
     return {"backup_codes": codes}
 
 
-@router.delete("/totp", summary="Turn TOTP off (and its backup codes)")
+@router.delete("/totp", responses=raises("no_totp", "step_up_required"), summary="Turn TOTP off (and its backup codes)",
+               response_model=responses.MfaMethods)
 async def totp_disable(request: Request, signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Needs a recent MFA."""
     services = services_of(request)
@@ -520,7 +531,8 @@ def _passkey_json(key: Passkey) -> dict[str, Any]:
             "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None}
 
 
-@router.post("/passkeys/options", summary="Start registering a passkey")
+@router.post("/passkeys/options", responses=raises("step_up_required"), summary="Start registering a passkey",
+             response_model=responses.WebAuthnOptions)
 async def passkey_register_options(request: Request, signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Options for navigator.credentials.create() and the challenge id to send back."""
     services = services_of(request)
@@ -536,7 +548,9 @@ async def passkey_register_options(request: Request, signed_in: Annotated[Signed
             "options": options}
 
 
-@router.post("/passkeys", status_code=201, summary="Finish registering a passkey")
+@router.post("/passkeys", status_code=201, summary="Finish registering a passkey",
+             responses=raises("invalid_challenge", "invalid_credential", "conflict"),
+             response_model=responses.PasskeyView)
 async def passkey_register(body: RegistrationBody, request: Request,
                            signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Stores the verified credential under the given name."""
@@ -563,7 +577,7 @@ async def passkey_register(body: RegistrationBody, request: Request,
         return {"passkey": _passkey_json(key)}
 
 
-@router.get("/passkeys", summary="This person's passkeys")
+@router.get("/passkeys", summary="This person's passkeys", response_model=responses.PasskeyList)
 async def passkey_list(request: Request, signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Names and dates (never key material)."""
     async with services_of(request).db.read() as db:
@@ -580,7 +594,8 @@ async def _own_passkey(db: AsyncSession, signed_in: SignedIn, passkey_id: str) -
     return key
 
 
-@router.patch("/passkeys/{passkey_id}", summary="Rename a passkey")
+@router.patch("/passkeys/{passkey_id}", responses=raises("not_found"), summary="Rename a passkey",
+              response_model=responses.PasskeyView)
 async def passkey_rename(passkey_id: Text, body: RenameBody, request: Request,
                          signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Only the name changes."""
@@ -590,7 +605,8 @@ async def passkey_rename(passkey_id: Text, body: RenameBody, request: Request,
         return {"passkey": _passkey_json(key)}
 
 
-@router.delete("/passkeys/{passkey_id}", summary="Remove a passkey")
+@router.delete("/passkeys/{passkey_id}", responses=raises("not_found", "step_up_required"), summary="Remove a passkey",
+               response_model=responses.Removed)
 async def passkey_remove(passkey_id: Text, request: Request,
                          signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Needs a recent MFA."""
@@ -605,7 +621,7 @@ async def passkey_remove(passkey_id: Text, request: Request,
         return {"removed": key.id}
 
 
-@router.get("/sessions", summary="This person's live sessions")
+@router.get("/sessions", summary="This person's live sessions", response_model=responses.SessionList)
 async def session_list(request: Request, signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Where and when each signed in; `current` marks this one."""
     now = utcnow()
@@ -638,7 +654,8 @@ def _cleared(body: dict[str, Any]) -> JSONResponse:
     return response
 
 
-@router.delete("/sessions/{session_id}", summary="Revoke one of this person's sessions")
+@router.delete("/sessions/{session_id}", responses=raises("not_found"), summary="Revoke one of this person's sessions",
+               response_model=responses.RevokedSessions)
 async def session_revoke(session_id: Text, request: Request,
                          signed_in: Annotated[SignedIn, person()]) -> JSONResponse:
     """It stops working at once."""
@@ -646,19 +663,23 @@ async def session_revoke(session_id: Text, request: Request,
     return _cleared({"revoked": 1}) if session_id == signed_in.session_id else JSONResponse({"revoked": 1})
 
 
-@router.post("/logout", summary="Sign out (revoke this session)")
+@router.post("/logout", summary="Sign out (revoke this session)", response_model=responses.RevokedSessions,
+             responses=raises("not_found"))
 async def logout(request: Request, signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> JSONResponse:
     """This session stops working at once."""
     return _cleared({"revoked": await _revoke(services_of(request), signed_in, only=signed_in.session_id)})
 
 
-@router.post("/logout-everywhere", summary="Sign out everywhere (revoke every session of this person)")
+@router.post("/logout-everywhere", summary="Sign out everywhere (revoke every session of this person)",
+             response_model=responses.RevokedSessions, responses=raises("not_found"))
 async def logout_everywhere(request: Request, signed_in: Annotated[SignedIn, person()]) -> JSONResponse:
     """Every session of this person, this one included, stops working at once."""
     return _cleared({"revoked": await _revoke(services_of(request), signed_in, only=None)})
 
 
-@router.post("/password", summary="Change the password (other sessions are signed out)")
+@router.post("/password", summary="Change the password (other sessions are signed out)",
+             responses=raises("invalid_credentials", "too_many_attempts", "weak_password"),
+             response_model=responses.PasswordChanged)
 async def change_password(body: PasswordBody, request: Request,
                           signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
     """Needs the current password; every other session of this person is revoked."""

@@ -28,13 +28,14 @@ from sqlalchemy import select
 from licet import kernel
 from licet.kernel.analysis import Capability, valid_action
 from licet.kernel.analysis import capabilities as capabilities_of
-from licet.server.errors import ERROR_RESPONSES
+from licet.server import responses
+from licet.server.errors import raises
 from licet.server.identity import Caller, require
 from licet.server.models import PolicyVersion, Tenant
 from licet.server.routers import Text
 from licet.server.routers.decide import services_of
 
-router = APIRouter(prefix="/v1", tags=["decisions"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["decisions"])
 
 MAX_ACTIONS = 500
 CACHE_SIZE = 50_000
@@ -77,7 +78,8 @@ def cached_analyse(policy: kernel.Policy, caller: Caller, actions: list[str]) ->
     return answers
 
 
-@router.post("/decide/capabilities", summary="Which actions could this caller ever be permitted to take?")
+@router.post("/decide/capabilities", summary="Which actions could this caller ever be permitted to take?",
+             responses=raises("kernel_fault"), response_model=responses.Capabilities)
 async def capabilities(body: CapabilitiesBody, request: Request, caller: Annotated[Caller, require("decide")],
                        ) -> dict[str, Any]:
     """For each action, whether some request by the caller (any resource and arguments) could be

@@ -9,15 +9,16 @@ from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from licet.kernel.plans import PlanTooLong, verify_plan
+from licet.server import responses
 from licet.server.decisions import DecideInput, active_policy, decide_as
-from licet.server.errors import ERROR_RESPONSES, ApiError
+from licet.server.errors import ApiError, raises
 from licet.server.history import session_state
 from licet.server.identity import Caller, KeyCredential, require, require_in_write
 from licet.server.routers import RequestArgs, RequestSteps, Text
 from licet.server.services import Services
 from licet.server.time import utcnow
 
-router = APIRouter(prefix="/v1", tags=["decisions"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["decisions"])
 
 SERVER_FILLED = ("principal", "context", "tenant", "tenant_id", "role", "roles", "mfa", "authenticated", "user")
 
@@ -77,11 +78,14 @@ def client_ip(request: Request, trusted: list[str]) -> str | None:
 
 DECIDE_EXAMPLE = {"decision": "permit", "rules": ["transfer"], "proof": {"kind": "witness", "witnesses": []},
                   "diagnostics": [], "certificate_id": "01a20237-2476-730b-9fd7-db12d7908b3d", "log_index": 41,
-                  "replayed": False, "certificate": {"version": "licet.certificate/1", "signature": "…"}}
+                  "replayed": False, "certificate": responses.CERTIFICATE_EXAMPLE}
 
 
 @router.post("/decide", summary="Decide an action and certify the decision", response_class=Response,
-             responses={200: {"description": "The decision, its proof, the signed certificate and its log index",
+             responses={**raises("invalid_request", "kernel_fault", "idempotency_conflict", "no_active_policy",
+                                 "not_found", "delegation_too_deep"),
+                        200: {"model": responses.Decision,
+                              "description": "The decision, its proof, the signed certificate and its log index",
                               "content": {"application/json": {"example": DECIDE_EXAMPLE}}}})
 async def decide(body: DecideBody, request: Request,
                  credential: Annotated[Caller | KeyCredential, require_in_write("decide")],
@@ -107,7 +111,9 @@ async def decide(body: DecideBody, request: Request,
     return Response(recorded.body, media_type="application/json")
 
 
-@router.post("/plans/verify", summary="Verify a multi-step plan before starting it")
+@router.post("/plans/verify", summary="Verify a multi-step plan before starting it",
+             responses=raises("invalid_request", "kernel_fault", "no_active_policy", "plan_too_long"),
+             response_model=responses.PlanVerdict, response_model_exclude_unset=True)
 async def plans_verify(body: PlanBody, request: Request, caller: Annotated[Caller, require("plans.verify")],
                        ) -> dict[str, Any]:
     """Check every step for every value of its symbolic arguments, from the caller's session state.

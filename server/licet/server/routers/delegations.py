@@ -12,16 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from licet.kernel.delegation import check_attenuation, descendants
-from licet.server import audit
+from licet.server import audit, responses
 from licet.server.decisions import as_grant, load_grants
-from licet.server.errors import ERROR_RESPONSES, ApiError, not_found
+from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, require
 from licet.server.models import GrantRecord
 from licet.server.routers import DateTime, JsonObjects, Text
 from licet.server.routers.decide import services_of
 from licet.server.time import utcnow
 
-router = APIRouter(prefix="/v1/delegations", tags=["delegations"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/delegations", tags=["delegations"])
 
 
 class GrantBody(BaseModel):
@@ -55,7 +55,9 @@ def _grant_json(record: GrantRecord) -> dict[str, Any]:
             "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None}
 
 
-@router.post("", status_code=201, summary="Issue a delegation grant")
+@router.post("", status_code=201, summary="Issue a delegation grant",
+             responses=raises("not_found", "grant_revoked", "not_attenuating", "invalid_policy", "kernel_fault"),
+             response_model=responses.GrantView)
 async def issue(body: GrantBody, request: Request, caller: Annotated[Caller, require("delegations.write")],
                 ) -> dict[str, Any]:
     """The issuer is the caller. A re-delegation must attenuate its parent, which Z3 proves; if it
@@ -89,7 +91,8 @@ async def issue(body: GrantBody, request: Request, caller: Annotated[Caller, req
         return {"grant": _grant_json(record)}
 
 
-@router.get("", summary="Grants of the tenant (agents: those they issued or received)")
+@router.get("", summary="Grants of the tenant (agents: those they issued or received)",
+            response_model=responses.GrantList)
 async def list_grants(request: Request, caller: Annotated[Caller, require("delegations.read")]) -> dict[str, Any]:
     """Every grant, oldest first."""
     async with services_of(request).db.read() as session:
@@ -101,7 +104,8 @@ async def list_grants(request: Request, caller: Annotated[Caller, require("deleg
         return {"grants": [_grant_json(g) for g in grants]}
 
 
-@router.post("/{grant_id}/revoke", summary="Revoke a grant and every grant issued under it")
+@router.post("/{grant_id}/revoke", summary="Revoke a grant and every grant issued under it",
+             responses=raises("not_found"), response_model=responses.RevokedGrants)
 async def revoke(grant_id: Text, request: Request, caller: Annotated[Caller, require("delegations.write")],
                  ) -> dict[str, Any]:
     """Agents may revoke only grants they issued (or that descend from those)."""

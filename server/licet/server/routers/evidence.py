@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from licet.kernel.bundle import make_bundle
 from licet.kernel.checkpoint import parse_checkpoint
 from licet.kernel.log import LogError, TransparencyLog
-from licet.server import listings
-from licet.server.errors import ERROR_RESPONSES, ApiError, not_found
+from licet.server import listings, responses
+from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, require
 from licet.server.listings import glob_to_like, utc_bound
 from licet.server.logstore import DatabaseLogStore, lock_head
@@ -32,7 +32,7 @@ from licet.server.routers.decide import services_of
 from licet.server.services import Services
 from licet.server.time import utcnow
 
-router = APIRouter(prefix="/v1", tags=["evidence"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["evidence"])
 
 
 def _b64(value: bytes) -> str:
@@ -137,7 +137,7 @@ def listed(row: Any) -> dict[str, Any]:
             "request_hash": certificate.get("request_hash"), "issued_at": row.issued_at.isoformat()}
 
 
-@router.get("/certificates", summary="Certificates, newest first")
+@router.get("/certificates", summary="Certificates, newest first", response_model=responses.CertificatePage)
 async def list_certificates(request: Request, caller: Annotated[Caller, require("certificates.read")],
                             matching: Annotated[DecisionFilter, Depends(decision_filter)],
                             before: Annotated[int | None, Query(ge=0, le=INT64_MAX,
@@ -155,7 +155,7 @@ async def list_certificates(request: Request, caller: Annotated[Caller, require(
 
 @router.get("/certificates/export", summary="Every matching decision, streamed as CSV or JSON lines",
             response_class=StreamingResponse,
-            responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}},
+            responses={200: {"content": listings.EXPORT_CONTENT,
                              "description": "One decision per line, newest first"}})
 async def export_certificates(request: Request, caller: Annotated[Caller, require("certificates.read")],
                               matching: Annotated[DecisionFilter, Depends(decision_filter)],
@@ -191,7 +191,8 @@ def _bucket(dialect: str, unit: str) -> Any:
     return func.substr(CertificateRecord.issued_at, 1, length)
 
 
-@router.get("/certificates/summary", summary="Decisions per outcome over time, and the most refused")
+@router.get("/certificates/summary", summary="Decisions per outcome over time, and the most refused",
+            response_model=responses.DecisionSummary)
 async def summary(request: Request, caller: Annotated[Caller, require("certificates.read")],
                   window: Annotated[Literal["hour", "day", "week"], Query()] = "day") -> dict[str, Any]:
     """Counts per outcome in each minute (last hour), hour (last day) or day (last week), and the
@@ -223,7 +224,8 @@ async def summary(request: Request, caller: Annotated[Caller, require("certifica
             "totals": totals, "most_refused_actions": top["actions"], "most_refused_agents": top["agents"]}
 
 
-@router.get("/certificates/{certificate_id}", summary="A certificate and its log index")
+@router.get("/certificates/{certificate_id}", responses=raises("not_found"), summary="A certificate and its log index",
+            response_model=responses.CertificateView)
 async def get_certificate(certificate_id: Text, request: Request,
                           caller: Annotated[Caller, require("certificates.read")]) -> dict[str, Any]:
     """The signed certificate exactly as logged."""
@@ -231,7 +233,8 @@ async def get_certificate(certificate_id: Text, request: Request,
     return {"certificate": json.loads(record.body), "log_index": record.log_index}
 
 
-@router.get("/certificates/{certificate_id}/proof", summary="The evidence bundle of a certificate")
+@router.get("/certificates/{certificate_id}/proof", summary="The evidence bundle of a certificate",
+            responses=raises("not_found"), response_model=responses.CertificateProof)
 async def certificate_proof(certificate_id: Text, request: Request,
                             caller: Annotated[Caller, require("certificates.read")]) -> dict[str, Any]:
     """Inclusion proof of the certificate's leaf in a signed checkpoint, as a C2SP tlog-proof bundle
@@ -248,7 +251,8 @@ async def certificate_proof(certificate_id: Text, request: Request,
             "checkpoint": note, "bundle": make_bundle(record.body.encode(), proof, note)}
 
 
-@router.get("/evidence/checkpoint", summary="The newest signed checkpoint of the tenant's log")
+@router.get("/evidence/checkpoint", summary="The newest signed checkpoint of the tenant's log",
+            response_model=responses.Checkpoint)
 async def latest_checkpoint(request: Request, caller: Annotated[Caller, require("evidence.read")],
                             ) -> dict[str, Any]:
     """Signed at the log's current size if the newest kept one is older."""
@@ -258,7 +262,8 @@ async def latest_checkpoint(request: Request, caller: Annotated[Caller, require(
     return _checkpoint_json(await checkpoint_covering(services, caller.tenant_id, size))
 
 
-@router.get("/evidence/checkpoints/{size}", summary="The checkpoint kept for a tree size")
+@router.get("/evidence/checkpoints/{size}", summary="The checkpoint kept for a tree size",
+            responses=raises("not_found"), response_model=responses.Checkpoint)
 async def checkpoint_at(size: Annotated[int, Path(ge=0, le=INT64_MAX)], request: Request,
                         caller: Annotated[Caller, require("evidence.read")]) -> dict[str, Any]:
     """Only sizes a checkpoint was signed at exist."""
@@ -269,7 +274,8 @@ async def checkpoint_at(size: Annotated[int, Path(ge=0, le=INT64_MAX)], request:
     return _checkpoint_json(note)
 
 
-@router.get("/evidence/consistency", summary="Proof that one tree size is a prefix of another")
+@router.get("/evidence/consistency", summary="Proof that one tree size is a prefix of another",
+            responses=raises("invalid_range"), response_model=responses.ConsistencyProof)
 async def consistency(request: Request, caller: Annotated[Caller, require("evidence.read")],
                       first: Annotated[int, Query(ge=0)], second: Annotated[int, Query(ge=0)]) -> dict[str, Any]:
     """RFC 9162 consistency proof between two sizes of the tenant's log."""
@@ -284,7 +290,7 @@ async def consistency(request: Request, caller: Annotated[Caller, require("evide
     return {"first": first, "second": second, "proof": [_b64(h) for h in proof.hashes]}
 
 
-@router.get("/evidence/entries", summary="A page of log entries")
+@router.get("/evidence/entries", summary="A page of log entries", response_model=responses.EntriesPage)
 async def entries(request: Request, caller: Annotated[Caller, require("evidence.entries")],
                   start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
@@ -297,7 +303,8 @@ async def entries(request: Request, caller: Annotated[Caller, require("evidence.
             "next_start": start + len(rows) if len(rows) == limit else None}
 
 
-@router.get("/evidence/keys", summary="The public keys that verify certificates and checkpoints")
+@router.get("/evidence/keys", summary="The public keys that verify certificates and checkpoints",
+            response_model=responses.EvidenceKeys)
 async def keys(request: Request, caller: Annotated[Caller, require("evidence.read")]) -> dict[str, Any]:
     """What an offline verifier needs to trust."""
     services = services_of(request)

@@ -15,15 +15,15 @@ from licet import kernel
 from licet.kernel.analysis import diff, never_applying_rules, query
 from licet.kernel.document import load_document
 from licet.kernel.errors import PolicyError
-from licet.server import audit
-from licet.server.errors import ERROR_RESPONSES, ApiError, not_found
+from licet.server import audit, responses
+from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, require
 from licet.server.models import PolicyActivation, PolicyRecord, PolicyVersion, Tenant
 from licet.server.routers import INT32_MAX, JsonObject, Text
 from licet.server.routers.decide import services_of
 from licet.server.time import utcnow
 
-router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 MAX_SOURCE = 512 * 1024
 EXAMPLE = ("id: payments\nversion: 1\nrules:\n"
@@ -104,7 +104,8 @@ async def _version(session: AsyncSession, tenant: str, policy_id: str, number: i
     return found
 
 
-@router.post("/validate", summary="Validate a policy without storing it")
+@router.post("/validate", summary="Validate a policy without storing it",
+             responses=raises("invalid_policy", "kernel_fault"), response_model=responses.Validated)
 async def validate(body: SourceBody, caller: Annotated[Caller, require("policies.write")]) -> dict[str, Any]:
     """Load and type-check the document; report rules that can never apply."""
     policy = _load(body.source)
@@ -114,7 +115,8 @@ async def validate(body: SourceBody, caller: Annotated[Caller, require("policies
             "never_applying": [n.to_json() for n in never]}
 
 
-@router.post("", status_code=201, summary="Store a new version of a policy (a draft until activated)")
+@router.post("", status_code=201, summary="Store a new version of a policy (a draft until activated)",
+             responses=raises("invalid_policy"), response_model=responses.CreatedVersion)
 async def create(body: SourceBody, request: Request, caller: Annotated[Caller, require("policies.write")],
                  ) -> dict[str, Any]:
     """The document's `id` names the policy; each upload becomes its next immutable version."""
@@ -140,7 +142,7 @@ async def create(body: SourceBody, request: Request, caller: Annotated[Caller, r
     return {"policy": {"id": record.id, "name": record.name}, "version": _version_json(version, active)}
 
 
-@router.get("", summary="List the tenant's policies")
+@router.get("", summary="List the tenant's policies", response_model=responses.PolicyList)
 async def list_policies(request: Request, caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
     """Every policy with its newest version number and the active version."""
     async with services_of(request).db.read() as session:
@@ -155,7 +157,8 @@ async def list_policies(request: Request, caller: Annotated[Caller, require("pol
     return {"policies": [{"id": p.id, "name": p.name, "latest": n} for p, n in rows], "active": active_version}
 
 
-@router.get("/{policy_id}", summary="A policy and its versions")
+@router.get("/{policy_id}", responses=raises("not_found"), summary="A policy and its versions",
+            response_model=responses.PolicyDetail)
 async def get_policy(policy_id: Text, request: Request, caller: Annotated[Caller, require("policies.read")],
                      ) -> dict[str, Any]:
     """The policy's versions, newest first."""
@@ -167,7 +170,8 @@ async def get_policy(policy_id: Text, request: Request, caller: Annotated[Caller
         return {"id": record.id, "name": record.name, "versions": [_version_json(v, active) for v in versions]}
 
 
-@router.get("/{policy_id}/versions/{number}", summary="One version, with its source")
+@router.get("/{policy_id}/versions/{number}", responses=raises("not_found"), summary="One version, with its source",
+            response_model=responses.PolicyVersionSource)
 async def get_version(policy_id: Text, number: VersionNumber, request: Request,
                       caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
     """The stored document exactly as uploaded."""
@@ -177,7 +181,8 @@ async def get_version(policy_id: Text, number: VersionNumber, request: Request,
         return _version_json(version, await _active_id(session, caller.tenant_id), source=True)
 
 
-@router.post("/{policy_id}/diff", summary="What a version permits that another does not, and the reverse")
+@router.post("/{policy_id}/diff", summary="What a version permits that another does not, and the reverse",
+             responses=raises("not_found", "no_active_policy", "kernel_fault"), response_model=responses.PolicyDiff)
 async def diff_versions(policy_id: Text, body: DiffBody, request: Request,
                         caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
     """Compare a version (default: newest) with another (default: the active one), proved by Z3."""
@@ -199,7 +204,9 @@ async def diff_versions(policy_id: Text, body: DiffBody, request: Request,
             **result.to_json()}
 
 
-@router.post("/query", summary="Can any request matching a pattern be permitted?")
+@router.post("/query", summary="Can any request matching a pattern be permitted?",
+             responses=raises("not_found", "no_active_policy", "invalid_policy", "invalid_request", "kernel_fault"),
+             response_model=responses.QueryAnswer)
 async def query_policy(body: QueryBody, request: Request, caller: Annotated[Caller, require("policies.read")],
                        ) -> dict[str, Any]:
     """An example request, or Z3's proof that none exists."""
@@ -230,7 +237,8 @@ async def _activate(session: AsyncSession, caller: Caller, version: PolicyVersio
             "activated_by": caller.principal_id}
 
 
-@router.post("/{policy_id}/versions/{number}/activate", summary="Make a version the tenant's active policy")
+@router.post("/{policy_id}/versions/{number}/activate", summary="Make a version the tenant's active policy",
+             responses=raises("not_found"), response_model=responses.Activation)
 async def activate(policy_id: Text, number: VersionNumber, body: ActivateBody, request: Request,
                    caller: Annotated[Caller, require("policies.activate", step_up=True)]) -> dict[str, Any]:
     """Decisions already running finish on the version they started with; new ones use this one."""
@@ -240,7 +248,8 @@ async def activate(policy_id: Text, number: VersionNumber, body: ActivateBody, r
         return await _activate(session, caller, version, body.reason)
 
 
-@router.post("/rollback", summary="Re-activate the version that was active before the current one")
+@router.post("/rollback", summary="Re-activate the version that was active before the current one",
+             responses=raises("nothing_to_roll_back"), response_model=responses.Activation)
 async def rollback(body: ActivateBody, request: Request,
                    caller: Annotated[Caller, require("policies.activate", step_up=True)]) -> dict[str, Any]:
     """Walks back through the activations, one per call (activations push, rollbacks pop)."""
