@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server_harness import IN_CI, Tenant, free_port
+from tests.server_harness import IN_CI, START_SECONDS, Tenant, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 UV = Path(sys.executable).parent / "uv"
@@ -133,7 +133,7 @@ def test_the_full_set_from_wheels_serves_the_demo_with_its_dashboard(wheels: Pat
                                cwd=elsewhere, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + START_SECONDS
         while True:
             try:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
