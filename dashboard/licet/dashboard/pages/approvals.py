@@ -131,7 +131,8 @@ def _card(item: rx.Var[Item]) -> rx.Component:
     approval_id = item["id"]
     return rx.card(
         rx.vstack(
-            rx.hstack(rx.heading(item["action"], size="4", as_="h2"), rx.badge("pending", color_scheme="amber"),
+            rx.hstack(rx.heading(item["action"], size="4", as_="h2"),
+                      rx.badge("pending", color_scheme="amber", high_contrast=True),
                       rx.spacer(), rx.text(item["remaining"], size="2", class_name="countdown"), wrap="wrap",
                       width="100%"),
             rx.text("Resource ", rx.code(item["resource"]), " · agent ", rx.code(item["agent"]), size="2"),

@@ -287,8 +287,8 @@ def check_list(rows: rx.Var[Any], id: str) -> rx.Component:
     return rx.el.ul(
         rx.foreach(rows, lambda row: rx.el.li(
             rx.hstack(
-                rx.cond(row["ok"], rx.badge("pass", color_scheme="green", variant="solid"),
-                        rx.badge("FAIL", color_scheme="red", variant="solid")),
+                rx.cond(row["ok"], rx.badge("pass", color_scheme="green", variant="solid", high_contrast=True),
+                        rx.badge("FAIL", color_scheme="red", variant="solid", high_contrast=True)),
                 rx.text(rx.code(row["name"]), " ", row["detail"], size="2", style={"wordBreak": "break-word",
                                                                                    "minWidth": "0"}),
                 align="start", spacing="2",
@@ -342,7 +342,7 @@ def certificate_page() -> rx.Component:
             view.decision != "",
             rx.vstack(
                 rx.hstack(rx.code(view.certificate_id, id="certificate-id", style={"wordBreak": "break-all"}),
-                          rx.badge(view.decision, id="certificate-decision", size="2"),
+                          rx.badge(view.decision, id="certificate-decision", size="2", high_contrast=True),
                           rx.text("log entry ", view.log_index, size="2", color_scheme="gray"),
                           wrap="wrap", align="center"),
                 rx.el.section(

@@ -330,9 +330,10 @@ def _decision_row(row: rx.Var[DecisionRow]) -> rx.Component:
         rx.table.cell(row["action"], style={**mono, "whiteSpace": "nowrap"}, class_name="action"),
         rx.table.cell(row["resource"], style={**mono, "wordBreak": "break-all", "minWidth": "140px"}),
         rx.table.cell(rx.badge(row["decision"], color_scheme=rx.match(
-            row["decision"], *[(k, v) for k, v in _DECISION_COLORS.items()], "gray"), class_name="decision")),
+            row["decision"], *[(k, v) for k, v in _DECISION_COLORS.items()], "gray"), high_contrast=True,
+            class_name="decision")),
         rx.table.cell(row["rules"], style=mono, class_name="rules"),
-        rx.table.cell(rx.link("View", href=row["href"], aria_label="Certificate " + row["id"],
+        rx.table.cell(rx.link("View", href=row["href"], aria_label="View certificate " + row["id"],
                               class_name="certificate-link")),
         class_name="decision-row", data_id=row["id"],
     )

@@ -101,7 +101,7 @@ def _chart() -> rx.Component:
                 ),
                 wrap="wrap", width="100%",
             ),
-            rx.hstack(*[rx.badge(f"{outcome}: ", Overview.totals[outcome], color_scheme=color,
+            rx.hstack(*[rx.badge(f"{outcome}: ", Overview.totals[outcome], color_scheme=color, high_contrast=True,
                                  id=f"total-{outcome}") for outcome, color in OUTCOMES], wrap="wrap"),
             rx.recharts.bar_chart(
                 *[rx.recharts.bar(data_key=outcome, stack_id="outcomes", fill=f"var(--{color}-9)", name=outcome)

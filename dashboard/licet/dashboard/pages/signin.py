@@ -12,8 +12,8 @@ from typing import Any
 
 import reflex as rx
 
-from licet.dashboard.layout import error_callout, field
-from licet.dashboard.state import Session, refusal
+from licet.dashboard.layout import error_callout, field, page, step_up_dialog
+from licet.dashboard.state import Session, StepUp, refusal
 
 
 def _error(result: Any) -> str:
@@ -151,8 +151,9 @@ class Invitation(rx.State):
         return rx.call_script("licet.go('/enrol')")
 
 
-class Enrolment(Session):
-    """TOTP enrolment for the signed-in person (right after an invitation, or later)."""
+class Enrolment(StepUp, Session):
+    """TOTP enrolment for the signed-in person (right after an invitation, or later: replacing an
+    authenticator needs a recent MFA, asked for in place)."""
 
     error: rx.Field[str] = rx.field("")
     qr_svg: rx.Field[str] = rx.field("")
@@ -161,12 +162,22 @@ class Enrolment(Session):
 
     @rx.event
     async def begin(self) -> None:
-        if self.signed_in:
-            reply = await self.api().post("/v1/auth/totp/enrol")
-            if reply.ok:
-                self.qr_svg, self.otpauth = reply.body["qr_svg"], reply.body["otpauth_uri"]
-            else:
-                self.error = refusal(reply)
+        if not self.signed_in:
+            return
+        self.error, self.qr_svg, self.otpauth, self.backup_codes = "", "", "", []
+        reply = await self.api().post("/v1/auth/totp/enrol")
+        if reply.ok:
+            self.qr_svg, self.otpauth = reply.body["qr_svg"], reply.body["otpauth_uri"]
+        elif reply.error_code == "step_up_required":
+            self._ask_step_up()
+        else:
+            self.error = refusal(reply)
+
+    async def _resume(self) -> None:
+        await self.begin()
+
+    def _drop(self) -> None:
+        self.error = "Your authenticator was left as it was."
 
     @rx.event
     async def confirm(self, form: dict[str, Any]) -> None:
@@ -201,8 +212,6 @@ def invitation_page() -> rx.Component:
 
 
 def enrol_page() -> rx.Component:
-    from licet.dashboard.layout import page
-
     return page(
         "Set up your authenticator",
         error_callout(Enrolment.error, "enrol-error"),
@@ -217,7 +226,8 @@ def enrol_page() -> rx.Component:
             rx.vstack(
                 rx.text("Scan the QR code with an authenticator app, then type the code it shows."),
                 rx.html(Enrolment.qr_svg, id="totp-qr", style={"width": "220px"}),
-                rx.text("Or enter this URI by hand: ", rx.code(Enrolment.otpauth, id="otpauth"), size="2"),
+                rx.text("Or enter this URI by hand: ", rx.code(Enrolment.otpauth, id="otpauth"), size="2",
+                        style={"wordBreak": "break-all"}),
                 rx.form(
                     rx.hstack(field("Code", rx.input(id="enrol-code", name="code", required=True)),
                               rx.button("Turn on", type="submit", id="enrol-confirm"), align="end"),
@@ -225,4 +235,5 @@ def enrol_page() -> rx.Component:
                 ),
             ),
         ),
+        step_up_dialog(Enrolment, "Replacing your authenticator needs a second factor within the last few minutes."),
     )
