@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from licet import kernel, sdk
 from licet.kernel.note import parse_verifier_key
@@ -454,3 +456,40 @@ def test_local_mode_without_the_solver_names_the_extra() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "pip install 'licet-sdk[local]'" in done.stdout and "z3" in done.stdout
+
+
+def _published(signer: kernel.Signer) -> dict[str, Any]:
+    from licet.kernel.note import NoteSigner
+
+    note = NoteSigner("licet.localhost/licet/t", signer)
+    return {"certificate_keys": [signer.public_key.to_json()],
+            "log": {"origin": "licet.localhost/licet/t", "verifier_key": note.verifier.vkey()}}
+
+
+def test_trusted_keys_name_the_field_that_is_wrong() -> None:
+    published = _published(kernel.Signer(os.urandom(32)))
+    keys = sdk.TrustedKeys.from_json(published)
+    assert [k.to_json() for k in keys.certificate_keys] == published["certificate_keys"]
+    assert keys.log_origin == "licet.localhost/licet/t" and keys.log_key.vkey() == published["log"]["verifier_key"]
+    broken = [({**published, "certificate_keys": []}, "certificate_keys"),
+              ({**published, "certificate_keys": [{"type": "rsa"}]}, r"certificate_keys\[0\]"),
+              ({**published, "log": {**published["log"], "origin": ""}}, "log.origin"),
+              ({**published, "log": {"origin": "o"}}, "log.verifier_key"),
+              ({**published, "log": {**published["log"], "verifier_key": "x+y+z"}}, "log.verifier_key"),
+              ({"certificate_keys": published["certificate_keys"]}, "log"), ([], "body")]
+    for body, field in broken:
+        with pytest.raises(sdk.LicetError, match=f"evidence keys: {field}"):
+            sdk.TrustedKeys.from_json(body)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+                    max_leaves=8)
+
+
+@given(st.fixed_dictionaries({}, optional={"certificate_keys": JSON, "log": JSON}) | JSON)
+def test_trusted_keys_refuse_any_malformed_document_with_a_licet_error(body: Any) -> None:
+    try:
+        sdk.TrustedKeys.from_json(body)
+    except sdk.LicetError as exc:
+        assert str(exc).startswith("evidence keys: ")
