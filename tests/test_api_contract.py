@@ -245,3 +245,66 @@ def test_evidence_keys_has_the_shape_the_sdk_reads(document: dict[str, Any]) -> 
     assert set(keys["required"]) == {"certificate_keys", "log"}
     assert set(schemas["PublicKey"]["required"]) == {"type", "key_id", "public_key"}
     assert set(schemas["LogKey"]["required"]) == {"origin", "verifier_key"}
+
+
+# ------------------------------------------------------------------- /docs and /redoc, offline
+
+
+def _browser_ready() -> bool:
+    from tests.server_harness import IN_CI
+    if Path("/usr/bin/chromium").exists():
+        return True
+    if IN_CI:
+        raise RuntimeError("Chromium is missing (/usr/bin/chromium): scripts/test installs it")
+    return False
+
+
+@pytest.fixture(scope="module")
+def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`licet serve` (the dashboard mounted too), as an operator starts it."""
+    from tests.server_harness import launch
+    data_dir = tmp_path_factory.mktemp("docs-server")
+    process, url = launch(f"sqlite+aiosqlite:///{data_dir / 'licet.db'}", data_dir, data_dir / "server.log")
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.mark.skipif(not _browser_ready(), reason="Chromium is not installed")
+def test_docs_and_redoc_render_offline_with_an_authorize_button(live_url: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    outside: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page()
+
+        def only_the_server(route: Any) -> None:
+            if route.request.url.startswith(live_url):
+                route.continue_()
+            else:  # blocked: the pages must render without them
+                # ReDoc's footer shows Redocly's logo from its CDN; a missing image changes nothing else.
+                if route.request.url != "https://cdn.redoc.ly/redoc/logo-mini.svg":
+                    outside.append(f"{route.request.resource_type} {route.request.url}")
+                route.abort()
+
+        page.route("**/*", only_the_server)
+        page.goto(f"{live_url}/docs")
+        authorize = page.locator("button.authorize")
+        authorize.wait_for(timeout=30_000)
+        page.locator(".opblock-summary-path", has_text="/v1/decide").first.wait_for()
+        shots = ROOT / "test-artifacts" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "docs.png"), full_page=False)
+        authorize.click()
+        dialog = page.locator(".modal-ux")
+        dialog.wait_for()
+        for scheme in ("apiKey", "sessionToken", "sessionCookie", "csrfToken"):
+            assert dialog.get_by_text(scheme).count() >= 1, scheme
+        page.screenshot(path=str(shots / "docs-authorize.png"), full_page=False)
+        page.goto(f"{live_url}/redoc")
+        page.locator("h2", has_text="Decide an action and certify the decision").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "redoc.png"), full_page=False)
+        browser.close()
+    assert outside == [], f"the documentation pages asked for resources elsewhere: {outside}"
+    assert (ROOT / "test-artifacts" / "screenshots" / "docs.png").stat().st_size > 10_000

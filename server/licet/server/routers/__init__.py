@@ -9,6 +9,7 @@ numbers only up to ±(2^53-1), and integer columns are 32 or 64 bits wide.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -80,6 +81,17 @@ def _date_time_string(value: Any) -> Any:
 
 
 DateTime = Annotated[datetime, BeforeValidator(_date_time_string)]
+
+
+def _date_time_text(value: Any) -> Any:
+    # In a query string every value is text: pydantic would read `0.5` as seconds since 1970.
+    if isinstance(value, str) and not re.match(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("must be an RFC 3339 date-time, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
+QueryDateTime = Annotated[datetime, BeforeValidator(_date_time_text)]
+"""A date-time in a query string (RFC 3339 text, never a number)."""
 
 Text = Annotated[str, AfterValidator(_text)]
 """A string the database can store and compare: no NUL, valid Unicode."""

@@ -20,7 +20,7 @@ from licet.server.identity import Caller, new_api_key, require
 from licet.server.listings import glob_to_like, utc_bound
 from licet.server.models import ApiKey, AuditEvent, User, UserSession
 from licet.server.roles import ROLES
-from licet.server.routers import INT64_MAX, DateTime, JsonObject, Text
+from licet.server.routers import INT64_MAX, DateTime, JsonObject, QueryDateTime, Text
 from licet.server.routers.decide import services_of
 from licet.server.time import utcnow
 
@@ -276,8 +276,8 @@ def audit_filter(
         actor: Annotated[str | None, Query(max_length=200, description="Who (principal id)")] = None,
         action: Annotated[str | None, Query(max_length=200, description="An event or a glob: `auth.*`")] = None,
         target: Annotated[str | None, Query(max_length=200, description="The object (e.g. `approval:<id>`)")] = None,
-        since: Annotated[datetime | None, Query(description="At or after (RFC 3339)")] = None,
-        until: Annotated[datetime | None, Query(description="Before (RFC 3339)")] = None) -> dict[str, Any]:
+        since: Annotated[QueryDateTime | None, Query(description="At or after (RFC 3339)")] = None,
+        until: Annotated[QueryDateTime | None, Query(description="Before (RFC 3339)")] = None) -> dict[str, Any]:
     """The audit filter of a request's query string."""
     return {"actor": actor, "action": action, "target": target, "since": utc_bound(since), "until": utc_bound(until)}
 

@@ -27,7 +27,7 @@ from licet.server.identity import Caller, require
 from licet.server.listings import glob_to_like, utc_bound
 from licet.server.logstore import DatabaseLogStore, lock_head
 from licet.server.models import CertificateRecord, CertificateRule
-from licet.server.routers import INT64_MAX, Text
+from licet.server.routers import INT64_MAX, QueryDateTime, Text
 from licet.server.routers.decide import services_of
 from licet.server.services import Services
 from licet.server.time import utcnow
@@ -122,8 +122,8 @@ def decision_filter(
         action: Annotated[str | None, Query(max_length=200, description="An action or a glob: `payments.*`")] = None,
         outcome: Annotated[Outcome | None, Query()] = None,
         rule: Annotated[str | None, Query(max_length=200, description="A rule the certificate names")] = None,
-        since: Annotated[datetime | None, Query(description="Issued at or after (RFC 3339)")] = None,
-        until: Annotated[datetime | None, Query(description="Issued before (RFC 3339)")] = None) -> DecisionFilter:
+        since: Annotated[QueryDateTime | None, Query(description="Issued at or after (RFC 3339)")] = None,
+        until: Annotated[QueryDateTime | None, Query(description="Issued before (RFC 3339)")] = None) -> DecisionFilter:
     """The decision filter of a request's query string."""
     return DecisionFilter(principal, action, outcome, rule, utc_bound(since), utc_bound(until))
 
