@@ -124,6 +124,15 @@ def test_the_evidence_log_shows_the_checkpoint_and_checks_consistency(browser: A
     expect(page.locator("#checkpoint-origin")).to_have_text(second["origin"])
     expect(page.locator("#checkpoint-note")).to_contain_text(second["root_hash"])
     expect(page.locator("#checkpoint-checks li.check-ok")).to_have_attribute("data-check", "checkpoint-signature")
+    # The checkpoints served list both sizes (as the API does, newest first); Show gives a size's note.
+    with demo.agent() as agent:
+        served = agent.get("/v1/evidence/checkpoints").json()["checkpoints"]
+    assert [c["size"] for c in served][:1] == [second["size"]] and first["size"] in [c["size"] for c in served]
+    assert [c["size"] for c in served] == sorted((c["size"] for c in served), reverse=True)
+    rows = page.locator("#checkpoints-served li.served")
+    expect(rows).to_have_count(len(served))
+    page.locator(f"#checkpoints-served li[data-size='{first['size']}'] button").click()
+    expect(page.locator("#lookup-note")).to_contain_text(first["root_hash"], timeout=15_000)
     page.fill("#consistency-first", str(first["size"]))
     page.fill("#consistency-second", str(second["size"]))
     page.click("#check-consistency")

@@ -26,7 +26,7 @@ from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, require
 from server.listings import glob_to_like, utc_bound
 from server.logstore import DatabaseLogStore, lock_head
-from server.models import CertificateRecord, CertificateRule
+from server.models import CertificateRecord, CertificateRule, LogCheckpoint
 from server.routers import INT64_MAX, Text
 from server.routers.decide import services_of
 from server.services import Services
@@ -209,6 +209,21 @@ async def latest_checkpoint(request: Request, caller: Annotated[Caller, require(
     async with services.db.read() as session:
         size = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), caller.tenant_id).size())
     return _checkpoint_json(await checkpoint_covering(services, caller.tenant_id, size))
+
+
+@router.get("/evidence/checkpoints", summary="The signed checkpoints kept, newest first")
+async def list_checkpoints(request: Request, caller: Annotated[Caller, require("evidence.read")],
+                           before: Annotated[int | None, Query(ge=0, le=INT64_MAX,
+                                                               description="Tree size to page before")] = None,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Each kept checkpoint's tree size and when it was signed (its note: `/evidence/checkpoints/{size}`)."""
+    query = select(LogCheckpoint.size, LogCheckpoint.created_at).where(LogCheckpoint.tenant_id == caller.tenant_id)
+    if before is not None:
+        query = query.where(LogCheckpoint.size < before)
+    async with services_of(request).db.read() as session:
+        rows = (await session.execute(query.order_by(LogCheckpoint.size.desc()).limit(limit))).all()
+    items = [{"size": r.size, "signed_at": r.created_at.isoformat()} for r in rows]
+    return {"checkpoints": items, "next_before": items[-1]["size"] if len(items) == limit else None}
 
 
 @router.get("/evidence/checkpoints/{size}", summary="The checkpoint kept for a tree size")
