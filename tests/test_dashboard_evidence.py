@@ -95,6 +95,11 @@ def test_verify_is_red_naming_the_check_when_the_stored_row_was_altered(browser:
         certificate["request"]["args"]["amount"] += 1000
         db.execute("UPDATE certificates SET body = ? WHERE id = ?",
                    (json.dumps(certificate, separators=(",", ":")), transfer["id"]))
+    # The API no longer builds a proof for it, and says why (the log's entry is the certificate as signed).
+    with demo.agent() as agent:
+        refused = agent.get(f"/v1/certificates/{transfer['id']}/proof")
+    assert refused.status_code == 500 and refused.json()["error"]["code"] == "evidence_mismatch", refused.text
+    assert f"log entry {transfer['log_index']}" in refused.json()["error"]["message"]
     page = sign_in(browser, demo, "owner")
     page.goto(f"/certificate?id={transfer['id']}")
     expect(page.locator("#certificate-decision")).to_have_text("permit", timeout=15_000)
@@ -106,6 +111,10 @@ def test_verify_is_red_naming_the_check_when_the_stored_row_was_altered(browser:
     checks = _checks(page)
     assert checks["signature"] == "failed" and checks["request_hash"] == "failed", checks
     assert checks["theorem_hash"] == "ok", checks  # only the request was altered
+    expect(page.locator("#checks li[data-check='inclusion']")).to_contain_text("evidence_mismatch")
+    alarms = [json.loads(line) for line in demo.log.read_text().splitlines() if '"evidence_mismatch"' in line
+              and line.startswith("{")]
+    assert any(a["level"] == "error" and a["certificate_id"] == transfer["id"] for a in alarms), alarms
     shot(page, "certificate-altered-1280")
     page.context.close()
 

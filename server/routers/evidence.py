@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from kernel.bundle import make_bundle
+from kernel.bundle import BundleError, make_bundle
 from kernel.checkpoint import parse_checkpoint
 from kernel.log import LogError, TransparencyLog
 from server import listings
@@ -32,6 +33,7 @@ from server.routers.decide import services_of
 from server.services import Services
 
 router = APIRouter(prefix="/v1", tags=["evidence"], responses=ERROR_RESPONSES)
+_log = structlog.get_logger("licet.evidence")
 
 
 def _b64(value: bytes) -> str:
@@ -197,8 +199,15 @@ async def certificate_proof(certificate_id: Text, request: Request,
         proof = await session.run_sync(lambda s: TransparencyLog(
             DatabaseLogStore(s.connection(), caller.tenant_id), services.origin(caller.tenant_id),
         ).inclusion_proof(record.log_index, size))
+    try:
+        bundle = make_bundle(record.body.encode(), proof, note)
+    except BundleError as exc:  # the stored row is not the certificate the log holds (altered after logging)
+        _log.error("evidence_mismatch", tenant=caller.tenant_id, certificate_id=certificate_id,
+                   log_index=record.log_index, detail=str(exc))
+        raise ApiError(500, "evidence_mismatch", f"certificate {certificate_id} does not match its log entry "
+                       f"{record.log_index}, so no proof can be built: {exc}") from exc
     return {"log_index": record.log_index, "tree_size": size, "proof": [_b64(h) for h in proof.hashes],
-            "checkpoint": note, "bundle": make_bundle(record.body.encode(), proof, note)}
+            "checkpoint": note, "bundle": bundle}
 
 
 @router.get("/evidence/checkpoint", summary="The newest signed checkpoint of the tenant's log")
