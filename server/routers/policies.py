@@ -12,13 +12,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import kernel
-from kernel.analysis import diff, never_applying_rules, query
+from kernel.analysis import check_policy, diff, query
 from kernel.document import load_document
 from kernel.errors import PolicyError
 from server import audit
 from server.errors import ERROR_RESPONSES, ApiError, not_found
 from server.identity import Caller, require
 from server.models import PolicyActivation, PolicyRecord, PolicyVersion, Tenant
+from server.roles import PERMISSIONS
 from server.routers import INT32_MAX, JsonObject, Text
 from server.routers.decide import services_of
 from server.time import utcnow
@@ -106,9 +107,10 @@ async def _version(session: AsyncSession, tenant: str, policy_id: str, number: i
 
 @router.post("/validate", summary="Validate a policy without storing it")
 async def validate(body: SourceBody, caller: Annotated[Caller, require("policies.write")]) -> dict[str, Any]:
-    """Load and type-check the document; report rules that can never apply."""
+    """Load and type-check the document; report rules proved never to apply and approval roles no
+    person who may vote holds (the analysis `licet policy check` runs)."""
     policy = _load(body.source)
-    never = await asyncio.to_thread(never_applying_rules, policy)
+    never = await asyncio.to_thread(check_policy, policy, PERMISSIONS["approvals.vote"])
     return {"valid": True, "id": policy.id, "version": policy.version, "hash": policy.hash,
             "rules": len(policy.rules), "invariants": len(policy.invariants),
             "never_applying": [n.to_json() for n in never]}
