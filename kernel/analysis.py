@@ -453,6 +453,7 @@ class SymbolicRequest:
         # Strings tested only against literals are decided lazily (`Lazy`): Z3 decides one
         # regular membership per string fast, but not several memberships of one string at once.
         self.direct = {p for k in keys if k[0] == "same" for p in k[1:]}
+        self.sized = {k[1] for k in keys if k[0] == "size"}
         self.lazy: dict[str, list[tuple[z3.BoolRef, z3.ReRef]]] = {}
         self.witness: dict[str, str] = {}
         self.members: dict[str, list[tuple[str, z3.BoolRef]]] = {}
@@ -890,8 +891,10 @@ class _Analysis:
             size = model.eval(request.size(path), model_completion=True)
             value = z3.String(f"witness#{path}", self.ctx)
             found = None
+            # The length matters only where a condition reads size().
+            length = [z3.Length(value) == size] if path in request.sized else []
             for extra in ([z3.InRe(value, printable)], []):
-                result = _quick_check(self.ctx, z3.InRe(value, language), z3.Length(value) == size, *extra)
+                result = _quick_check(self.ctx, z3.InRe(value, language), *length, *extra)
                 if isinstance(result, str):
                     found = result
                     break
