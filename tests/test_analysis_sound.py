@@ -200,3 +200,18 @@ def test_unknown_is_an_answer_not_a_yes_or_no() -> None:
         assert not answer.permitted
     else:
         assert_yes(p, {"action": "a.b"})
+
+
+def test_policy_check_cli_warns_like_validate(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from licet.cli import app
+
+    path = tmp_path / "p.yaml"
+    path.write_text("id: p\nrules:\n"
+                    "  - {id: never, effect: permit, action: a.b, when: 'args.n > 5 && args.n < 3'}\n"
+                    "  - {id: ask, effect: require_approval, action: a.c, approval: {role: auditor}}\n")
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "never" in result.output and "no request satisfies" in result.output
+    assert "approval role 'auditor'" in result.output
