@@ -90,10 +90,19 @@ def keygen(
 
 @policy_app.command("check")
 def policy_check(path: Path) -> None:
-    """Validate a policy: exit 0 if valid, else exit 2 with FILE:LINE:COL: message on stderr."""
+    """Validate a policy: exit 0 if valid, else exit 2 with FILE:LINE:COL: message on stderr.
+
+    Warns (exit 0) about rules proved never to apply and about approval roles no person who may
+    vote holds — checked against Licet's roles, since the CLI knows no people (the server's
+    validate runs the same analysis)."""
+    from licet.kernel.analysis import check_policy
+    from licet.server.roles import PERMISSIONS
+
     policy = load_policy_file(path)
     console.print(f"{path}: ok — policy {policy.id!r}, {len(policy.rules)} rules, "
                   f"{len(policy.invariants)} invariants, {policy.hash}")
+    for item in check_policy(policy, PERMISSIONS["approvals.vote"]):
+        console.print(f"[yellow]warning[/] {item.rule}: {item.reason}")
 
 
 def _read_document(value: str, what: str) -> Any:
@@ -141,12 +150,21 @@ def policy_diff(
     result = diff(load_policy_file(old), load_policy_file(new), max_examples=examples)
     if json_out:
         print(json.dumps(result.to_json(), indent=2))
-        return
-    console.print("[green]equivalent[/]" if result.equivalent else "[yellow]the versions differ[/]")
+    else:
+        _print_diff(result)
+    if result.answer == "unknown":
+        raise typer.Exit(3)
+
+
+def _print_diff(result: Any) -> None:
+    if result.answer == "unknown":
+        console.print(f"[red]unknown[/]: {result.reason}")
+    else:
+        console.print("[green]equivalent[/]" if result.equivalent else "[yellow]the versions differ[/]")
     for title, found in (("newly permitted", result.gained), ("no longer permitted", result.lost)):
         for example in found:
             console.print(f"[bold]{title}[/]: {json.dumps(example.request)} rules={dict(example.rules)}"
-                          f"{'' if example.confirmed else ' (not confirmed concretely)'}")
+                          f" history={len(example.state.get('history', []))} event(s)")
     for item in result.never_applies:
         console.print(f"[yellow]never applies[/] {item.policy}:{item.rule}: {item.reason}")
 
@@ -169,10 +187,15 @@ def policy_query(
         raise fail(f"query: {exc}") from exc
     if json_out:
         print(json.dumps(answer.to_json(), indent=2))
-    elif answer.example is not None:
-        console.print(f"[yellow]yes[/]: {json.dumps(answer.example.request)}")
-    else:
+    elif answer.answer == "yes" and answer.example is not None:
+        console.print(f"[yellow]yes[/]: {json.dumps(answer.example.request)} "
+                      f"(re-decided: permit; history {json.dumps(answer.example.state)})")
+    elif answer.answer == "no":
         console.print("[green]no[/]: no request matching the pattern can be permitted (unsat)")
+    else:
+        console.print(f"[red]unknown[/]: {answer.reason}")
+    if answer.answer == "unknown":
+        raise typer.Exit(3)
 
 
 @plan_app.command("verify")
@@ -230,9 +253,13 @@ def delegation_check(
     if json_out:
         print(json.dumps(verdict.to_json(), indent=2))
     else:
-        console.print("[green]attenuates[/]" if verdict.ok else "[red]does not attenuate[/]")
+        shown = {"attenuates": "[green]attenuates[/]", "widens": "[red]does not attenuate[/]",
+                 "unknown": "[red]unknown[/]: attenuation could not be proved"}
+        console.print(shown[verdict.answer])
         for reason in verdict.reasons:
             console.print(f"  - {reason}")
+    if verdict.answer == "unknown":
+        raise typer.Exit(3)
     if not verdict.ok:
         raise typer.Exit(1)
 

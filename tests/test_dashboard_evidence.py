@@ -95,6 +95,11 @@ def test_verify_is_red_naming_the_check_when_the_stored_row_was_altered(browser:
         certificate["request"]["args"]["amount"] += 1000
         db.execute("UPDATE certificates SET body = ? WHERE id = ?",
                    (json.dumps(certificate, separators=(",", ":")), transfer["id"]))
+    # The API no longer builds a proof for it, and says why (the log's entry is the certificate as signed).
+    with demo.agent() as agent:
+        refused = agent.get(f"/v1/certificates/{transfer['id']}/proof")
+    assert refused.status_code == 500 and refused.json()["error"]["code"] == "evidence_mismatch", refused.text
+    assert f"log entry {transfer['log_index']}" in refused.json()["error"]["message"]
     page = sign_in(browser, demo, "owner")
     page.goto(f"/certificate?id={transfer['id']}")
     expect(page.locator("#certificate-decision")).to_have_text("permit", timeout=15_000)
@@ -106,6 +111,10 @@ def test_verify_is_red_naming_the_check_when_the_stored_row_was_altered(browser:
     checks = _checks(page)
     assert checks["signature"] == "failed" and checks["request_hash"] == "failed", checks
     assert checks["theorem_hash"] == "ok", checks  # only the request was altered
+    expect(page.locator("#checks li[data-check='inclusion']")).to_contain_text("evidence_mismatch")
+    alarms = [json.loads(line) for line in demo.log.read_text().splitlines() if '"evidence_mismatch"' in line
+              and line.startswith("{")]
+    assert any(a["level"] == "error" and a["certificate_id"] == transfer["id"] for a in alarms), alarms
     shot(page, "certificate-altered-1280")
     page.context.close()
 
@@ -124,6 +133,15 @@ def test_the_evidence_log_shows_the_checkpoint_and_checks_consistency(browser: A
     expect(page.locator("#checkpoint-origin")).to_have_text(second["origin"])
     expect(page.locator("#checkpoint-note")).to_contain_text(second["root_hash"])
     expect(page.locator("#checkpoint-checks li.check-ok")).to_have_attribute("data-check", "checkpoint-signature")
+    # The checkpoints served list both sizes (as the API does, newest first); Show gives a size's note.
+    with demo.agent() as agent:
+        served = agent.get("/v1/evidence/checkpoints").json()["checkpoints"]
+    assert [c["size"] for c in served][:1] == [second["size"]] and first["size"] in [c["size"] for c in served]
+    assert [c["size"] for c in served] == sorted((c["size"] for c in served), reverse=True)
+    rows = page.locator("#checkpoints-served li.served")
+    expect(rows).to_have_count(len(served))
+    page.locator(f"#checkpoints-served li[data-size='{first['size']}'] button").click()
+    expect(page.locator("#lookup-note")).to_contain_text(first["root_hash"], timeout=15_000)
     page.fill("#consistency-first", str(first["size"]))
     page.fill("#consistency-second", str(second["size"]))
     page.click("#check-consistency")

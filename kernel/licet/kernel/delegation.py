@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
-from licet.kernel.analysis import Example, permits_more
+from licet.kernel.analysis import DEFAULT_BUDGET, Budget, Example, permits_more
 from licet.kernel.decision import Decision, PresentedApproval, decide, epoch_seconds
 from licet.kernel.errors import PolicyError
 from licet.kernel.policy import Policy, load_policy
@@ -43,15 +43,18 @@ class Grant:
 
 @dataclass(frozen=True)
 class Attenuation:
-    """Whether a child grant attenuates its parent; if not, why (and a request showing it)."""
+    """Whether a child grant attenuates its parent ("attenuates": proved), "widens" (with the
+    reasons, and a confirmed request showing a wider scope), or "unknown" (the scope implication
+    could not be decided within the budget: never treated as attenuating)."""
 
     ok: bool
     reasons: tuple[str, ...] = ()
     counterexample: Example | None = None
+    answer: Literal["attenuates", "widens", "unknown"] = "attenuates"
 
     def to_json(self) -> dict[str, Any]:
         """JSON form printed by `licet delegation check --json`."""
-        return {"ok": self.ok, "reasons": list(self.reasons),
+        return {"answer": self.answer, "ok": self.ok, "reasons": list(self.reasons),
                 "counterexample": self.counterexample.to_json() if self.counterexample else None}
 
 
@@ -102,7 +105,7 @@ def load_grant(document: Mapping[str, Any], file: str = "<grant>") -> Grant:
                  bool(document.get("revoked", False)))
 
 
-def check_attenuation(parent: Grant, child: Grant) -> Attenuation:
+def check_attenuation(parent: Grant, child: Grant, *, budget: Budget = DEFAULT_BUDGET) -> Attenuation:
     """Prove `child` attenuates `parent` (scope implication by Z3, expiry, depth, chain link)."""
     key = (parent.id, parent.scope.hash)
     if key in child.checked:
@@ -119,10 +122,16 @@ def check_attenuation(parent: Grant, child: Grant) -> Attenuation:
     elif child.max_depth > parent.max_depth - 1:
         reasons.append(f"{child.id} allows {child.max_depth} more levels; {parent.id} leaves "
                        f"{parent.max_depth - 1}")
-    wider = permits_more(child.scope, parent.scope)
-    if wider is not None:
+    wider = permits_more(child.scope, parent.scope, budget=budget)
+    if wider.answer == "yes":
         reasons.append(f"{child.id}'s scope permits a request {parent.id}'s scope does not")
-    verdict = Attenuation(not reasons, tuple(reasons), wider)
+    elif wider.answer == "unknown":
+        reasons.append(f"could not prove that {child.id}'s scope stays within {parent.id}'s "
+                       f"(unknown: {wider.reason})")
+    answer: Literal["attenuates", "widens", "unknown"] = (
+        "attenuates" if not reasons else "unknown" if wider.answer == "unknown" and len(reasons) == 1
+        else "widens")
+    verdict = Attenuation(not reasons, tuple(reasons), wider.example, answer)
     child.checked[key] = verdict
     return verdict
 

@@ -89,6 +89,8 @@ ERRORS: dict[str, ErrorCode] = {
                                    "`retry_after` says how many seconds to wait."),
     # 5xx: nothing was permitted
     "internal": ErrorCode((500,), "An unexpected server error; nothing was permitted."),
+    "evidence_mismatch": ErrorCode((500,), "A stored certificate no longer matches its evidence-log entry (altered "
+                                   "after it was logged): no inclusion proof can be built for it."),
     "kernel_fault": ErrorCode((503,), "The solver could not establish a verdict; nothing was permitted, the "
                               "caller may retry."),
     "not_ready": ErrorCode((503,), "The database is unreachable (GET /readyz)."),

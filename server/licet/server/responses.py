@@ -197,6 +197,16 @@ class Checkpoint(Model):
     note: str = Field(description="The signed note, as signed.")
 
 
+class KeptCheckpoint(Model):
+    size: int = Field(description="The tree size it was signed at (its note: /v1/evidence/checkpoints/{size}).")
+    signed_at: str
+
+
+class CheckpointsPage(Model):
+    checkpoints: list[KeptCheckpoint]
+    next_before: int | None
+
+
 class ConsistencyProof(Model):
     first: int
     second: int
@@ -297,7 +307,12 @@ class VersionNumber(Model):
 
 
 class Example(Model):
+    """A request confirmed by construction: valid, normalised, matching the question, with a session
+    state a real history produces, and decided as claimed."""
+
     request: Json
+    state: Json = Field(description="The session state (a history of events) the example is decided from.")
+    now: float = Field(description="The decision time, seconds since 1970.")
     session: Json
     outcomes: dict[str, str]
     rules: dict[str, list[str]]
@@ -307,6 +322,9 @@ class Example(Model):
 class PolicyDiff(Model):
     old: VersionNumber
     new: VersionNumber
+    answer: Literal["equivalent", "differs", "unknown"] = Field(
+        description="equivalent only with a proof, differs only with a confirmed example, else unknown")
+    reason: str | None = Field(description="Why the answer is unknown (a budget ran out, an undecided construct)")
     equivalent: bool
     gained: list[Example]
     lost: list[Example]
@@ -316,6 +334,9 @@ class PolicyDiff(Model):
 
 class QueryAnswer(Model):
     version_id: str
+    answer: Literal["yes", "no", "unknown"] = Field(
+        description="yes only with a confirmed example, no only with a proof, else unknown")
+    reason: str | None = Field(description="Why the answer is unknown")
     permitted: bool
     example: Example | None
     proof: Json

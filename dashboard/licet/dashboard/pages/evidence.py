@@ -10,7 +10,7 @@ the page says so rather than trust an unsigned root.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 import reflex as rx
@@ -43,6 +43,13 @@ def checkpoint_check(note: str, verifier: str, origin: str) -> Check:
     return Check("checkpoint-signature", True, f"signed by {', '.join(v.vkey() for v in signed.verified_by)}")
 
 
+class Served(TypedDict):
+    """A checkpoint the log signed: its tree size and when."""
+
+    size: int
+    signed_at: str
+
+
 class Evidence(Session):
     """The tenant's log as the person checks it."""
 
@@ -54,6 +61,9 @@ class Evidence(Session):
     verifier: rx.Field[str] = rx.field("")
     head_checks: rx.Field[list[CheckRow]] = rx.field(default_factory=list)
     error: rx.Field[str] = rx.field("")
+    served: rx.Field[list[Served]] = rx.field(default_factory=list)
+    more_served: rx.Field[bool] = rx.field(False)
+    found_size: rx.Field[str] = rx.field("")
     found_note: rx.Field[str] = rx.field("")
     found_error: rx.Field[str] = rx.field("")
     consistency_checks: rx.Field[list[CheckRow]] = rx.field(default_factory=list)
@@ -88,6 +98,12 @@ class Evidence(Session):
         self.root_hex = base64.b64decode(self.root_hash).hex()
         check = checkpoint_check(self.note, self.verifier, self.origin)
         self.head_checks = check_rows([check])
+        listed = await api.get("/v1/evidence/checkpoints", limit=SERVED_SHOWN)
+        if listed.ok:
+            self.served = [Served(size=c["size"], signed_at=c["signed_at"]) for c in listed.body["checkpoints"]]
+            self.more_served = listed.body["next_before"] is not None
+        else:
+            self.error = refusal(listed)
 
     async def _note_at(self, api: Api, size: int) -> tuple[str | None, str]:
         """The signed checkpoint kept at `size` (the current one included), or why there is none."""
@@ -103,17 +119,18 @@ class Evidence(Session):
 
     @rx.event
     async def look_up(self, form: dict[str, Any]) -> None:
-        self.found_note, self.found_error = "", ""
         try:
             size = _size(form.get("size"), "Tree size")
         except ValueError as exc:
-            self.found_error = str(exc)
+            self.found_size, self.found_note, self.found_error = "", "", str(exc)
             return
+        await self.show(size)
+
+    @rx.event
+    async def show(self, size: int) -> None:
+        """Show the signed note kept at `size`."""
         note, problem = await self._note_at(self.api(), size)
-        if note is None:
-            self.found_error = problem
-        else:
-            self.found_note = note
+        self.found_size, self.found_note, self.found_error = str(size), note or "", problem
 
     @rx.event
     async def check_consistency(self, form: dict[str, Any]) -> None:
@@ -175,6 +192,8 @@ class Evidence(Session):
         self.inclusion_ok = all(c.ok for c in checks)
 
 
+SERVED_SHOWN = 50  # the newest checkpoints listed; any other is looked up by its size
+
 _PRE = {"fontSize": "13px", "background": "var(--gray-a3)", "padding": "8px", "overflowX": "auto",
         "maxWidth": "100%", "whiteSpace": "pre-wrap", "wordBreak": "break-all", "margin": "0"}
 
@@ -215,10 +234,26 @@ def evidence_page() -> rx.Component:
             style={"width": "100%"}, aria_label="Current checkpoint",
         ),
         rx.el.section(
+            rx.heading("Checkpoints served", size="4", as_="h2"),
+            rx.text("The log signs a checkpoint when the newest one is asked for or a proof needs one; these are "
+                    "the tree sizes it signed, newest first.", size="2", color_scheme="gray"),
+            rx.el.ol(rx.foreach(ev.served, lambda row: rx.el.li(
+                rx.hstack(rx.text("size ", rx.el.strong(row["size"]), " · signed ", row["signed_at"], size="2",
+                                  style={"wordBreak": "break-word"}),
+                          rx.button("Show", size="1", variant="soft", on_click=Evidence.show(row["size"]),
+                                    aria_label="Show the checkpoint of size " + row["size"].to_string()),
+                          align="center", wrap="wrap", spacing="2"),
+                class_name="served", data_size=row["size"], style={"padding": "2px 0"})),
+                id="checkpoints-served", style={"margin": "0", "paddingLeft": "24px"}),
+            rx.cond(ev.more_served, rx.text(f"Only the newest {SERVED_SHOWN} are listed; look up any other size "
+                                            "below.", size="2", color_scheme="gray")),
+            style={"width": "100%"}, aria_label="Checkpoints served",
+        ),
+        rx.el.section(
             rx.heading("Checkpoint at a size", size="4", as_="h2"),
             rx.form(
                 rx.hstack(
-                    field("Tree size", rx.input(id="lookup-size", name="size", input_mode="numeric")),
+                    field("Tree size", rx.input(id="lookup-size", name="size", input_mode="numeric", width="100%")),
                     rx.button("Show", type="submit", id="lookup"),
                     align="end", spacing="2", width="100%", max_width="360px",
                 ),
@@ -226,7 +261,9 @@ def evidence_page() -> rx.Component:
             ),
             rx.cond(ev.found_error != "", rx.callout(ev.found_error, color_scheme="red", role="alert",
                                                      id="lookup-error")),
-            rx.cond(ev.found_note != "", rx.el.pre(ev.found_note, id="lookup-note", style=_PRE)),
+            rx.cond(ev.found_note != "", rx.vstack(
+                rx.text("Signed note of size ", ev.found_size, ":", size="2", color_scheme="gray"),
+                rx.el.pre(ev.found_note, id="lookup-note", style=_PRE), spacing="1", width="100%")),
             style={"width": "100%"}, aria_label="Checkpoint at a size",
         ),
         rx.el.section(
@@ -258,7 +295,7 @@ def evidence_page() -> rx.Component:
             rx.heading("Inclusion of a certificate", size="4", as_="h2"),
             rx.form(
                 rx.hstack(
-                    field("Certificate id", rx.input(id="inclusion-id", name="certificate_id")),
+                    field("Certificate id", rx.input(id="inclusion-id", name="certificate_id", width="100%")),
                     rx.button("Check", type="submit", id="check-inclusion"),
                     align="end", spacing="2", width="100%", max_width="560px",
                 ),

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from licet.kernel.bundle import make_bundle
+from licet.kernel.bundle import BundleError, make_bundle
 from licet.kernel.checkpoint import parse_checkpoint
 from licet.kernel.log import LogError, TransparencyLog
 from licet.server import listings, responses
@@ -26,13 +27,14 @@ from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, require
 from licet.server.listings import glob_to_like, utc_bound
 from licet.server.logstore import DatabaseLogStore, lock_head
-from licet.server.models import CertificateRecord, CertificateRule
+from licet.server.models import CertificateRecord, CertificateRule, LogCheckpoint
 from licet.server.routers import INT64_MAX, QueryDateTime, Text
 from licet.server.routers.decide import services_of
 from licet.server.services import Services
 from licet.server.time import utcnow
 
 router = APIRouter(prefix="/v1", tags=["evidence"])
+_log = structlog.get_logger("licet.evidence")
 
 
 def _b64(value: bytes) -> str:
@@ -234,7 +236,7 @@ async def get_certificate(certificate_id: Text, request: Request,
 
 
 @router.get("/certificates/{certificate_id}/proof", summary="The evidence bundle of a certificate",
-            responses=raises("not_found"), response_model=responses.CertificateProof)
+            responses=raises("not_found", "evidence_mismatch"), response_model=responses.CertificateProof)
 async def certificate_proof(certificate_id: Text, request: Request,
                             caller: Annotated[Caller, require("certificates.read")]) -> dict[str, Any]:
     """Inclusion proof of the certificate's leaf in a signed checkpoint, as a C2SP tlog-proof bundle
@@ -247,8 +249,15 @@ async def certificate_proof(certificate_id: Text, request: Request,
         proof = await session.run_sync(lambda s: TransparencyLog(
             DatabaseLogStore(s.connection(), caller.tenant_id), services.origin(caller.tenant_id),
         ).inclusion_proof(record.log_index, size))
+    try:
+        bundle = make_bundle(record.body.encode(), proof, note)
+    except BundleError as exc:  # the stored row is not the certificate the log holds (altered after logging)
+        _log.error("evidence_mismatch", tenant=caller.tenant_id, certificate_id=certificate_id,
+                   log_index=record.log_index, detail=str(exc))
+        raise ApiError(500, "evidence_mismatch", f"certificate {certificate_id} does not match its log entry "
+                       f"{record.log_index}, so no proof can be built: {exc}") from exc
     return {"log_index": record.log_index, "tree_size": size, "proof": [_b64(h) for h in proof.hashes],
-            "checkpoint": note, "bundle": make_bundle(record.body.encode(), proof, note)}
+            "checkpoint": note, "bundle": bundle}
 
 
 @router.get("/evidence/checkpoint", summary="The newest signed checkpoint of the tenant's log",
@@ -260,6 +269,22 @@ async def latest_checkpoint(request: Request, caller: Annotated[Caller, require(
     async with services.db.read() as session:
         size = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), caller.tenant_id).size())
     return _checkpoint_json(await checkpoint_covering(services, caller.tenant_id, size))
+
+
+@router.get("/evidence/checkpoints", summary="The signed checkpoints kept, newest first",
+            response_model=responses.CheckpointsPage)
+async def list_checkpoints(request: Request, caller: Annotated[Caller, require("evidence.read")],
+                           before: Annotated[int | None, Query(ge=0, le=INT64_MAX,
+                                                               description="Tree size to page before")] = None,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Each kept checkpoint's tree size and when it was signed (its note: `/evidence/checkpoints/{size}`)."""
+    query = select(LogCheckpoint.size, LogCheckpoint.created_at).where(LogCheckpoint.tenant_id == caller.tenant_id)
+    if before is not None:
+        query = query.where(LogCheckpoint.size < before)
+    async with services_of(request).db.read() as session:
+        rows = (await session.execute(query.order_by(LogCheckpoint.size.desc()).limit(limit))).all()
+    items = [{"size": r.size, "signed_at": r.created_at.isoformat()} for r in rows]
+    return {"checkpoints": items, "next_before": items[-1]["size"] if len(items) == limit else None}
 
 
 @router.get("/evidence/checkpoints/{size}", summary="The checkpoint kept for a tree size",

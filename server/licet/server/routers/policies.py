@@ -12,13 +12,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from licet import kernel
-from licet.kernel.analysis import diff, never_applying_rules, query
+from licet.kernel.analysis import check_policy, diff, query
 from licet.kernel.document import load_document
 from licet.kernel.errors import PolicyError
 from licet.server import audit, responses
 from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, require
 from licet.server.models import PolicyActivation, PolicyRecord, PolicyVersion, Tenant
+from licet.server.roles import PERMISSIONS
 from licet.server.routers import INT32_MAX, JsonObject, Text
 from licet.server.routers.decide import services_of
 from licet.server.time import utcnow
@@ -107,9 +108,10 @@ async def _version(session: AsyncSession, tenant: str, policy_id: str, number: i
 @router.post("/validate", summary="Validate a policy without storing it",
              responses=raises("invalid_policy", "kernel_fault"), response_model=responses.Validated)
 async def validate(body: SourceBody, caller: Annotated[Caller, require("policies.write")]) -> dict[str, Any]:
-    """Load and type-check the document; report rules that can never apply."""
+    """Load and type-check the document; report rules proved never to apply and approval roles no
+    person who may vote holds (the analysis `licet policy check` runs)."""
     policy = _load(body.source)
-    never = await asyncio.to_thread(never_applying_rules, policy)
+    never = await asyncio.to_thread(check_policy, policy, PERMISSIONS["approvals.vote"])
     return {"valid": True, "id": policy.id, "version": policy.version, "hash": policy.hash,
             "rules": len(policy.rules), "invariants": len(policy.invariants),
             "never_applying": [n.to_json() for n in never]}
