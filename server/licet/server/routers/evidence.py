@@ -16,8 +16,11 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.expression import UnaryExpression
 
 from licet.kernel.bundle import BundleError, make_bundle
 from licet.kernel.checkpoint import parse_checkpoint
@@ -92,8 +95,10 @@ class DecisionFilter:
     since: datetime | None = None
     until: datetime | None = None
 
-    def query(self, caller: Caller) -> Select[*tuple[Any, ...]]:
-        """The matching decisions visible to `caller` (agents: their own), newest first."""
+    def query(self, caller: Caller, *, walk_log: bool = False) -> Select[*tuple[Any, ...]]:
+        """The matching decisions visible to `caller` (agents: their own), newest first. With
+        `walk_log` (SQLite), the time bounds are kept off the time index, so the database walks the
+        log index from the newest and stops at the page's end (see `walks_log`); the rows are the same."""
         query = select(*_LISTED).where(CertificateRecord.tenant_id == caller.tenant_id)
         if caller.role == "agent":
             query = query.where(CertificateRecord.principal_id == caller.principal_id)
@@ -107,11 +112,41 @@ class DecisionFilter:
             query = query.where(select(CertificateRule.log_index).where(
                 CertificateRule.tenant_id == CertificateRecord.tenant_id, CertificateRule.rule == self.rule,
                 CertificateRule.log_index == CertificateRecord.log_index).exists())
+        issued_at = _UNINDEXED_TIME if walk_log else CertificateRecord.issued_at
         if self.since:
-            query = query.where(CertificateRecord.issued_at >= self.since)
+            query = query.where(issued_at >= self.since)
         if self.until:
-            query = query.where(CertificateRecord.issued_at < self.until)
+            query = query.where(issued_at < self.until)
         return query.order_by(CertificateRecord.log_index.desc())
+
+    async def walks_log(self, session: AsyncSession, caller: Caller) -> bool:
+        """Whether `query(walk_log=True)` is the faster plan: on SQLite, for a time range holding many
+        decisions with few newer than it. SQLite has no statistics on the time index and always
+        scans the range there, then sorts it by log index: 1.3 s for a range of 10^5 rows, where
+        walking the log index finds a page at once. Two counts on the time index alone (capped, so
+        at most a few thousand index entries) tell the two cases apart."""
+        if (self.since is None and self.until is None) or (await session.connection()).dialect.name != "sqlite":
+            return False
+        scope = [CertificateRecord.tenant_id == caller.tenant_id]
+        within = [*scope, *([CertificateRecord.issued_at >= self.since] if self.since else []),
+                  *([CertificateRecord.issued_at < self.until] if self.until else [])]
+        if await _count_upto(session, within, _WIDE) <= _WIDE:
+            return False  # few rows in range: the time index finds them all and sorts them quickly
+        return self.until is None or await _count_upto(
+            session, [*scope, CertificateRecord.issued_at >= self.until], _NEWER) <= _NEWER
+
+
+_WIDE = 2000  # more rows than this in range: sorting them costs more than walking to a page's end
+_NEWER = 5000  # more rows than this after the range: the walk would pass them all first
+# `+issued_at`: SQLite uses no index for a column under unary plus (its documented planner hint).
+_UNINDEXED_TIME = UnaryExpression(CertificateRecord.__table__.c.issued_at, operator=operators.custom_op("+"),
+                                  type_=CertificateRecord.issued_at.type)
+
+
+async def _count_upto(session: AsyncSession, where: list[Any], cap: int) -> int:
+    """How many certificates match `where`, counting no further than `cap` + 1."""
+    found = select(literal(1)).select_from(CertificateRecord).where(*where).limit(cap + 1).subquery()
+    return int((await session.execute(select(func.count()).select_from(found))).scalar_one())
 
 
 _LISTED = (CertificateRecord.id, CertificateRecord.log_index, CertificateRecord.principal_id, CertificateRecord.action,
@@ -146,10 +181,10 @@ async def list_certificates(request: Request, caller: Annotated[Caller, require(
                                                                  description="Log index to page before")] = None,
                             limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
     """A page of decisions (agents: their own), filtered; page on with `before` = `next_before`."""
-    query = matching.query(caller)
-    if before is not None:
-        query = query.where(CertificateRecord.log_index < before)
     async with services_of(request).db.read() as session:
+        query = matching.query(caller, walk_log=await matching.walks_log(session, caller))
+        if before is not None:
+            query = query.where(CertificateRecord.log_index < before)
         rows = (await session.execute(query.limit(limit))).all()
     items = [listed(r) for r in rows]
     return {"certificates": items, "next_before": items[-1]["log_index"] if len(items) == limit else None}
