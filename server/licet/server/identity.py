@@ -23,7 +23,7 @@ from licet.server.auth import sessions
 from licet.server.errors import ApiError
 from licet.server.models import ApiKey
 from licet.server.roles import allowed
-from licet.server.time import utcnow
+from licet.server.time import duration, utcnow
 
 KEY_PREFIX = "licet_"
 _keys = ApiKey.__table__.c
@@ -161,7 +161,7 @@ def require(permission: str, *, step_up: bool = False) -> Any:
                                "multi-factor authentication; API keys cannot do it")
             if caller.mfa_at is None or utcnow() - caller.mfa_at > timedelta(seconds=window):
                 raise ApiError(403, "step_up_required", f"{permission} needs multi-factor authentication within "
-                               f"the last {window // 60} minutes: POST /v1/auth/mfa/totp or /v1/auth/mfa/passkey")
+                               f"the last {duration(window)}: POST /v1/auth/mfa/totp or /v1/auth/mfa/passkey")
         return caller
 
     check.permission = permission  # type: ignore[attr-defined]  # read by the role-table test and docs

@@ -27,7 +27,7 @@ from licet.server.models import BackupCode, Invitation, Passkey, Tenant, User, U
 from licet.server.routers import JsonObject, Text
 from licet.server.routers.decide import client_ip, services_of
 from licet.server.services import Services
-from licet.server.time import utcnow
+from licet.server.time import duration, utcnow
 
 router = APIRouter(prefix="/v1/auth", tags=["sign-in"])
 _log = structlog.get_logger("licet.auth")
@@ -428,7 +428,7 @@ def _fresh_mfa(services: Services, signed_in: SignedIn, methods: list[str], what
     window = timedelta(seconds=services.settings.step_up_seconds)
     if methods and (signed_in.mfa_at is None or utcnow() - signed_in.mfa_at > window):
         raise ApiError(403, "step_up_required", f"{what} needs multi-factor authentication within the last "
-                       f"{window.seconds // 60} minutes: POST /v1/auth/mfa/totp or /v1/auth/mfa/passkey")
+                       f"{duration(services.settings.step_up_seconds)}: POST /v1/auth/mfa/totp or /v1/auth/mfa/passkey")
 
 
 @router.get("/me", summary="The signed-in person, their second factors and this session", response_model=responses.Me)
