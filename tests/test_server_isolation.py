@@ -218,6 +218,12 @@ def _b_certificates(beta: Tenant, role: str, reply: httpx.Response) -> None:
             assert owner.get(f"/v1/certificates/{item['id']}").json()["certificate"]["tenant"] == beta.id
 
 
+def _b_export(beta: Tenant, role: str, reply: httpx.Response) -> None:
+    assert reply.status_code == 200, reply.text
+    lines = [json.loads(line) for line in reply.text.splitlines()]
+    assert all(line["certificate"]["tenant"] == beta.id for line in lines)
+
+
 def _b_keys(beta: Tenant, role: str, reply: httpx.Response) -> None:
     assert reply.status_code == 200, reply.text
     origin = reply.json()["log"]["origin"]
@@ -308,6 +314,15 @@ ROUTES: dict[str, Route] = {
         Call("GET", f"/v1/certificates/{c}", foreign=c) for c in a.certificate_ids]),
     "GET /v1/certificates": Route("certificates.read", lambda a: [
         Call("GET", "/v1/certificates", params={"limit": 500}, check=_b_certificates)]),
+    "GET /v1/certificates/export": Route("certificates.read", lambda a: [
+        Call("GET", "/v1/certificates/export", check=_b_export),
+        Call("GET", "/v1/certificates/export", params={"format": "csv", "principal": a.principal})]),
+    "GET /v1/certificates/summary": Route("certificates.read", lambda a: [
+        Call("GET", "/v1/certificates/summary", params={"window": w}) for w in ("hour", "day", "week")]),
+    "GET /v1/audit/export": Route("audit.read", lambda a: [
+        Call("GET", "/v1/audit/export"), Call("GET", "/v1/audit/export", params={"format": "csv"})]),
+    "GET /v1/evidence/checkpoints": Route("evidence.read", lambda a: [
+        Call("GET", "/v1/evidence/checkpoints"), Call("GET", "/v1/evidence/checkpoints", params={"before": a.size})]),
     "GET /v1/certificates/{certificate_id}/proof": Route("certificates.read", lambda a: [
         Call("GET", f"/v1/certificates/{c}/proof", foreign=c) for c in a.certificate_ids]),
     "GET /v1/evidence/checkpoint": Route("evidence.read", lambda a: [Call("GET", "/v1/evidence/checkpoint")]),

@@ -216,7 +216,8 @@ class ConsistencyProof(Model):
 class LogEntry(Model):
     index: int
     leaf_hash: str = Field(description="base64")
-    certificate: Certificate
+    certificate: Certificate | Json = Field(description="The logged document: a decision certificate, or a "
+                                            "signed approval event (`version` licet.approval-event/1)")
 
 
 class EntriesPage(Model):
