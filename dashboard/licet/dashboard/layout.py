@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from licet.dashboard.state import Session, StepUp
+from licet.dashboard.state import Session, StepUp, in_browser
 
 NAV = (
     ("Overview", "/"),
@@ -72,15 +72,14 @@ def step_up_dialog(state: type[StepUp], why: str) -> rx.Component:
                     rx.hstack(rx.button("Confirm", type="submit", id="step-up-confirm"),
                               rx.cond(Session.mfa_methods.contains("passkey"),
                                       rx.button("Use a passkey", type="button", variant="outline",
-                                                on_click=rx.call_script("licet.passkeyCheck()",
-                                                                        callback=state.stepped_up),
+                                                on_click=in_browser("passkeyCheck()", state.stepped_up),
                                                 id="step-up-passkey")),
                               rx.button("Cancel", type="button", variant="soft", color_scheme="gray",
                                         on_click=state.cancel_step_up),
                               wrap="wrap"),
                     spacing="3",
                 ),
-                on_submit=rx.call_script("licet.totp('step-up-code')", callback=state.stepped_up),
+                on_submit=in_browser("totp('step-up-code')", state.stepped_up),
             ),
         ),
         open=state.step_up_open,

@@ -61,12 +61,12 @@ class Session(rx.State):
 
     @rx.event
     def sign_out(self) -> Any:
-        return rx.call_script("licet.logout()", callback=Session.signed_out)
+        return in_browser("logout()", Session.signed_out)
 
     @rx.event
     def signed_out(self, _result: Any) -> Any:
         self.reset()
-        return rx.call_script("licet.go('/login')")
+        return in_browser("go('/login')")
 
 
 class StepUp(rx.State, mixin=True):
@@ -101,6 +101,14 @@ class StepUp(rx.State, mixin=True):
     def cancel_step_up(self) -> None:
         self.step_up_open = False
         self._drop()
+
+
+def in_browser(call: str, callback: Any = None) -> Any:
+    """Run `licet.<call>` (assets/licet.js) in the page, once that script has loaded (a click that
+    comes first is not lost), and hand its result to `callback`."""
+    script = ("(async () => { while (!window.licet) await new Promise(r => setTimeout(r, 25)); "
+              f"return await licet.{call}; }})()")
+    return rx.call_script(script, callback=callback)
 
 
 def refusal(reply: Reply) -> str:

@@ -11,6 +11,11 @@
     const el = document.getElementById(id);
     return el ? el.value : "";
   }
+  // The tenant typed, else the one the sign-in link names (the field fills in only once the page's
+  // state has loaded, and a quick click must not sign in to no tenant).
+  function tenant() {
+    return value("tenant") || new URLSearchParams(window.location.search).get("tenant") || "";
+  }
   async function post(path, body) {
     try {
       const r = await fetch(path, {
@@ -34,17 +39,17 @@
     return cred.toJSON();
   }
   window.licet = {
-    login: () => post("/v1/auth/login", {tenant: value("tenant"), email: value("email"),
+    login: () => post("/v1/auth/login", {tenant: tenant(), email: value("email"),
                                          password: value("password"), use_cookie: true}),
     totp: (field) => post("/v1/auth/mfa/totp", {code: value(field || "code").replace(/\s+/g, "")}),
     accept: () => post("/v1/auth/invitations/accept", {token: value("invitation"), password: value("new-password"),
                                                        use_cookie: true}),
     logout: () => post("/v1/auth/logout"),
     passkeyLogin: async () => {
-      const opts = await post("/v1/auth/passkey/options", {tenant: value("tenant")});
+      const opts = await post("/v1/auth/passkey/options", {tenant: tenant()});
       if (opts.status !== 200) return opts;
       try {
-        return await post("/v1/auth/passkey", {tenant: value("tenant"), challenge_id: opts.body.challenge_id,
+        return await post("/v1/auth/passkey", {tenant: tenant(), challenge_id: opts.body.challenge_id,
                                               credential: await assertion(opts.body.options), use_cookie: true});
       } catch (e) { return refused(e); }
     },

@@ -14,10 +14,10 @@ import reflex as rx
 
 from licet.dashboard.layout import error_callout, field, page, step_up_dialog
 from licet.dashboard.pages.explorer import shown_time
-from licet.dashboard.state import Session, StepUp, refusal
+from licet.dashboard.state import Session, StepUp, in_browser, refusal
 
 # The browser registers a passkey under the name typed in the page (it never passes through this state).
-REGISTER = "licet.passkeyRegister(document.getElementById('passkey-name').value)"
+REGISTER = "passkeyRegister(document.getElementById('passkey-name').value)"
 
 
 class PasskeyRow(TypedDict):
@@ -76,7 +76,7 @@ class Account(StepUp, Session):
     @rx.event
     def register(self, _form: dict[str, Any]) -> Any:
         self.error, self.notice = "", ""
-        return rx.call_script(REGISTER, callback=Account.registered)
+        return in_browser(REGISTER, Account.registered)
 
     @rx.event
     async def registered(self, result: dict[str, Any]) -> None:
@@ -137,7 +137,7 @@ class Account(StepUp, Session):
             return None
         what, passkey_id = held
         if what == "register":
-            return rx.call_script(REGISTER, callback=Account.registered)
+            return in_browser(REGISTER, Account.registered)
         if what == "remove":
             await self.remove(passkey_id)
         else:

@@ -13,7 +13,7 @@ from typing import Any
 import reflex as rx
 
 from licet.dashboard.layout import error_callout, field, page, step_up_dialog
-from licet.dashboard.state import Session, StepUp, refusal
+from licet.dashboard.state import Session, StepUp, in_browser, refusal
 
 
 def _error(result: Any) -> str:
@@ -47,7 +47,7 @@ class SignIn(rx.State):
     @rx.event
     def passkey(self) -> Any:
         self.error, self.busy = "", True
-        return rx.call_script("licet.passkeyLogin()", callback=SignIn.signed_in)
+        return in_browser("passkeyLogin()", SignIn.signed_in)
 
     @rx.event
     def signed_in(self, result: dict[str, Any]) -> Any:
@@ -59,12 +59,12 @@ class SignIn(rx.State):
         if session["stage"] == "mfa_pending":
             self.step, self.methods = "mfa", result["body"]["mfa_methods"]
             return None
-        return rx.call_script("licet.go('/')")
+        return in_browser("go('/')")
 
     @rx.event
     def passkey_check(self) -> Any:
         self.error, self.busy = "", True
-        return rx.call_script("licet.passkeyCheck()", callback=SignIn.second_factor)
+        return in_browser("passkeyCheck()", SignIn.second_factor)
 
     @rx.event
     def second_factor(self, result: dict[str, Any]) -> Any:
@@ -72,7 +72,7 @@ class SignIn(rx.State):
         if result.get("status") != 200:
             self.error = _error(result)
             return None
-        return rx.call_script("licet.go('/')")
+        return in_browser("go('/')")
 
 
 def _password_step() -> rx.Component:
@@ -90,7 +90,7 @@ def _password_step() -> rx.Component:
             spacing="3", width="100%",
         ),
         # The form is handled in the browser: the password goes to /v1 only, never to the dashboard's state.
-        on_submit=rx.call_script("licet.login()", callback=SignIn.signed_in),
+        on_submit=in_browser("login()", SignIn.signed_in),
     )
 
 
@@ -104,7 +104,7 @@ def _mfa_step() -> rx.Component:
                 rx.button("Verify", type="submit", id="verify-code", loading=SignIn.busy, width="100%"),
                 spacing="3", width="100%",
             ),
-            on_submit=rx.call_script("licet.totp('code')", callback=SignIn.second_factor),
+            on_submit=in_browser("totp('code')", SignIn.second_factor),
         ),
         rx.cond(SignIn.methods.contains("passkey"),
                 rx.button("Use a passkey", variant="outline", id="passkey-check", on_click=SignIn.passkey_check,
@@ -119,7 +119,10 @@ def signin_page() -> rx.Component:
             rx.vstack(
                 rx.heading("Sign in to Licet", size="6", as_="h1"),
                 error_callout(SignIn.error, "sign-in-error"),
-                rx.cond(SignIn.step == "mfa", _mfa_step(), _password_step()),
+                # The form appears once the page is live: before that a click would submit it natively.
+                rx.cond(rx.State.is_hydrated,
+                        rx.cond(SignIn.step == "mfa", _mfa_step(), _password_step()),
+                        rx.center(rx.spinner(size="3"), padding="24px")),
                 spacing="4", width="100%",
             ),
             width="min(420px, 94vw)",
@@ -148,7 +151,7 @@ class Invitation(rx.State):
         if result.get("status") != 201:
             self.error = _error(result)
             return None
-        return rx.call_script("licet.go('/enrol')")
+        return in_browser("go('/enrol')")
 
 
 class Enrolment(StepUp, Session):
@@ -191,7 +194,7 @@ class Enrolment(StepUp, Session):
 def invitation_page() -> rx.Component:
     return rx.center(
         rx.card(
-            rx.form(
+            rx.cond(~rx.State.is_hydrated, rx.center(rx.spinner(size="3"), padding="24px"), rx.form(
                 rx.vstack(
                     rx.heading("Accept your invitation", size="6", as_="h1"),
                     error_callout(Invitation.error, "invite-error"),
@@ -203,8 +206,8 @@ def invitation_page() -> rx.Component:
                     rx.button("Set password and sign in", type="submit", id="accept", width="100%"),
                     spacing="3", width="100%",
                 ),
-                on_submit=rx.call_script("licet.accept()", callback=Invitation.accepted),
-            ),
+                on_submit=in_browser("accept()", Invitation.accepted),
+            )),
             width="min(460px, 94vw)",
         ),
         padding_top="10vh",
