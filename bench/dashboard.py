@@ -48,7 +48,7 @@ import pyotp  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from tests.server_harness import free_port  # noqa: E402
+from tests.server_harness import free_port, wait_until_ready  # noqa: E402
 
 console = Console(width=130)
 CHROMIUM = "/usr/bin/chromium"
@@ -133,16 +133,8 @@ def serving(data_dir: Path, port: int) -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--demo", "--port", str(port),
                                 "--data-dir", str(data_dir)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"licet serve did not start: {(data_dir / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_until_ready(process, url, lambda: f"licet serve did not start: "
+                                               f"{(data_dir / 'server.log').read_text()[-2000:]}")
         yield url
     finally:
         process.terminate()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +250,22 @@ def mcp_http_process(command: list[str], port: int, what: str) -> Iterator[str]:
         process.wait(10)
 
 
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, why: Callable[[], str]) -> None:
+    """Wait until the server at `url` answers `/readyz`; kill it and fail with `why()` if it exits
+    first or takes longer than START_SECONDS."""
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(why())
+        time.sleep(0.2)
+
+
 def launch(database_url: str, data_dir: Path, log: Path,
            extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """`licet serve` on a free port, as an operator starts it (`extra_env` on top of the environment
@@ -263,17 +279,8 @@ def launch(database_url: str, data_dir: Path, log: Path,
     process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--port", str(port)], env=env,
                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"licet serve did not start: {log.read_text()}")
-        time.sleep(0.2)
+    wait_until_ready(process, url, lambda: f"licet serve did not start: {log.read_text()}")
+    return process, url
 
 
 def _start(backend: str, tmp: Path, worker: str) -> Server:

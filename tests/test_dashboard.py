@@ -22,7 +22,7 @@ import httpx
 import pyotp
 import pytest
 
-from tests.server_harness import IN_CI, START_SECONDS, free_port
+from tests.server_harness import IN_CI, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,17 +63,7 @@ def demo_server(data_dir: Path, **env: str) -> Iterator[Demo]:
     process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--demo", "--port", str(port),
                                 "--data-dir", str(data_dir)], env=env, stdout=log.open("wb"),
                                stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + START_SECONDS
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"licet serve --demo did not start: {log.read_text()}")
-        time.sleep(0.2)
+    wait_until_ready(process, url, lambda: f"licet serve --demo did not start: {log.read_text()}")
     try:
         yield Demo(url, json.loads((data_dir / "demo-keys.json").read_text()), log)
     finally:

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from licet.server.settings import Settings
-from tests.server_harness import START_SECONDS, drop_pg_database, free_port, fresh_pg_database
+from tests.server_harness import drop_pg_database, free_port, fresh_pg_database, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.prod.yml"
@@ -366,16 +366,7 @@ def test_production_api_starts_with_a_generated_key(production: dict[str, Any]) 
     process = subprocess.Popen([sys.executable, "-m", "licet", *api_argv(port)], env=env, cwd=tmp,
                                stdout=out, stderr=err, start_new_session=True)
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, (tmp / "api.stdout").read_text() + (tmp / "api.stderr").read_text()
-            assert time.monotonic() < deadline, "the API did not become ready"
-            time.sleep(0.2)
+        wait_until_ready(process, base, lambda: (tmp / "api.stdout").read_text() + (tmp / "api.stderr").read_text())
         ready_seconds = time.perf_counter() - started
 
         # the service's own healthcheck command, aimed at this port

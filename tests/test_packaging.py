@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server_harness import IN_CI, START_SECONDS, Tenant, free_port
+from tests.server_harness import IN_CI, Tenant, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 UV = Path(sys.executable).parent / "uv"
@@ -133,15 +132,7 @@ def test_the_full_set_from_wheels_serves_the_demo_with_its_dashboard(wheels: Pat
                                cwd=elsewhere, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
+        wait_until_ready(process, url, log.read_text)
         seeded = json.loads((elsewhere / "licet-data" / "demo-keys.json").read_text())
         page = httpx.get(f"{url}/login/", timeout=10)
         assert page.status_code == 200 and "Sign in · Licet" in page.text
