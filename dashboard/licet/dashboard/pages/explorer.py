@@ -265,7 +265,9 @@ def _page_size(state: type[Listing]) -> rx.Component:
 def _filter_form(state: type[Listing], *controls: rx.Component) -> rx.Component:
     return rx.el.section(
         rx.heading("Filter", size="4", as_="h2", id="filter-heading"),
-        rx.form(
+        # Shown once the address's filter is loaded (it remounts the form): what is typed before then would
+        # be lost, and Apply would send an empty filter.
+        rx.cond(state.form_key > 0, rx.form(
             rx.el.div(*controls, _page_size(state),
                       style={"display": "grid", "gridTemplateColumns": "repeat(auto-fill, minmax(170px, 1fr))",
                              "gap": "12px", "width": "100%"}),
@@ -274,7 +276,7 @@ def _filter_form(state: type[Listing], *controls: rx.Component) -> rx.Component:
                 rx.link("Clear", href=state._kind().route, id="clear-filter", size="2"),
                 spacing="4", align="center", margin_top="12px"),
             on_submit=state.apply, key=state.form_key, id="filter-form", width="100%",
-        ),
+        ), rx.spinner()),
         rx.text("Filter in use: ", rx.el.span(state.filter_text, id="filter-in-use"), size="2", color_scheme="gray",
                 margin_top="8px"),
         aria_labelledby="filter-heading", style={"width": "100%"},
