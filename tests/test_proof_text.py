@@ -1,4 +1,4 @@
-"""The proof in words (licet/dashboard/proof_text.py) restates the kernel's proof JSON faithfully: checked on
+"""The proof in words (licet/kernel/proof_text.py) restates the kernel's proof JSON faithfully: checked on
 real decisions of the example policies, and on arbitrary numbers for the exact decimals."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from licet import kernel
-from licet.dashboard.proof_text import fact_text, field_rows, number_text, proof_steps, proof_summary, rule_texts
+from licet.kernel.proof_text import fact_text, field_rows, number_text, proof_steps, proof_summary, rule_texts
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)

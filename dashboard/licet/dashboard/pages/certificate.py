@@ -18,7 +18,7 @@ import reflex as rx
 
 from licet.dashboard.api import Api, Reply
 from licet.dashboard.layout import error_callout, page
-from licet.dashboard.proof_text import RuleStep, field_rows, proof_steps, proof_summary, rule_texts
+from licet.kernel.proof_text import RuleStep, field_rows, proof_steps, proof_summary, rule_texts
 from licet.dashboard.state import Session, refusal
 from licet.kernel.bundle import BundleError, parse_bundle, verify_bundle
 from licet.kernel.certificate import verify_certificate
