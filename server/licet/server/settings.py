@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 def _config_file() -> dict[str, Any]:
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = []
     log_json: bool = True
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
+    # The newest checkpoint signed for each tenant, kept outside the database (server/logstore.py
+    # SignedHeads); default: next to the SQLite file, or in the data directory.
+    signed_heads_file: Path | None = None
     # Sign-in for people (server/auth/).
     session_idle_seconds: int = 30 * 60
     session_absolute_seconds: int = 12 * 3600
@@ -109,6 +113,17 @@ class Settings(BaseSettings):
     def url(self) -> str:
         """The database URL; the embedded default is a SQLite file in the data directory."""
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'licet.db'}"
+
+    @property
+    def signed_heads_path(self) -> Path:
+        """Where the record of signed checkpoints lives: beside the SQLite file it guards (a copy of the
+        data directory takes both), else in the data directory."""
+        if self.signed_heads_file is not None:
+            return self.signed_heads_file
+        database = make_url(self.url).database if self.url.startswith("sqlite") else None
+        if database and database != ":memory:":
+            return Path(database).with_name(Path(database).name + ".signed-heads.json")
+        return self.data_dir / "signed-heads.json"
 
     @property
     def key_file(self) -> Path:
