@@ -44,6 +44,7 @@ def serve(
     import uvicorn
 
     from licet.server.services import Services, StartupError
+    from licet.server.settings import MissingRelyingParty
 
     settings = _settings(data_dir)
     if workers > 1 and settings.url.startswith("sqlite"):
@@ -51,7 +52,8 @@ def serve(
     _prepare(settings)
     try:
         services = Services(settings)
-    except StartupError as exc:
+        settings = settings.listening_on(host, port)  # the WebAuthn relying party, from this address unless set
+    except (StartupError, MissingRelyingParty) as exc:
         raise fail(str(exc)) from exc
     if demo:
         from licet.server.tenants import seed_demo
@@ -62,9 +64,10 @@ def serve(
     # from uvicorn's own forwarded-header handling. The server logs each request itself (JSON lines),
     # so uvicorn's access log is off.
     os.environ["LICET_DASHBOARD_ORIGINS"] = ",".join(dashboard_origins(settings, host, port))
-    if workers > 1:
-        if data_dir is not None:  # worker processes build their settings from the environment
+    if workers > 1:  # worker processes build their settings from the environment
+        if data_dir is not None:
             os.environ["LICET_DATA_DIR"] = str(data_dir)
+        os.environ["LICET_RP_ID"], os.environ["LICET_RP_ORIGINS"] = settings.rp_id, json.dumps(settings.rp_origins)
         uvicorn.run("licet.cli_server:platform_app", factory=True, host=host, port=port, workers=workers,
                     log_level="warning", proxy_headers=False, access_log=False)
     else:

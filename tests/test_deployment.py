@@ -33,7 +33,7 @@ COMPOSE = ROOT / "docker-compose.prod.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCS = ROOT / "docs" / "production.md"
 # Values for the variables compose interpolates from the operator's shell.
-SHELL_VARIABLES = {"POSTGRES_PASSWORD": "s3cret"}
+SHELL_VARIABLES = {"POSTGRES_PASSWORD": "s3cret", "PUBLIC_HOST": "licet.example.com"}
 
 
 def interpolate(value: str, variables: dict[str, str]) -> str:

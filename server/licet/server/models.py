@@ -291,6 +291,9 @@ class UserSession(Base):
     csrf_hash: Mapped[str] = mapped_column(String(64))
     stage: Mapped[str] = mapped_column(String(16))  # "mfa_pending" (may only finish MFA) | "active"
     method: Mapped[str] = mapped_column(String(32))  # how it signed in: password | passkey
+    # The passkey it signed in with (a passkey sign-in, or the second factor that finished a password
+    # sign-in): removing that passkey revokes the session. No foreign key: the id outlives the passkey.
+    passkey_id: Mapped[str | None] = mapped_column(String(36), default=None)
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     expires_at: Mapped[datetime]  # the absolute limit; the idle limit runs from last_seen_at
@@ -339,7 +342,7 @@ class WebAuthnChallenge(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
-    purpose: Mapped[str] = mapped_column(String(16))  # register | authenticate
+    purpose: Mapped[str] = mapped_column(String(16))  # register | sign_in | step_up (auth.passkeys)
     challenge: Mapped[bytes] = mapped_column(LargeBinary(64))
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None] = mapped_column(default=None)

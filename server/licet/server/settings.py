@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -40,6 +41,10 @@ class _FileSource(PydanticBaseSettingsSource):
         return _config_file()
 
 
+class MissingRelyingParty(ValueError):
+    """Production mode without an explicit WebAuthn relying party (LICET_RP_ID, LICET_RP_ORIGINS)."""
+
+
 class Settings(BaseSettings):
     """Everything the server reads from its environment."""
 
@@ -70,9 +75,13 @@ class Settings(BaseSettings):
     source_lock_failures: int = 30  # per source address, within login_lock_seconds
     login_lock_seconds: int = 15 * 60
     login_delay_cap_seconds: float = 2.0  # failed attempts answer slower, up to this
-    rp_id: str = "localhost"  # WebAuthn relying-party id
+    # The WebAuthn relying party: its id (a domain) and the origins people open the dashboard at. Unset,
+    # `licet serve` derives them from the address it listens on (development); production requires both.
+    rp_id: str = ""
     rp_name: str = "Licet"
-    rp_origins: list[str] = ["http://localhost:8000"]
+    rp_origins: list[str] = []
+    # Pages of other origins allowed to run a ceremony in an iframe (clientData.topOrigin); none by default.
+    rp_top_origins: list[str] = []
     cookie_secure: bool = True
     # Approvals (server/approvals/) and their workers (server/workers/). Defaults apply where neither a
     # rule's `approval:` block nor the tenant's approval settings say otherwise.
@@ -108,6 +117,30 @@ class Settings(BaseSettings):
                                    dotenv_settings: Any, file_secret_settings: Any,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _FileSource(settings_cls)
+
+    def listening_on(self, host: str, port: int) -> Settings:
+        """These settings for a server listening on `host`:`port`. An unset relying party becomes that
+        address as a browser opens it: for a host name, the name (`--host licet.localhost --port 8123`:
+        id `licet.localhost`, origin `http://licet.localhost:8123`); for an IP address (which cannot be
+        a relying-party id), the machine's own browser (id `localhost`, origins `http://localhost:8123`
+        and `http://127.0.0.1:8123`). Production refuses an unset relying party instead: passkeys work
+        only for the public name people open, which no listening address reveals."""
+        if self.rp_id and self.rp_origins:
+            return self
+        if self.mode == "production":
+            missing = [name for name, value in (("LICET_RP_ID", self.rp_id), ("LICET_RP_ORIGINS", self.rp_origins))
+                       if not value]
+            raise MissingRelyingParty(
+                f"production needs the WebAuthn relying party: set {' and '.join(missing)} (e.g. "
+                "LICET_RP_ID=licet.example.com LICET_RP_ORIGINS='[\"https://licet.example.com\"]', the name and "
+                "origin people open the dashboard at); see docs/production.md")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            names = ["localhost", "127.0.0.1"]
+        except ValueError:  # a name
+            names = [host.lower()] if host.lower() != "localhost" else ["localhost", "127.0.0.1"]
+        return self.model_copy(update={"rp_id": self.rp_id or names[0],
+                                       "rp_origins": self.rp_origins or [f"http://{n}:{port}" for n in names]})
 
     @property
     def url(self) -> str:

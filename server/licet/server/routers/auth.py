@@ -133,10 +133,11 @@ def _signed_in(services: Services, issued: sessions.Issued, use_cookie: bool, me
 
 
 async def _open(db: AsyncSession, services: Services, user: User, request: Request, *, method: str,
-                mfa: bool) -> tuple[sessions.Issued, list[str]]:
+                mfa: bool, passkey_id: str | None = None) -> tuple[sessions.Issued, list[str]]:
     methods = await _methods(db, user)
     issued = sessions.open_session(db, user, services.settings, method=method, mfa=mfa, source=_source(request),
                                    user_agent=request.headers.get("user-agent", ""))
+    issued.record.passkey_id = passkey_id
     if not mfa and "passkey" in methods and issued.record.stage == "active":
         issued.record.stage = "mfa_pending"  # a passkey is a second factor too
     await db.flush()
@@ -246,13 +247,17 @@ async def login(body: LoginBody, request: Request, _: Annotated[None, public()])
     return _signed_in(services, issued, body.use_cookie, methods)
 
 
-async def _pass_mfa(services: Services, request: Request, signed_in: SignedIn, method: str) -> JSONResponse:
+async def _pass_mfa(services: Services, request: Request, signed_in: SignedIn, method: str,
+                    passkey_id: str | None = None) -> JSONResponse:
     """Mark the session as having passed MFA. Finishing a sign-in also replaces its token (and CSRF
-    token): whoever saw the half-signed-in token gains nothing from it (session fixation)."""
+    token): whoever saw the half-signed-in token gains nothing from it (session fixation), and a
+    passkey that finished it is remembered as the one the session signed in with."""
     async with services.db.write() as db:
         record = (await db.execute(select(UserSession).where(UserSession.id == signed_in.session_id))).scalar_one()
         finishing = record.stage != "active"
         record.stage, record.mfa_at = "active", utcnow()
+        if finishing and passkey_id is not None:
+            record.passkey_id = passkey_id
         user = await _user(db, signed_in)
         await audit.record(db, _caller(user, record.id), "auth.mfa_passed", user.id, method=method)
         if not finishing:
@@ -309,14 +314,15 @@ async def _new_challenge(services: Services, tenant_id: str, user_id: str | None
     return record.id
 
 
-async def _take_challenge(db: AsyncSession, challenge_id: str, tenant_id: str, purpose: str,
+async def _take_challenge(db: AsyncSession, challenge_id: str, tenant_id: str, ceremony: str,
                           user_id: str | None) -> bytes:
-    """The stored challenge, consumed: a second use, an expired one or another ceremony's is refused."""
+    """The stored challenge, consumed. Refused: a second use, an expired one, and one made for another
+    ceremony or another person (a sign-in challenge belongs to nobody, a step-up one to its person)."""
     now = utcnow()
     record = (await db.execute(select(WebAuthnChallenge).where(
         WebAuthnChallenge.id == challenge_id, WebAuthnChallenge.tenant_id == tenant_id,
-        WebAuthnChallenge.purpose == purpose))).scalar()
-    if record is None or (user_id is not None and record.user_id != user_id):
+        WebAuthnChallenge.purpose == ceremony))).scalar()
+    if record is None or record.user_id != user_id:
         raise ApiError(400, "invalid_challenge", "unknown challenge: ask for new options", "challenge_id")
     taken = await db.execute(update(WebAuthnChallenge).where(
         WebAuthnChallenge.id == record.id, WebAuthnChallenge.used_at.is_(None),
@@ -327,32 +333,62 @@ async def _take_challenge(db: AsyncSession, challenge_id: str, tenant_id: str, p
     return record.challenge
 
 
-async def _assert_passkey(services: Services, tenant_id: str, body: AssertionBody, purpose: str,
-                          user_id: str | None) -> User:
-    """Verify an assertion and advance the passkey's sign count; the person it authenticates."""
-    async with services.db.write() as db:
-        challenge = await _take_challenge(db, body.challenge_id, tenant_id, purpose, user_id)
+class PasskeyRefused(ApiError):
+    """A refused assertion, with the passkey it presented and its owner when the tenant has that passkey
+    (for the audit trail)."""
+
+    def __init__(self, error: ApiError, found: tuple[Passkey, User] | None) -> None:
+        super().__init__(error.status, error.code, error.message, error.field, error.detail)
+        self.found = found
+
+
+async def _passkey_of(db: AsyncSession, tenant_id: str, credential_id: str) -> tuple[Passkey, User] | None:
+    row = (await db.execute(select(Passkey, User).join(User, User.id == Passkey.user_id).where(
+        Passkey.tenant_id == tenant_id, Passkey.credential_id == credential_id))).first()
+    return None if row is None else (row[0], row[1])
+
+
+def _refused_credential(exc: passkeys.CeremonyFailed, status: int = 400) -> ApiError:
+    return ApiError(status, "invalid_credential", str(exc), exc.field)
+
+
+async def _assert_passkey(services: Services, tenant_id: str, body: AssertionBody, ceremony: str,
+                          user_id: str | None) -> tuple[User, Passkey]:
+    """Verify an assertion and advance the passkey's sign count; the person it authenticates and the
+    passkey. `user_id`: the person the ceremony is for (step-up), None for a sign-in, whose assertion
+    must then name its user (userHandle). Refusals are PasskeyRefused."""
     try:
         credential_id = passkeys.credential_id_of(body.credential)
     except passkeys.CeremonyFailed as exc:
-        raise ApiError(400, "invalid_credential", str(exc), "credential") from None
+        raise PasskeyRefused(_refused_credential(exc), None) from None
+    try:
+        async with services.db.write() as db:
+            challenge = await _take_challenge(db, body.challenge_id, tenant_id, ceremony, user_id)
+    except ApiError as refused:
+        async with services.db.read() as db:
+            raise PasskeyRefused(refused, await _passkey_of(db, tenant_id, credential_id)) from None
     async with services.db.write() as db:
-        row = (await db.execute(select(Passkey, User).join(User, User.id == Passkey.user_id).where(
-            Passkey.tenant_id == tenant_id, Passkey.credential_id == credential_id))).first()
-        if row is None or (user_id is not None and row[1].id != user_id) or row[1].disabled_at is not None:
-            raise ApiError(401, "invalid_credential", "unknown passkey", "credential")
-        key, user = row
+        found = await _passkey_of(db, tenant_id, credential_id)
+        if found is None or (user_id is not None and found[1].id != user_id) or found[1].disabled_at is not None:
+            raise PasskeyRefused(ApiError(401, "invalid_credential", "unknown passkey", "credential"), found)
+        key, user = found
         try:
             count = passkeys.verify_authentication(services.settings, body.credential, challenge,
-                                                   public_key=key.public_key, sign_count=key.sign_count)
+                                                   public_key=key.public_key, sign_count=key.sign_count,
+                                                   owner_handle=passkeys.user_handle(user.id),
+                                                   handle_required=user_id is None)
         except passkeys.CeremonyFailed as exc:
-            failure = str(exc)
+            failure = exc
         else:
             key.sign_count, key.last_used_at = count, utcnow()
-            return user
-    async with services.db.write() as db:
-        await audit.record(db, _caller(user), "auth.passkey_failed", user.id, passkey=key.id, reason=failure)
-    raise ApiError(401, "invalid_credential", failure, "credential")
+            return user, key
+    raise PasskeyRefused(_refused_credential(failure, 401), found)
+
+
+def _refusal_details(refused: PasskeyRefused) -> dict[str, Any]:
+    """What the audit trail keeps of a refused assertion."""
+    return {"code": refused.code, "reason": refused.message,
+            "passkey": refused.found[0].id if refused.found else None}
 
 
 @router.post("/passkey/options", summary="Start a passkey sign-in (any passkey of the tenant)",
@@ -365,7 +401,7 @@ async def passkey_login_options(body: PasskeyLoginOptionsBody, request: Request,
         if (await db.execute(select(Tenant.id).where(Tenant.id == body.tenant))).first() is None:
             raise not_found("tenant")
     options, challenge = passkeys.authentication_options(services.settings, [])
-    return {"challenge_id": await _new_challenge(services, body.tenant, None, "authenticate", challenge),
+    return {"challenge_id": await _new_challenge(services, body.tenant, None, passkeys.SIGN_IN, challenge),
             "options": options}
 
 
@@ -379,21 +415,35 @@ async def passkey_login(body: PasskeyLoginBody, request: Request, _: Annotated[N
     try:
         claimed = passkeys.credential_id_of(body.credential)
     except passkeys.CeremonyFailed as exc:
-        raise ApiError(400, "invalid_credential", str(exc), "credential") from None
+        raise _refused_credential(exc) from None
     who = throttle.passkey(body.tenant, claimed, _source(request))
     attempts = await _count_attempt(services, who)
     try:
-        user = await _assert_passkey(services, body.tenant, body, "authenticate", None)
-    except ApiError as refused:
-        await _failed(services, who, attempts, None, "auth.passkey_login_failed", code=refused.code)
+        user, key = await _assert_passkey(services, body.tenant, body, passkeys.SIGN_IN, None)
+    except PasskeyRefused as refused:
+        await _failed(services, who, attempts, await _passkey_actor(services, body.tenant, refused),
+                      "auth.passkey_failed", ceremony=passkeys.SIGN_IN, credential=claimed[:64],
+                      **_refusal_details(refused))
         raise
     async with services.db.write() as db:
         await throttle.succeeded(db, who)
         user = (await db.execute(select(User).where(User.id == user.id))).scalar_one()
-        issued, methods = await _open(db, services, user, request, method="passkey", mfa=True)
+        issued, methods = await _open(db, services, user, request, method="passkey", mfa=True, passkey_id=key.id)
         await audit.record(db, _caller(user, issued.record.id), "auth.login", user.id, method="passkey",
                            source=_source(request))
     return _signed_in(services, issued, body.use_cookie, methods)
+
+
+async def _passkey_actor(services: Services, tenant_id: str, refused: PasskeyRefused) -> Caller | None:
+    """Who the audit trail records for a refused passkey sign-in: the owner of the passkey presented, or
+    an unknown caller (a credential the tenant does not have); None if the tenant does not exist (no
+    trail: only the logs)."""
+    if refused.found is not None:
+        return _caller(refused.found[1])
+    async with services.db.read() as db:
+        if (await db.execute(select(Tenant.id).where(Tenant.id == tenant_id))).first() is None:
+            return None
+    return Caller(tenant_id, "unknown", "passkey:unknown")
 
 
 @router.post("/mfa/passkey/options", summary="Start a passkey check: finish signing in, or step up",
@@ -408,7 +458,7 @@ async def mfa_passkey_options(request: Request,
     if not keys:
         raise ApiError(409, "no_passkey", "this account has no passkey")
     options, challenge = passkeys.authentication_options(services.settings, [(k[0], k[1]) for k in keys])
-    return {"challenge_id": await _new_challenge(services, signed_in.tenant_id, signed_in.user_id, "authenticate",
+    return {"challenge_id": await _new_challenge(services, signed_in.tenant_id, signed_in.user_id, passkeys.STEP_UP,
                                                  challenge), "options": options}
 
 
@@ -418,8 +468,15 @@ async def mfa_passkey(body: AssertionBody, request: Request,
                       signed_in: Annotated[SignedIn, person(allow_pending=True)]) -> JSONResponse:
     """The session passes MFA if the assertion verifies for one of this person's passkeys."""
     services = services_of(request)
-    await _assert_passkey(services, signed_in.tenant_id, body, "authenticate", signed_in.user_id)
-    return await _pass_mfa(services, request, signed_in, "passkey")
+    try:
+        _, key = await _assert_passkey(services, signed_in.tenant_id, body, passkeys.STEP_UP, signed_in.user_id)
+    except PasskeyRefused as refused:
+        async with services.db.write() as db:
+            await audit.record(db, _caller(await _user(db, signed_in), signed_in.session_id), "auth.passkey_failed",
+                               signed_in.user_id, ceremony=passkeys.STEP_UP, source=_source(request),
+                               **_refusal_details(refused))
+        raise
+    return await _pass_mfa(services, request, signed_in, "passkey", key.id)
 
 
 def _fresh_mfa(services: Services, signed_in: SignedIn, methods: list[str], what: str) -> None:
@@ -544,7 +601,7 @@ async def passkey_register_options(request: Request, signed_in: Annotated[Signed
     options, challenge = passkeys.registration_options(services.settings, user_id=user.id, email=user.email,
                                                        display_name=user.display_name,
                                                        existing=[(e[0], e[1]) for e in existing])
-    return {"challenge_id": await _new_challenge(services, user.tenant_id, user.id, "register", challenge),
+    return {"challenge_id": await _new_challenge(services, user.tenant_id, user.id, passkeys.REGISTRATION, challenge),
             "options": options}
 
 
@@ -556,11 +613,12 @@ async def passkey_register(body: RegistrationBody, request: Request,
     """Stores the verified credential under the given name."""
     services = services_of(request)
     async with services.db.write() as db:
-        challenge = await _take_challenge(db, body.challenge_id, signed_in.tenant_id, "register", signed_in.user_id)
+        challenge = await _take_challenge(db, body.challenge_id, signed_in.tenant_id, passkeys.REGISTRATION,
+                                          signed_in.user_id)
     try:
         new = passkeys.verify_registration(services.settings, body.credential, challenge)
     except passkeys.CeremonyFailed as exc:
-        raise ApiError(400, "invalid_credential", str(exc), "credential") from None
+        raise _refused_credential(exc) from None
     async with services.db.write() as db:
         user = await _user(db, signed_in)
         taken = (await db.execute(select(Passkey.id).where(Passkey.tenant_id == user.tenant_id,
@@ -609,15 +667,19 @@ async def passkey_rename(passkey_id: Text, body: RenameBody, request: Request,
                response_model=responses.Removed)
 async def passkey_remove(passkey_id: Text, request: Request,
                          signed_in: Annotated[SignedIn, person()]) -> dict[str, Any]:
-    """Needs a recent MFA."""
+    """Needs a recent MFA. The person's other sessions that signed in with this passkey are revoked
+    (whoever holds the passkey being removed, a lost device say, is signed out with it)."""
     services = services_of(request)
     async with services.db.write() as db:
         key = await _own_passkey(db, signed_in, passkey_id)
         user = await _user(db, signed_in)
         _fresh_mfa(services, signed_in, ["passkey"], "removing a passkey")
         await db.delete(key)
+        revoked = (await db.execute(update(UserSession).where(
+            UserSession.user_id == user.id, UserSession.passkey_id == key.id, UserSession.id != signed_in.session_id,
+            UserSession.revoked_at.is_(None)).values(revoked_at=utcnow()))).rowcount  # type: ignore[attr-defined]
         await audit.record(db, _caller(user, signed_in.session_id), "auth.passkey_removed", user.id,
-                           passkey=key.id, name=key.name)
+                           passkey=key.id, name=key.name, sessions_revoked=revoked)
         return {"removed": key.id}
 
 
