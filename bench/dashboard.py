@@ -295,6 +295,7 @@ def main() -> None:
 
     keep = options.data_dir
     data_dir = keep or Path(tempfile.mkdtemp(prefix="licet-dashboard-bench-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     try:
         console.print(f"[bold]Dashboard bench[/]: {options.decisions} decisions, {options.approvals} approvals, "

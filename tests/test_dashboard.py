@@ -204,6 +204,7 @@ def quorum_flow(browser: Any, demo: Demo) -> None:
     card = f".approval[data-approval-id='{approval_id}']"
     for page in (ana, ben):
         playwright_api.expect(page.locator(card)).to_contain_text("7777", timeout=5_000)
+        playwright_api.expect(page.locator(f"{card} .policy")).to_have_text("payments-agent v2")
     # Ana signed in with MFA moments ago: her vote counts at once.
     ana.locator(f"{card} .approve").click()
     playwright_api.expect(ana.locator("#approvals-notice")).to_contain_text("1 of 2", timeout=10_000)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import reflex as rx
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from licet.dashboard import api
 from licet.dashboard.pages.account import Account, account_page
@@ -18,6 +19,7 @@ from licet.dashboard.pages.certificate import CertificateView, certificate_page
 from licet.dashboard.pages.evidence import Evidence, evidence_page
 from licet.dashboard.pages.explorer import AuditTrail, Decisions, audit_page, decisions_page
 from licet.dashboard.pages.overview import Overview, overview_page
+from licet.dashboard.pages.policies import Policies, policies_page
 from licet.dashboard.pages.signin import Enrolment, Invitation, SignIn, enrol_page, invitation_page, signin_page
 from licet.dashboard.state import Session
 
@@ -41,6 +43,7 @@ app.add_page(decisions_page, route="/decisions", title="Decisions · Licet",
 app.add_page(audit_page, route="/audit", title="Audit trail · Licet", on_load=[Session.require, AuditTrail.load])
 app.add_page(account_page, route="/account", title="Your account · Licet", on_load=[Session.require, Account.load])
 app.add_page(evidence_page, route="/evidence", title="Evidence log · Licet", on_load=[Session.require, Evidence.load])
+app.add_page(policies_page, route="/policies", title="Policies · Licet", on_load=[Session.require, Policies.load])
 
 
 class FrontendMissing(RuntimeError):
@@ -69,4 +72,23 @@ def serve(fastapi_app: FastAPI, origins: list[str]) -> ASGIApp:
 
     app.register_lifespan_task(api_lifespan)
     with contextlib.chdir(PROJECT):  # Reflex finds rxconfig.py in the working directory
-        return app()
+        return immutable_assets(app())
+
+
+def immutable_assets(inner: ASGIApp) -> ASGIApp:
+    """`inner`, with `/assets/...` marked immutable: the build names those files by their content hash,
+    so a page load need not revalidate each of its ~30 scripts (a round trip each) before it can run."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/assets/"):
+            await inner(scope, receive, send)
+            return
+
+        async def send_cached(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                MutableHeaders(scope=message)["cache-control"] = "public, max-age=31536000, immutable"
+            await send(message)
+
+        await inner(scope, receive, send_cached)
+
+    return wrapped

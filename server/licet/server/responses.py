@@ -471,6 +471,11 @@ class Escalation(Model):
     escalated_at: Timestamp | None
 
 
+class PolicyVersionRef(Model):
+    policy_id: str
+    number: int
+
+
 class YourVote(Model):
     allowed: bool
     code: str | None = Field(description="Why not: the error code a vote would get.")
@@ -503,6 +508,8 @@ class Approval(Model):
     used_at: Timestamp | None
     used_certificate_id: str | None
     your_vote: YourVote | None = Field(None, description="Whether the caller may vote now (listings and reads).")
+    policy_version: PolicyVersionRef | None = Field(
+        None, description="The stored policy version whose hash is `policy_hash` (listings and reads).")
 
 
 class ApprovalPage(Model):

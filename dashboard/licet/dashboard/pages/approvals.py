@@ -14,6 +14,7 @@ from licet.dashboard.layout import error_callout, page, step_up_dialog
 from licet.dashboard.state import Session, StepUp, refusal
 
 POLL_SECONDS = 1.0  # a new approval shows within this (plus one API call) in every open queue
+PAGE = 20  # approvals shown at first and added by "Show more": a long queue still paints at once
 
 
 class Item(TypedDict):
@@ -25,6 +26,7 @@ class Item(TypedDict):
     agent: str
     args: str
     rules: str
+    policy: str
     policy_hash: str
     request_hash: str
     progress: str
@@ -40,13 +42,18 @@ def _remaining(deadline: str, now: datetime) -> str:
     return "expired" if left <= 0 else f"{left // 60}m {left % 60:02d}s left"
 
 
+def _version(ref: dict[str, Any] | None) -> str:
+    return f"{ref['policy_id']} v{ref['number']}" if ref else "a version no longer stored"
+
+
 def _item(approval: dict[str, Any], now: datetime) -> Item:
     request = approval["request"]
     votes = ", ".join(f"{v['voter']} ({v['vote']})" for v in approval["votes"]) or "none yet"
     mine = approval.get("your_vote") or {"allowed": False, "reason": "unknown"}
     return Item(id=approval["id"], action=approval["action"], resource=approval["resource"] or "",
                 agent=approval["requested_by"], args=json.dumps(request.get("args", {}), indent=2, sort_keys=True),
-                rules=", ".join(approval["rules"]), policy_hash=approval["policy_hash"],
+                rules=", ".join(approval["rules"]), policy=_version(approval.get("policy_version")),
+                policy_hash=approval["policy_hash"],
                 request_hash=approval["request_hash"],
                 progress=f"{approval['approvals']} of {approval['quorum']} approvals ({', '.join(approval['roles'])})",
                 votes=votes, deadline=approval["deadline"], remaining=_remaining(approval["deadline"], now),
@@ -60,14 +67,17 @@ class Approvals(StepUp, Session):
     error: rx.Field[str] = rx.field("")
     notice: rx.Field[str] = rx.field("")
     reasons: rx.Field[dict[str, str]] = rx.field(default_factory=dict)
+    more: rx.Field[bool] = rx.field(False)
+    _shown: int = PAGE
     _pending_vote: tuple[str, bool] | None = None
     _watching: bool = False
 
     async def _refresh(self) -> None:
-        reply = await self.api().get("/v1/approvals", state="pending", limit=100)
+        reply = await self.api().get("/v1/approvals", state="pending", limit=self._shown)
         if reply.ok:
             now = datetime.now(UTC)
             self.items = [_item(a, now) for a in reply.body["approvals"]]
+            self.more = reply.body["next_before"] is not None
         else:
             self.error = refusal(reply)
 
@@ -95,6 +105,11 @@ class Approvals(StepUp, Session):
         finally:
             async with self:
                 self._watching = False
+
+    @rx.event
+    async def show_more(self) -> None:
+        self._shown += PAGE
+        await self._refresh()
 
     @rx.event
     def set_reason(self, approval_id: str, value: str) -> None:
@@ -136,8 +151,8 @@ def _card(item: rx.Var[Item]) -> rx.Component:
                       rx.spacer(), rx.text(item["remaining"], size="2", class_name="countdown"), wrap="wrap",
                       width="100%"),
             rx.text("Resource ", rx.code(item["resource"]), " · agent ", rx.code(item["agent"]), size="2"),
-            rx.text("Asked by rule(s) ", rx.code(item["rules"]), " of policy ", rx.code(item["policy_hash"]),
-                    size="2", style={"wordBreak": "break-all"}),
+            rx.text("Asked by rule(s) ", rx.code(item["rules"]), " of ", rx.code(item["policy"], class_name="policy"),
+                    " (", rx.code(item["policy_hash"]), ")", size="2", style={"wordBreak": "break-all"}),
             rx.text("Request hash ", rx.code(item["request_hash"]), size="2", style={"wordBreak": "break-all"}),
             rx.el.pre(item["args"], style={"fontSize": "13px", "background": "var(--gray-a3)", "padding": "8px",
                                            "overflowX": "auto", "maxWidth": "100%"}),
@@ -173,5 +188,6 @@ def approvals_page() -> rx.Component:
                                                    role="status")),
         rx.cond(Approvals.items.length() == 0, rx.text("Nothing is waiting.", id="approvals-empty")),
         rx.foreach(Approvals.items, _card),
+        rx.cond(Approvals.more, rx.button("Show more", variant="soft", on_click=Approvals.show_more, id="approvals-more")),
         step_up_dialog(Approvals, "Votes need a second factor within the last few minutes."),
     )

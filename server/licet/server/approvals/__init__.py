@@ -36,6 +36,7 @@ from licet.server.models import (
     ApprovalSettings,
     ApprovalVote,
     AuditEvent,
+    PolicyVersion,
     Webhook,
     WebhookDelivery,
 )
@@ -221,8 +222,24 @@ def open_or_reuse(tx: Tx, caller: Caller, decision: Decision, certificate_id: st
 
 def votes(session: Session, approval_id: str) -> list[ApprovalVote]:
     """An approval's votes, oldest first."""
-    return list(session.execute(select(ApprovalVote).where(ApprovalVote.approval_id == approval_id)
-                                .order_by(ApprovalVote.at)).scalars())
+    return votes_of(session, [approval_id])[approval_id]
+
+
+def votes_of(session: Session, approval_ids: Sequence[str]) -> dict[str, list[ApprovalVote]]:
+    """The votes of each of `approval_ids`, oldest first, in one query (a page of the queue)."""
+    out: dict[str, list[ApprovalVote]] = {i: [] for i in approval_ids}
+    for vote in session.execute(select(ApprovalVote).where(ApprovalVote.approval_id.in_(approval_ids))
+                                .order_by(ApprovalVote.at)).scalars():
+        out[vote.approval_id].append(vote)
+    return out
+
+
+def policy_versions(session: Session, tenant: str, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The stored version each policy hash is (`{policy_id, number}`, the first stored if several)."""
+    rows = session.execute(select(PolicyVersion.document_hash, PolicyVersion.policy_id, PolicyVersion.number)
+                           .where(PolicyVersion.tenant_id == tenant, PolicyVersion.document_hash.in_(set(hashes)))
+                           .order_by(PolicyVersion.number.desc())).all()
+    return {h: {"policy_id": policy, "number": number} for h, policy, number in rows}  # the lowest number wins
 
 
 def approvers(ballots: Iterable[ApprovalVote]) -> list[str]:
@@ -231,10 +248,13 @@ def approvers(ballots: Iterable[ApprovalVote]) -> list[str]:
 
 
 def approval_json(row: ApprovalRecord, ballots: Sequence[ApprovalVote], viewer: Caller | None = None,
-                  ) -> dict[str, Any]:
+                  versions: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """An approval as the API shows it: the full request, the rules, the requirement and every vote;
-    with a `viewer`, whether that caller may approve it now and, if not, why (`your_vote`)."""
+    with a `viewer`, whether that caller may approve it now and, if not, why (`your_vote`); with
+    `versions` (from `policy_versions`), the stored policy version that asked for it."""
     shown = _approval_fields(row, ballots)
+    if versions is not None:
+        shown["policy_version"] = versions.get(row.policy_hash)
     if viewer is not None:
         refused = vote_refusal(row, viewer, ballots, utcnow())
         shown["your_vote"] = {"allowed": refused is None, "code": refused.code if refused else None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -18,7 +19,14 @@ from licet.server import approvals, audit, responses
 from licet.server.approvals import OPEN, WEBHOOK_EVENTS, Job, Tx, webhooks
 from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, authenticate, require
-from licet.server.models import ApprovalRecord, ApprovalSettings, AuditEvent, Webhook, WebhookDelivery
+from licet.server.models import (
+    ApprovalRecord,
+    ApprovalSettings,
+    ApprovalVote,
+    AuditEvent,
+    Webhook,
+    WebhookDelivery,
+)
 from licet.server.roles import PERMISSIONS, allowed
 from licet.server.routers import INT32_MAX, Text
 from licet.server.routers.decide import services_of
@@ -88,6 +96,12 @@ def _in_tx(session: Session, services: Services, fn: Any, args: tuple[Any, ...])
     return approvals.approval_json(row, approvals.votes(session, row.id)), tx.jobs
 
 
+def _ballots_and_versions(session: Session, tenant: str, rows: Sequence[ApprovalRecord],
+                          ) -> tuple[dict[str, list[ApprovalVote]], dict[str, dict[str, Any]]]:
+    return (approvals.votes_of(session, [r.id for r in rows]),
+            approvals.policy_versions(session, tenant, {r.policy_hash for r in rows}))
+
+
 @router.get("/approvals", summary="Approvals, newest first (pending ones by default)",
             response_model=responses.ApprovalPage)
 async def list_approvals(request: Request, caller: Annotated[Caller, readers()],
@@ -108,7 +122,8 @@ async def list_approvals(request: Request, caller: Annotated[Caller, readers()],
         query = query.where(ApprovalRecord.id < before)  # ids are UUIDv7: they sort by creation time
     async with services_of(request).db.read() as session:
         rows = (await session.execute(query.order_by(ApprovalRecord.id.desc()).limit(limit))).scalars().all()
-        items = [approvals.approval_json(r, await session.run_sync(approvals.votes, r.id), caller) for r in rows]
+        ballots, versions = await session.run_sync(_ballots_and_versions, caller.tenant_id, rows)
+        items = [approvals.approval_json(r, ballots[r.id], caller, versions) for r in rows]
     return {"approvals": items, "next_before": items[-1]["id"] if len(items) == limit else None}
 
 
@@ -164,11 +179,11 @@ async def get_approval(approval_id: ApprovalId, request: Request, caller: Annota
             ApprovalRecord.tenant_id == caller.tenant_id, ApprovalRecord.id == approval_id))).scalar()
         if row is None or (_own_only(caller) and row.agent_id != caller.principal_id):
             raise not_found("approval")
-        ballots = await session.run_sync(lambda s: approvals.votes(s, approval_id))
+        ballots, versions = await session.run_sync(_ballots_and_versions, caller.tenant_id, [row])
         history = (await session.execute(select(AuditEvent).where(
             AuditEvent.tenant_id == caller.tenant_id, AuditEvent.target == f"approval:{approval_id}",
         ).order_by(AuditEvent.id))).scalars().all()
-    return {**approvals.approval_json(row, ballots, caller), "events": [
+    return {**approvals.approval_json(row, ballots[row.id], caller, versions), "events": [
         {"event": e.action.removeprefix("approval."), "at": approvals.rfc3339(e.at), "actor": e.actor,
          "log_index": e.details.get("log_index"), "details": {k: v for k, v in e.details.items()
                                                             if k not in ("log_index", "key_id")}}
