@@ -34,11 +34,12 @@ def _prepare(settings: Any) -> None:
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
     demo: Annotated[bool, typer.Option("--demo", help="Seed a demo tenant, keys and the example policies.")] = False,
-    data_dir: Annotated[Path | None, typer.Option(help="Where the embedded database and key live.")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
+    data_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Where the embedded database and key live.")
+                        ] = None,
+    workers: Annotated[int, typer.Option(metavar="N", help="Worker processes (PostgreSQL only).")] = 1,
 ) -> None:
     """Run the platform: migrate the database, load (or on first run create) the signing key, serve."""
     import uvicorn
@@ -129,8 +130,11 @@ def _demo_people(data_dir: Path | None) -> list[dict[str, str]]:
     return people
 
 
-def demo_code(email: Annotated[str, typer.Argument(help="A demo person's email.")],
-              data_dir: Annotated[Path | None, typer.Option(help="The demo's data directory.")] = None) -> None:
+DemoDirOption = Annotated[Path | None, typer.Option(metavar="DIR", help="The demo's data directory.")]
+
+
+def demo_code(email: Annotated[str, typer.Argument(metavar="EMAIL", help="A demo person's email.")],
+              data_dir: DemoDirOption = None) -> None:
     """Print the current TOTP code of a demo person (what their authenticator app would show)."""
     import pyotp
 
@@ -141,15 +145,16 @@ def demo_code(email: Annotated[str, typer.Argument(help="A demo person's email."
     raise fail(f"{email} is not a demo person")
 
 
-def demo_people(data_dir: Annotated[Path | None, typer.Option(help="The demo's data directory.")] = None) -> None:
+def demo_people(data_dir: DemoDirOption = None) -> None:
     """The demo's people: email, role, password and otpauth URI (for an authenticator app)."""
     for person in _demo_people(data_dir):
         print(f"{person['email']}\t{person['role']}\t{person['password']}\t{person['otpauth_uri']}")
 
 
 def migrate(
-    data_dir: Annotated[Path | None, typer.Option(help="Where the embedded database lives.")] = None,
-    revision: Annotated[str, typer.Option(help="Target revision (e.g. head, base, 0001).")] = "head",
+    data_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Where the embedded database lives.")] = None,
+    revision: Annotated[str, typer.Option(metavar="REVISION", help="Target revision (e.g. head, base, 0001).")
+                        ] = "head",
 ) -> None:
     """Migrate the configured database (LICET_DATABASE_URL, default the embedded SQLite) to `revision`."""
     from licet.server.migrations import downgrade, upgrade
@@ -166,11 +171,12 @@ def migrate(
 
 @tenant_app.command("create")
 def tenant_create(
-    tenant_id: Annotated[str, typer.Argument(help="Lowercase letters, digits and dashes.")],
-    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    tenant_id: Annotated[str, typer.Argument(metavar="TENANT_ID", help="Lowercase letters, digits and dashes.")],
+    name: Annotated[str, typer.Option(metavar="NAME", help="Display name.")] = "",
     owner_email: Annotated[str | None, typer.Option(
+        metavar="EMAIL",
         help="The first owner's email: prints their invitation (only a person who passed MFA adds people).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Where the embedded database lives.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Where the embedded database lives.")] = None,
 ) -> None:
     """Create a tenant; print its first owner API key and, with --owner-email, the first owner's
     invitation token (each shown once)."""
@@ -183,7 +189,9 @@ def tenant_create(
         services = Services(settings)
         made = asyncio.run(_seed(services, lambda s: create_tenant(s, tenant_id, name or tenant_id,
                                                                    owner_email=owner_email)))
-    except (StartupError, TenantExists, ValueError) as exc:
+    except TenantExists as exc:
+        raise fail(f"tenant {tenant_id} already exists (its owner keys are unchanged)") from exc
+    except (StartupError, ValueError) as exc:
         raise fail(f"tenant {tenant_id}: {exc}") from exc
     console.print(f"tenant {tenant_id} created; owner key (shown once):\n{made.owner_key}")
     if made.owner_invitation is not None:
@@ -192,9 +200,10 @@ def tenant_create(
 
 
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Tasks run at once (processes of the prefork pool).")] = 2,
-    pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo.")] = "prefork",
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    concurrency: Annotated[int, typer.Option(metavar="N", help="Tasks run at once (processes of the prefork pool).")
+                           ] = 2,
+    pool: Annotated[str, typer.Option(metavar="POOL", help="Celery pool: prefork, threads or solo.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(metavar="LEVEL", help="Celery log level.")] = "info",
 ) -> None:
     """Run a Celery worker for approvals (webhooks, expiry, escalation) on LICET_BROKER_URL."""
     settings = _settings(None)
@@ -208,8 +217,8 @@ def worker(
 
 
 def beat(
-    schedule: Annotated[Path | None, typer.Option(help="Where beat keeps its schedule state.")] = None,
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    schedule: Annotated[Path | None, typer.Option(metavar="FILE", help="Where beat keeps its schedule state.")] = None,
+    loglevel: Annotated[str, typer.Option(metavar="LEVEL", help="Celery log level.")] = "info",
 ) -> None:
     """Run Celery beat: the periodic approvals sweep (expiries, escalations, deliveries due)."""
     import tempfile
