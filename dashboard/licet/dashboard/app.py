@@ -26,9 +26,14 @@ from licet.dashboard.state import Session
 PROJECT = Path(__file__).resolve().parent  # the Reflex project: rxconfig.py, assets/
 FRONTEND = PROJECT / "frontend"  # the built frontend (`build/client`), made by licet.dashboard.build
 
+# Reflex makes its state manager when the app is made, before `serve` can point it at rxconfig.py: its
+# default would pickle every page's state into `.states/` in the working directory on every event. A
+# page's state is only a view of `/v1` (sessions live in the API's store), so memory is right.
+os.environ.setdefault("REFLEX_STATE_MANAGER_MODE", "memory")
 app = rx.App(
     theme=rx.theme(accent_color="indigo", radius="medium"),
     head_components=[rx.script(src="/licet.js")],
+    stylesheets=["/licet.css"],
 )
 app.add_page(signin_page, route="/login", title="Sign in · Licet", on_load=SignIn.start)
 app.add_page(invitation_page, route="/invite", title="Invitation · Licet", on_load=Invitation.start)

@@ -10,9 +10,6 @@ config = rx.Config(
     # Never the default "*", which echoes any Origin with credentials (reflex notes, gotcha 4);
     cors_allowed_origins=["http://localhost:8000"],  # `licet serve` sets the origins it serves
     api_url="http://localhost:8000",  # dashboard/build.py makes the built frontend use its own origin
-    # A page's state is a view of `/v1` (sessions live in the API's store): memory, not pickles written
-    # on every event into the installed package's folder (Reflex's default, `.states/`).
-    state_manager_mode=rx.constants.StateManagerMode.MEMORY,
     plugins=[rx.plugins.RadixThemesPlugin()],
     disable_plugins=[rx.plugins.SitemapPlugin],
 )

@@ -188,6 +188,7 @@ def approvals_page() -> rx.Component:
                                                    role="status")),
         rx.cond(Approvals.items.length() == 0, rx.text("Nothing is waiting.", id="approvals-empty")),
         rx.foreach(Approvals.items, _card),
-        rx.cond(Approvals.more, rx.button("Show more", variant="soft", on_click=Approvals.show_more, id="approvals-more")),
+        rx.cond(Approvals.more, rx.button("Show more", variant="soft", on_click=Approvals.show_more,
+                                          id="approvals-more")),
         step_up_dialog(Approvals, "Votes need a second factor within the last few minutes."),
     )

@@ -18,13 +18,13 @@ import reflex as rx
 
 from licet.dashboard.api import Api, Reply
 from licet.dashboard.layout import error_callout, page
-from licet.kernel.proof_text import RuleStep, field_rows, proof_steps, proof_summary, rule_texts
 from licet.dashboard.state import Session, refusal
 from licet.kernel.bundle import BundleError, parse_bundle, verify_bundle
 from licet.kernel.certificate import verify_certificate
 from licet.kernel.errors import LicetError
 from licet.kernel.keys import PublicKey, parse_public_key
 from licet.kernel.policy import load_policy
+from licet.kernel.proof_text import RuleStep, field_rows, proof_steps, proof_summary, rule_texts
 from licet.kernel.redecision import redecide
 from licet.kernel.report import Check
 

@@ -324,17 +324,16 @@ _DECISION_COLORS = {"permit": "green", "forbid": "red", "require_approval": "amb
 
 
 def _decision_row(row: rx.Var[DecisionRow]) -> rx.Component:
-    mono = {"fontFamily": "var(--code-font-family)", "fontSize": "12px"}
     return rx.table.row(
         rx.table.row_header_cell(row["log_index"], class_name="log-index"),
-        rx.table.cell(row["time"], white_space="nowrap"),
-        rx.table.cell(row["agent"], style={**mono, "whiteSpace": "nowrap"}, class_name="agent"),
-        rx.table.cell(row["action"], style={**mono, "whiteSpace": "nowrap"}, class_name="action"),
-        rx.table.cell(row["resource"], style={**mono, "wordBreak": "break-all", "minWidth": "140px"}),
+        rx.table.cell(row["time"], class_name="nowrap"),
+        rx.table.cell(row["agent"], class_name="agent mono nowrap"),
+        rx.table.cell(row["action"], class_name="action mono nowrap"),
+        rx.table.cell(row["resource"], class_name="mono break resource-cell"),
         rx.table.cell(rx.badge(row["decision"], color_scheme=rx.match(
             row["decision"], *[(k, v) for k, v in _DECISION_COLORS.items()], "gray"), high_contrast=True,
             class_name="decision")),
-        rx.table.cell(row["rules"], style=mono, class_name="rules"),
+        rx.table.cell(row["rules"], class_name="rules mono"),
         rx.table.cell(rx.link("View", href=row["href"], aria_label="View certificate " + row["id"],
                               class_name="certificate-link")),
         class_name="decision-row", data_id=row["id"],
@@ -342,14 +341,13 @@ def _decision_row(row: rx.Var[DecisionRow]) -> rx.Component:
 
 
 def _audit_row(row: rx.Var[AuditRow]) -> rx.Component:
-    mono = {"fontFamily": "var(--code-font-family)", "fontSize": "12px"}
     return rx.table.row(
         rx.table.row_header_cell(row["id"], class_name="event-id"),
-        rx.table.cell(row["time"], white_space="nowrap"),
-        rx.table.cell(row["actor"], style=mono, class_name="actor"),
-        rx.table.cell(row["action"], style=mono, class_name="action"),
-        rx.table.cell(row["target"], style={**mono, "wordBreak": "break-all"}, class_name="target"),
-        rx.table.cell(row["details"], style={**mono, "wordBreak": "break-all", "minWidth": "200px"}),
+        rx.table.cell(row["time"], class_name="nowrap"),
+        rx.table.cell(row["actor"], class_name="actor mono"),
+        rx.table.cell(row["action"], class_name="action mono"),
+        rx.table.cell(row["target"], class_name="target mono break"),
+        rx.table.cell(row["details"], class_name="mono break details-cell"),
         class_name="audit-row", data_id=row["id"],
     )
 
