@@ -6,6 +6,7 @@ One test per reproduction in the issue; each answer is checked here independentl
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -190,16 +191,31 @@ def test_query_example_matches_the_query_itself() -> None:
     assert "ab" in request["args"]["x"] and not request["args"]["x"].startswith("ab")
 
 
-def test_unknown_is_an_answer_not_a_yes_or_no() -> None:
-    # A word-boundary regex is outside the exact encoding: the solver may not be able to confirm.
-    p = policy([{"id": "r", "effect": "permit", "action": "a.b", "when": 'args.x.matches("\\\\bab\\\\b")'}])
-    answer = query(p, {"action": "a.b"})
-    assert answer.answer in ("yes", "unknown")
-    if answer.answer == "unknown":
-        assert answer.to_json()["answer"] == "unknown" and answer.reason
-        assert not answer.permitted
-    else:
-        assert_yes(p, {"action": "a.b"})
+CASELESS = "id: p\nrules:\n  - {id: r, effect: permit, action: mail.send, when: 'args.to.matches(\"(?i)^%s@corp$\")'}\n"
+
+
+def test_unknown_is_an_answer_not_a_yes_or_no(tmp_path: Any) -> None:
+    # A case-insensitive regex is outside the exact encoding (docs/analysis.md): read as an unknown
+    # truth value, no candidate confirms, and the answer says so, in the API, in JSON and by exit code 3.
+    from typer.testing import CliRunner
+
+    from licet.cli import app
+
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(CASELESS % "boss")
+    new.write_text(CASELESS % "chief")
+    answer = query(kernel.load_policy(old.read_text()), {"action": "mail.send"})
+    assert answer.answer == "unknown" and not answer.permitted and answer.example is None
+    assert answer.reason is not None and "'(?i)^boss@corp$' is read as an unknown truth value" in answer.reason
+    assert diff(kernel.load_policy(old.read_text()), kernel.load_policy(new.read_text())).answer == "unknown"
+    runner = CliRunner()
+    asked = runner.invoke(app, ["policy", "query", str(old), '{"action": "mail.send"}'])
+    assert asked.exit_code == 3 and asked.output.startswith("unknown: "), asked.output
+    as_json = runner.invoke(app, ["policy", "query", "--json", str(old), '{"action": "mail.send"}'])
+    assert as_json.exit_code == 3, as_json.output
+    assert json.loads(as_json.output)["answer"] == "unknown"
+    compared = runner.invoke(app, ["policy", "diff", str(old), str(new)])
+    assert compared.exit_code == 3 and compared.output.startswith("unknown: "), compared.output
 
 
 def test_policy_check_cli_warns_like_validate(tmp_path: Any) -> None:
