@@ -1,4 +1,4 @@
-"""Policies with immutable versions: validate, create, diff, query, activate, roll back."""
+"""Policies with immutable versions: validate, create, diff, replay, query, activate, roll back."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from licet import kernel
 from licet.kernel.analysis import check_policy, diff, query
 from licet.kernel.document import load_document
 from licet.kernel.errors import PolicyError
-from licet.server import audit, responses
+from licet.server import audit, replay, responses
 from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, require
 from licet.server.models import PolicyActivation, PolicyRecord, PolicyVersion, Tenant
@@ -43,6 +43,21 @@ class DiffBody(BaseModel):
     against: int | None = Field(None, ge=1, le=INT32_MAX,
                                 description="The version to compare with (default: the active one).")
     max_examples: int = Field(5, ge=1, le=50)
+
+
+class ReplayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(None, ge=1, le=INT32_MAX,
+                                description="The stored version to replay (default: the newest); not with `source`.")
+    source: str | None = Field(None, min_length=1, max_length=MAX_SOURCE,
+                               description="A document to replay instead of a stored version (YAML or JSON).")
+    days: int = Field(7, ge=1, le=replay.MAX_DAYS, description="Replay the decisions of the last `days` days.")
+    limit: int = Field(replay.DEFAULT_DECISIONS, ge=1, le=replay.MAX_DECISIONS,
+                       description="At most this many decisions in this page.")
+    budget_ms: int = Field(replay.DEFAULT_BUDGET_MS, ge=1, le=replay.MAX_BUDGET_MS,
+                           description="Stop re-deciding after this many milliseconds (at least one decision).")
+    cursor: str | None = Field(None, max_length=500,
+                               description="A `next_cursor`: the next page of the same window (`days` is then unused).")
 
 
 class QueryBody(BaseModel):
@@ -204,6 +219,32 @@ async def diff_versions(policy_id: Text, body: DiffBody, request: Request,
                                      services.policies.load(new.id, new.source), max_examples=body.max_examples)
     return {"old": {"id": old.id, "number": old.number}, "new": {"id": new.id, "number": new.number},
             **result.to_json()}
+
+
+@router.post("/{policy_id}/replay", summary="Re-decide the tenant's recent decisions under a version",
+             responses=raises("not_found", "invalid_policy"), response_model=replay.ReplayAnswer)
+async def replay_decisions(policy_id: Text, body: ReplayBody, request: Request,
+                           caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
+    """What a version (default: the newest; or an inline `source`) would have decided for each
+    decision the tenant recorded in the last `days` days, newest first: counts by old and new
+    outcome and the changed decisions. Each is decided from its certificate (request, time, session
+    facts, approval, delegation), so replaying the version that decided it changes nothing. Paged:
+    at most `limit` decisions and `budget_ms` per call; continue with `cursor` = `next_cursor`."""
+    if body.source is not None and body.version is not None:
+        raise ApiError(422, "invalid_input", "give either a stored 'version' or a 'source', not both", "source")
+    services = services_of(request)
+    window = replay.Window.from_cursor(body.cursor) if body.cursor else replay.Window.last_days(body.days)
+    async with services.db.read() as session:
+        await _policy(session, caller.tenant_id, policy_id)
+        stored = await _version(session, caller.tenant_id, policy_id, body.version) if body.source is None else None
+    if stored is not None:
+        draft = services.policies.load(stored.id, stored.source)
+        version: dict[str, Any] = {"id": stored.id, "number": stored.number, "hash": draft.hash}
+    else:
+        draft = _load(body.source or "")
+        version = {"id": None, "number": None, "hash": draft.hash}
+    rows, known = await replay.load_page(services, caller, window, body.limit)
+    return await asyncio.to_thread(replay.answer, draft, version, window, rows, known, body.limit, body.budget_ms)
 
 
 @router.post("/query", summary="Can any request matching a pattern be permitted?",
