@@ -1,31 +1,57 @@
-"""The `licet` command line: keys, policy checks, decisions, certificate verification, the demo."""
+"""The `licet` command line: keys, policy checks and tests, decisions, plans, delegations, certificate
+verification, the evidence log, the platform.
+
+Every command exits by one table (docs/cli.md, `licet.output`): 0 the positive answer, 1 the negative
+answer, 2 bad input or usage, 3 needs approval or unknown, 4 Licet itself failed.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
-from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from licet import kernel
+from licet.cli_explain import certificate_view, explanation, outcome_headline
+from licet.cli_inputs import (
+    display_name,
+    file_or_inline,
+    load_located,
+    load_policy_file,
+    parse_now,
+    read_json,
+    read_text,
+)
 from licet.cli_log import bundle_checks, log_app
 from licet.cli_mcp import mcp_app
+from licet.cli_policy import policy_app
 from licet.cli_server import EXAMPLES, beat, demo_code, demo_people, migrate, serve, tenant_app, worker
-from licet.output import console, fail, print_checks
+from licet.cli_typer import LicetTyper
+from licet.kernel.proof_text import number_text
+from licet.output import BAD_INPUT, PIPED, console, escape, exit_for, fail, print_checks
 
-app = typer.Typer(help="Licet: proven decisions for AI agents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-policy_app = typer.Typer(help="Check and analyse policies.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from licet.kernel.delegation import Grant
+
+
+app = LicetTyper(
+    help="Licet: proven decisions for AI agents. Exit codes: 0 positive answer, 1 negative "
+    "answer, 2 bad input, 3 needs approval or unknown, 4 a bug (docs/cli.md).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(policy_app, name="policy")
 app.add_typer(log_app, name="log")
-plan_app = typer.Typer(help="Verify multi-step plans.", no_args_is_help=True)
+plan_app = LicetTyper(help="Verify multi-step plans.", no_args_is_help=True)
 app.add_typer(plan_app, name="plan")
-delegation_app = typer.Typer(help="Check delegation grants.", no_args_is_help=True)
+delegation_app = LicetTyper(help="Check delegation grants.", no_args_is_help=True)
 app.add_typer(delegation_app, name="delegation")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(mcp_app, name="mcp")
@@ -36,27 +62,33 @@ app.command()(migrate)
 app.command()(worker)
 app.command()(beat)
 
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise fail(f"{what} {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise fail(f"{what} {path}: not valid JSON ({exc})") from exc
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+NowOption = Annotated[
+    str | None,
+    typer.Option("--now", metavar="TIME", help="Decision time: epoch seconds or ISO 8601 with a zone (default: now)."),
+]
 
 
-def load_policy_file(path: Path) -> kernel.Policy:
-    """Read and validate a policy file; errors are printed as FILE:LINE:COL and exit 2."""
+def _licet_version() -> str:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise fail(f"policy {path}: {exc.strerror}") from exc
-    try:
-        return kernel.load_policy(text, str(path))
-    except kernel.PolicyError as exc:
-        print(exc.render(), file=sys.stderr)
-        raise typer.Exit(2) from exc
+        return version("licet")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"licet {_licet_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Licet: proven decisions for AI agents."""
 
 
 def _write_private(path: Path, content: str) -> None:
@@ -68,226 +100,177 @@ def _write_private(path: Path, content: str) -> None:
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Private key file to create (0600).")] = Path(
-        "licet-signing.key"),
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Private key file to create (0600).")] = Path(
+        "licet-signing.key"
+    ),
+    json_out: JsonOption = False,
 ) -> None:
     """Create a new random Ed25519 signing key; print its public key and key id."""
     if out.exists():
         raise fail(f"{out} already exists; refusing to overwrite a key")
     signer = kernel.Signer(os.urandom(32))
-    _write_private(out, json.dumps(signer.to_json(), indent=2) + "\n")
+    try:
+        _write_private(out, json.dumps(signer.to_json(), indent=2) + "\n")
+    except OSError as exc:
+        raise fail(f"{out}: {exc.strerror}") from exc
     public_path = out.with_suffix(".pub")
     public_path.write_text(json.dumps(signer.public_key.to_json(), indent=2) + "\n")
-    info = {"private_key_file": str(out), "public_key_file": str(public_path),
-            **signer.public_key.to_json()}
+    info = {"private_key_file": str(out), "public_key_file": str(public_path), **signer.public_key.to_json()}
     if json_out:
         print(json.dumps(info, indent=2))
     else:
-        console.print(f"key id      {signer.key_id}\npublic key  {info['public_key']}\n"
-                      f"private key {out} (0600)\npublic file {public_path}")
+        console.print(
+            f"key id      {signer.key_id}\npublic key  {info['public_key']}\n"
+            f"private key {escape(str(out))} (0600)\npublic file {escape(str(public_path))}",
+            highlight=False,
+        )
 
 
-@policy_app.command("check")
-def policy_check(path: Path) -> None:
-    """Validate a policy: exit 0 if valid, else exit 2 with FILE:LINE:COL: message on stderr.
-
-    Warns (exit 0) about rules proved never to apply and about approval roles no person who may
-    vote holds — checked against Licet's roles, since the CLI knows no people (the server's
-    validate runs the same analysis)."""
-    from licet.kernel.analysis import check_policy
-    from licet.server.roles import PERMISSIONS
-
-    policy = load_policy_file(path)
-    console.print(f"{path}: ok — policy {policy.id!r}, {len(policy.rules)} rules, "
-                  f"{len(policy.invariants)} invariants, {policy.hash}")
-    for item in check_policy(policy, PERMISSIONS["approvals.vote"]):
-        console.print(f"[yellow]warning[/] {item.rule}: {item.reason}")
-
-
-def _read_document(value: str, what: str) -> Any:
-    """A JSON/YAML document from a file path, or given inline."""
-    import yaml
-
-    path = Path(value)
+def _shown_value(steps: Any, key: str, value: Any) -> str:
+    """A counterexample value as a person reads it: numbers of symbolic int/real arguments in decimals
+    (the kernel writes exact fractions such as "949999/100"), anything else as JSON."""
+    index, _, name = key.partition("].")
+    spec: Any = None
     try:
-        text = path.read_text() if path.exists() else value
-        return yaml.safe_load(text)
-    except OSError as exc:
-        raise fail(f"{what} {value}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise fail(f"{what}: not valid JSON/YAML ({exc})") from exc
-
-
-def _parse_now(value: str | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise fail(f"--now: not epoch seconds or an ISO 8601 time: {value!r}") from exc
-    if moment.tzinfo is None:
-        raise fail("--now: give a time zone (e.g. 2026-11-22T12:00:00Z)")
-    return moment
-
-
-NOW_OPTION = typer.Option("--now", help="Decision time: epoch seconds or ISO 8601 (default: now).")
-
-
-@policy_app.command("diff")
-def policy_diff(
-    old: Path, new: Path,
-    examples: Annotated[int, typer.Option(help="At most this many examples per direction.")] = 5,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """What NEW permits that OLD did not and the reverse, with concrete example requests."""
-    from licet.kernel.analysis import diff
-
-    result = diff(load_policy_file(old), load_policy_file(new), max_examples=examples)
-    if json_out:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        _print_diff(result)
-    if result.answer == "unknown":
-        raise typer.Exit(3)
-
-
-def _print_diff(result: Any) -> None:
-    if result.answer == "unknown":
-        console.print(f"[red]unknown[/]: {result.reason}")
-    else:
-        console.print("[green]equivalent[/]" if result.equivalent else "[yellow]the versions differ[/]")
-    for title, found in (("newly permitted", result.gained), ("no longer permitted", result.lost)):
-        for example in found:
-            console.print(f"[bold]{title}[/]: {json.dumps(example.request)} rules={dict(example.rules)}"
-                          f" history={len(example.state.get('history', []))} event(s)")
-    for item in result.never_applies:
-        console.print(f"[yellow]never applies[/] {item.policy}:{item.rule}: {item.reason}")
-
-
-@policy_app.command("query")
-def policy_query(
-    policy: Path,
-    pattern: Annotated[str, typer.Argument(help="File or inline JSON/YAML: {action, resource, when}.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Can any request matching PATTERN be permitted? An example, or a proof that none can."""
-    from licet.kernel.analysis import query
-
-    document = _read_document(pattern, "query")
-    if not isinstance(document, dict):
-        raise fail("query: expected a mapping with action, resource and/or when")
-    try:
-        answer = query(load_policy_file(policy), document)
-    except kernel.LicetError as exc:
-        raise fail(f"query: {exc}") from exc
-    if json_out:
-        print(json.dumps(answer.to_json(), indent=2))
-    elif answer.answer == "yes" and answer.example is not None:
-        console.print(f"[yellow]yes[/]: {json.dumps(answer.example.request)} "
-                      f"(re-decided: permit; history {json.dumps(answer.example.state)})")
-    elif answer.answer == "no":
-        console.print("[green]no[/]: no request matching the pattern can be permitted (unsat)")
-    else:
-        console.print(f"[red]unknown[/]: {answer.reason}")
-    if answer.answer == "unknown":
-        raise typer.Exit(3)
+        spec = steps[int(index.removeprefix("steps["))]
+        for part in name.split("."):
+            spec = spec[part]
+    except (ValueError, IndexError, KeyError, TypeError):
+        spec = None
+    if isinstance(spec, dict) and spec.get("symbolic") in ("int", "real"):
+        return number_text(value)
+    return json.dumps(value)
 
 
 @plan_app.command("verify")
 def plan_verify(
-    policy: Annotated[Path, typer.Option(help="Policy file.")],
-    plan: Annotated[Path, typer.Option(help="Plan file: a list of steps, or {principal, context, steps}.")],
-    state: Annotated[Path | None, typer.Option(help="Session state file (JSON).")] = None,
-    max_steps: Annotated[int, typer.Option(help="Refuse longer plans (never truncated).")] = 10_000,
-    now: Annotated[str | None, NOW_OPTION] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    policy: Annotated[Path, typer.Option(metavar="FILE", help="Policy file.")],
+    plan: Annotated[
+        Path,
+        typer.Option(
+            metavar="FILE", help="Plan file (JSON, - for stdin): a list of steps, or {principal, context, steps}."
+        ),
+    ],
+    state: Annotated[Path | None, typer.Option(metavar="FILE", help="Session state file (JSON).")] = None,
+    max_steps: Annotated[int, typer.Option(metavar="N", help="Refuse longer plans (never truncated).")] = 10_000,
+    now: NowOption = None,
+    json_out: JsonOption = False,
 ) -> None:
-    """Check every step of a plan, for every value of its symbolic arguments."""
+    """Check every step of a plan, for every value of its symbolic arguments.
+
+    Exit 0 if safe, 1 if unsafe (with a counterexample), 3 if some steps need approval."""
     from licet.kernel.plans import verify_plan
 
     loaded = load_policy_file(policy)
-    body = _read_json(plan, "plan")
+    body = read_json(plan, "plan")
     steps, principal, context = body, {}, {}
     if isinstance(body, dict):
         steps, principal, context = body.get("steps"), body.get("principal", {}), body.get("context", {})
-    session = _read_json(state, "state") if state else None
+    session = read_json(state, "state") if state else None
     try:
-        verdict = verify_plan(loaded, steps, state=session, now=_parse_now(now), principal=principal,
-                              context=context, max_steps=max_steps)
+        verdict = verify_plan(
+            loaded, steps, state=session, now=parse_now(now), principal=principal, context=context, max_steps=max_steps
+        )
     except kernel.LicetError as exc:
         raise fail(str(exc)) from exc
-    out = verdict.to_json()
     if json_out:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(verdict.to_json(), indent=2))
     else:
         colour = {"safe": "green", "needs_approval": "yellow", "unsafe": "red"}[verdict.verdict]
         console.print(f"[bold {colour}]{verdict.verdict}[/] ({verdict.steps_checked} steps checked)")
-        if verdict.counterexample:
-            console.print_json(json.dumps(out["counterexample"]))
+        found = verdict.counterexample
+        if found is not None:
+            console.print(f"step {found.step} fails: {escape(found.reason)}", highlight=False)
+            for key, value in found.values.items():
+                console.print(f"  {escape(key)} = {escape(_shown_value(steps, key, value))}", highlight=False)
         if verdict.approval_steps:
-            console.print(f"steps needing approval: {list(verdict.approval_steps)}")
+            console.print(f"steps needing approval: {', '.join(map(str, verdict.approval_steps))}")
+    exit_for(verdict.verdict)
+
+
+def load_grant_file(path: Path) -> Grant:
+    """Read and validate a grant file: errors as FILE:LINE:COL naming the field (and the allowed fields),
+    YAML dates accepted for expires_at. Raises `kernel.PolicyError`."""
+    from licet.kernel import delegation
+
+    name = display_name(path)
+    located = load_located(read_text(path, "grant"), name)
+    try:
+        return delegation.load_grant(located.value, name)
+    except kernel.PolicyError as exc:
+        where = exc.field
+        if where == "rules" or where.startswith(("rules[", "rules.")):
+            # The scope is loaded as a policy whose rules are the grant's scope: point into the file.
+            scope = located.value.get("scope") if isinstance(located.value, dict) else None
+            where = ("scope.rules" if isinstance(scope, dict) else "scope") + where.removeprefix("rules")
+        message = exc.message
+        if message.startswith("unknown field") and "allowed" not in message:
+            # The fields a grant document may have are the Grant's own (`checked` is a cache, not data).
+            allowed = sorted(f.name for f in dataclasses.fields(delegation.Grant) if f.compare)
+            message += f" (allowed: {', '.join(allowed)})"
+        raise located.error(where, message) from exc
 
 
 @delegation_app.command("check")
 def delegation_check(
-    parent: Annotated[Path, typer.Option(help="Parent grant (JSON/YAML).")],
-    child: Annotated[Path, typer.Option(help="Child grant (JSON/YAML).")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    parent: Annotated[Path, typer.Option(metavar="FILE", help="Parent grant (JSON/YAML).")],
+    child: Annotated[Path, typer.Option(metavar="FILE", help="Child grant (JSON/YAML).")],
+    json_out: JsonOption = False,
 ) -> None:
-    """Prove that CHILD attenuates PARENT (scope, expiry, depth), or show a counterexample."""
-    from licet.kernel.delegation import check_attenuation, load_grant
+    """Prove that CHILD attenuates PARENT (scope, expiry, depth), or show a counterexample.
+
+    Exit 0 if it attenuates, 1 if it widens, 3 if the solver could not tell."""
+    from licet.kernel.delegation import check_attenuation
 
     grants = []
     for path in (parent, child):
         try:
-            grants.append(load_grant(_read_document(str(path), "grant"), str(path)))
+            grants.append(load_grant_file(path))
         except kernel.PolicyError as exc:
             print(exc.render(), file=sys.stderr)
-            raise typer.Exit(2) from exc
+            raise typer.Exit(BAD_INPUT) from exc
     verdict = check_attenuation(grants[0], grants[1])
     if json_out:
         print(json.dumps(verdict.to_json(), indent=2))
     else:
-        shown = {"attenuates": "[green]attenuates[/]", "widens": "[red]does not attenuate[/]",
-                 "unknown": "[red]unknown[/]: attenuation could not be proved"}
+        shown = {
+            "attenuates": "[green]attenuates[/]",
+            "widens": "[red]does not attenuate[/]",
+            "unknown": "[red]unknown[/]: attenuation could not be proved",
+        }
         console.print(shown[verdict.answer])
         for reason in verdict.reasons:
-            console.print(f"  - {reason}")
-    if verdict.answer == "unknown":
-        raise typer.Exit(3)
-    if not verdict.ok:
-        raise typer.Exit(1)
+            console.print(f"  - {escape(reason)}", highlight=False)
+        if verdict.counterexample is not None:
+            console.print(f"  e.g. {escape(json.dumps(verdict.counterexample.request))}", highlight=False)
+    exit_for(verdict.answer)
 
 
 def _load_signer(path: Path) -> kernel.Signer:
+    text = read_text(path, "key")
     try:
-        return kernel.parse_signer(path.read_text())
-    except OSError as exc:
-        raise fail(f"key {path}: {exc.strerror}") from exc
+        return kernel.parse_signer(text)
     except kernel.LicetError as exc:
         raise fail(f"key {path}: {exc}") from exc
 
 
 @app.command()
 def decide(
-    policy: Annotated[Path, typer.Option(help="Policy file (YAML or JSON).")],
-    request: Annotated[Path, typer.Option(help="Request file (JSON).")],
-    state: Annotated[Path | None, typer.Option(help="Session state file (JSON).")] = None,
-    key: Annotated[Path | None, typer.Option(help="Signing key: also issue a certificate.")] = None,
-    tenant: Annotated[str, typer.Option(help="Tenant named in the certificate.")] = "local",
-    now: Annotated[str | None, NOW_OPTION] = None,
+    policy: Annotated[Path, typer.Option(metavar="FILE", help="Policy file (YAML or JSON).")],
+    request: Annotated[Path, typer.Option(metavar="FILE", help="Request file (JSON), or - for stdin.")],
+    state: Annotated[Path | None, typer.Option(metavar="FILE", help="Session state file (JSON).")] = None,
+    key: Annotated[Path | None, typer.Option(metavar="FILE", help="Signing key: also issue a certificate.")] = None,
+    tenant: Annotated[str, typer.Option(metavar="ID", help="Tenant named in the certificate.")] = "local",
+    now: NowOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Decide one request (here the CLI is the trusted caller: principal and context come from the file)."""
+    """Decide one request (here the CLI is the trusted caller: principal and context come from the file).
+
+    Exit 0 on permit, 1 on forbid or deny, 3 on require_approval, 2 if the request is invalid."""
     compiled_policy = load_policy_file(policy)
-    body = _read_json(request, "request")
-    session = _read_json(state, "state") if state else None
-    at = _parse_now(now)
+    body = read_json(request, "request")
+    session = read_json(state, "state") if state else None
+    at = parse_now(now)
     try:
         decision = kernel.decide(compiled_policy, body, state=session, now=at)
     except kernel.InvalidRequest as exc:
@@ -296,44 +279,47 @@ def decide(
     if key is not None:
         signer = _load_signer(key)
         out["certificate"] = kernel.issue_certificate(
-            decision, signer=signer, tenant=tenant, issued_at=at,
-            certificate_id=kernel.uuid7(at, os.urandom(10)))
+            decision, signer=signer, tenant=tenant, issued_at=at, certificate_id=kernel.uuid7(at, os.urandom(10))
+        )
     if json_out:
         print(json.dumps(out, indent=2))
-        return
-    colour = {"permit": "green", "forbid": "red", "deny": "red", "require_approval": "yellow"}
-    console.print(f"[bold {colour[decision.outcome]}]{decision.outcome}[/] "
-                  f"rules={list(decision.rules)}")
-    console.print_json(json.dumps(out["proof"]))
-    for note in decision.diagnostics:
-        console.print(f"[yellow]note:[/] {note}")
+    else:
+        console.print(outcome_headline(decision.outcome, decision.rules), highlight=False)
+        for line in explanation(out.get("certificate") or certificate_view(out), compiled_policy):
+            console.print(line, highlight=False)
+        if "certificate" in out:
+            console.print(
+                f"certificate {out['certificate']['id']} signed by {out['certificate']['key_id']} (--json prints it)",
+                highlight=False,
+            )
+    exit_for(decision.outcome)
 
 
 def _public_keys(values: list[str]) -> list[kernel.PublicKey]:
-    keys = []
-    for value in values:
-        path = Path(value)
-        try:
-            text = path.read_text() if path.exists() else value
-            keys.append(kernel.parse_public_key(text))
-        except kernel.LicetError as exc:
-            raise fail(f"public key {value}: {exc}") from exc
-    return keys
+    return [file_or_inline(value, "public key", kernel.parse_public_key) for value in values]
 
 
 @app.command()
 def verify(
-    certificate: Path,
-    public_key: Annotated[list[str], typer.Option(
-        "--public-key", help="Public key file or base64 (repeatable: rotated keys).")],
-    policy: Annotated[Path | None, typer.Option(help="Policy file: also re-decide.")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="Evidence bundle: also check log inclusion.")] = None,
-    log_key: Annotated[list[str] | None, typer.Option(
-        "--log-key", help="Checkpoint verifier key (note verifier string or key file).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    certificate: Annotated[Path, typer.Argument(metavar="CERTIFICATE", help="Certificate file, or - for stdin.")],
+    public_key: Annotated[
+        list[str],
+        typer.Option("--public-key", metavar="KEY", help="Public key file or base64 (repeatable: rotated keys)."),
+    ],
+    policy: Annotated[Path | None, typer.Option(metavar="FILE", help="Policy file: also re-decide.")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Evidence bundle: also check log inclusion.")
+    ] = None,
+    log_key: Annotated[
+        list[str] | None,
+        typer.Option("--log-key", metavar="KEY", help="Checkpoint verifier key (note verifier string or key file)."),
+    ] = None,
+    json_out: JsonOption = False,
 ) -> None:
-    """Verify a certificate offline: signature, theorem hash, optionally re-decision and log inclusion."""
-    cert = _read_json(certificate, "certificate")
+    """Verify a certificate offline: signature, theorem hash, optionally re-decision and log inclusion.
+
+    Exit 0 if every check passes, 1 if one fails."""
+    cert = read_json(certificate, "certificate")
     keys = _public_keys(public_key)
     checks = kernel.verify_certificate(cert, keys)
     if bundle is not None:
@@ -343,42 +329,71 @@ def verify(
     print_checks(checks, json_out)
 
 
+def _heading(title: str) -> None:
+    # A rule spans the terminal; piped, a plain line (the output is unwrapped, so a rule would be huge).
+    if PIPED:
+        console.print(f"== {title}")
+    else:
+        console.rule(title)
+
+
 @app.command()
 def demo(
-    policy: Annotated[Path, typer.Option(help="Policy to demonstrate.")] = EXAMPLES / "payments-agent.yaml",
-    now: Annotated[str, typer.Option(
-        "--now", help="Decision time; the examples' session histories are dated around this.")
+    policy: Annotated[Path, typer.Option(metavar="FILE", help="Policy to demonstrate.")] = EXAMPLES
+    / "payments-agent.yaml",
+    now: Annotated[
+        str,
+        typer.Option(
+            "--now", metavar="TIME", help="Decision time; the examples' session histories are dated around this."
+        ),
     ] = "2025-06-01T12:00:00Z",
 ) -> None:
     """Load an example policy, decide a handful of requests and print their certificates."""
     loaded = load_policy_file(policy)
     requests_dir = policy.parent / "requests" / policy.stem
     signer = kernel.Signer(os.urandom(32))  # an ephemeral key: the demo keeps nothing
-    now_at = _parse_now(now)
-    console.rule(f"[bold]Licet demo[/] — policy {loaded.id} ({len(loaded.rules)} rules), "
-                 f"ephemeral key {signer.key_id}")
+    now_at = parse_now(now)
+    _heading(
+        f"[bold]Licet demo[/] — policy {escape(loaded.id)} ({len(loaded.rules)} rules), ephemeral key {signer.key_id}"
+    )
     files = sorted(p for p in requests_dir.glob("*.json") if not p.name.endswith(".state.json"))
     if not files:
         raise fail(f"no request files in {requests_dir}")
     table = Table("request", "action", "resource", "decision", "rules", "certificate")
     last: dict[str, Any] | None = None
     for path in files:
-        body = _read_json(path, "request")
+        body = read_json(path, "request")
         state_file = path.with_name(path.stem + ".state.json")
-        session = _read_json(state_file, "state") if state_file.exists() else None
+        session = read_json(state_file, "state") if state_file.exists() else None
         try:
             decision = kernel.decide(loaded, body, state=session, now=now_at)
         except kernel.InvalidRequest as exc:
-            table.add_row(path.name, str(body.get("action")), str(body.get("resource")),
-                          "[red]invalid[/]", str(exc), "—")
+            table.add_row(
+                path.name,
+                escape(str(body.get("action"))),
+                escape(str(body.get("resource"))),
+                "[red]invalid[/]",
+                escape(str(exc)),
+                "—",
+            )
             continue
-        last = kernel.issue_certificate(decision, signer=signer, tenant="demo", issued_at=now_at,
-                                        certificate_id=kernel.uuid7(now_at, os.urandom(10)))
+        last = kernel.issue_certificate(
+            decision,
+            signer=signer,
+            tenant="demo",
+            issued_at=now_at,
+            certificate_id=kernel.uuid7(now_at, os.urandom(10)),
+        )
         ok = kernel.all_ok(kernel.verify_certificate(last, [signer.public_key]))
-        table.add_row(path.name, decision.request.action, decision.request.resource,
-                      decision.outcome, ", ".join(decision.rules) or "—",
-                      f"{last['id'][:13]}… {'verified' if ok else 'BROKEN'}")
+        table.add_row(
+            path.name,
+            escape(decision.request.action),
+            escape(decision.request.resource),
+            decision.outcome,
+            escape(", ".join(decision.rules)) or "—",
+            f"{last['id'][:13]}… {'verified' if ok else 'BROKEN'}",
+        )
     console.print(table)
     if last is not None:
-        console.rule("last certificate")
+        _heading("last certificate")
         console.print_json(json.dumps(last))

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from licet.cli_inputs import file_or_inline
+from licet.cli_typer import LicetTyper
 from licet.kernel.bundle import make_bundle, verify_bundle
 from licet.kernel.canonical import canonical_json
 from licet.kernel.certificate import certificate_leaf
@@ -40,7 +42,7 @@ from licet.kernel.report import Check
 from licet.output import console, errors, fail, print_checks
 from licet.sdk.logstore import LOG_FILE, SQLiteLogStore, open_log, parallel_chunk_mapper
 
-log_app = typer.Typer(
+log_app = LicetTyper(
     help="The evidence log: append certificates, sign checkpoints, prove inclusion and consistency, audit.",
     no_args_is_help=True,
 )
@@ -48,15 +50,18 @@ log_app = typer.Typer(
 DEFAULT_DEPLOYMENT = "localhost"
 PARALLEL_AUDIT_MIN = 1 << 16  # below this many entries, worker start-up costs more than it saves
 
-DirOption = Annotated[Path, typer.Option("--dir", help="Log directory.")]
+DirOption = Annotated[Path, typer.Option("--dir", metavar="DIR", help="Log directory.")]
 OriginOption = Annotated[
     str | None,
-    typer.Option("--origin", help="Log origin, <deployment>/licet/<tenant> (fixed when the log is created)."),
+    typer.Option(
+        "--origin", metavar="ORIGIN", help="Log origin, <deployment>/licet/<tenant> (fixed when the log is created)."
+    ),
 ]
 LogKeyOption = Annotated[
     list[str] | None,
     typer.Option(
         "--log-key",
+        metavar="KEY",
         help="Trusted checkpoint key: note verifier key <name>+<hash>+<key>, a Licet public key, "
         "or a file holding one (repeatable). Default: the key recorded when checkpoints were signed.",
     ),
@@ -98,22 +103,20 @@ def _load_signer(path: Path, origin: str) -> NoteSigner:
         raise fail(f"signing key {path}: {exc}") from exc
 
 
+def _log_key_text(text: str) -> LogKey:
+    text = text.strip()
+    if text.startswith("{"):
+        return parse_public_key(text)
+    try:
+        return parse_verifier_key(text)
+    except NoteError:
+        return parse_public_key(text)  # bare base64 of the 32-byte key
+
+
 def parse_log_key(value: str) -> LogKey:
     """A trusted log key from the command line: a verifier key string, a Licet public key (JSON or
-    base64), or the path of a file holding either."""
-    text = value
-    if os.path.exists(value):
-        text = _read_text(Path(value), "log key")
-    text = text.strip()
-    try:
-        if text.startswith("{"):
-            return parse_public_key(text)
-        try:
-            return parse_verifier_key(text)
-        except NoteError:
-            return parse_public_key(text)  # bare base64 of the 32-byte key
-    except LicetError as exc:
-        raise fail(f"log key {value[:60]!r}: {exc}") from exc
+    base64), or the path of a file holding either (a path that does not exist says "file not found")."""
+    return file_or_inline(value, "log key", _log_key_text)
 
 
 def _log_keys(values: Sequence[str] | None, store: SQLiteLogStore | None) -> list[LogKey]:
@@ -153,7 +156,9 @@ def bundle_checks(
 
 @log_app.command()
 def append(
-    certificates: Annotated[list[Path], typer.Argument(help="Certificate JSON files, appended in this order.")],
+    certificates: Annotated[
+        list[Path], typer.Argument(metavar="CERTIFICATE", help="Certificate JSON files, appended in this order.")
+    ],
     directory: DirOption = Path("licet-log"),
     origin: OriginOption = None,
     json_out: JsonOption = False,
@@ -193,10 +198,15 @@ def append(
 
 @log_app.command()
 def checkpoint(
-    key: Annotated[Path, typer.Option("--key", help="Signing key file (licet keygen, or a PRIVATE+KEY+... note key).")],
+    key: Annotated[
+        Path,
+        typer.Option("--key", metavar="FILE", help="Signing key file (licet keygen, or a PRIVATE+KEY+... note key)."),
+    ],
     directory: DirOption = Path("licet-log"),
     origin: OriginOption = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the checkpoint here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", metavar="FILE", help="Also write the checkpoint here.")
+    ] = None,
 ) -> None:
     """Sign a checkpoint of the current tree (C2SP tlog-checkpoint) and print it."""
     log = _open(directory, origin)
@@ -218,12 +228,13 @@ def checkpoint(
 
 @log_app.command()
 def prove(
-    index: Annotated[int, typer.Argument(help="Leaf index of the certificate.")],
+    index: Annotated[int, typer.Argument(metavar="INDEX", help="Leaf index of the certificate.")],
     directory: DirOption = Path("licet-log"),
     checkpoint_file: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Prove against this checkpoint (default: the newest kept).")
+        Path | None,
+        typer.Option("--checkpoint", metavar="FILE", help="Prove against this checkpoint (default: the newest kept)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the bundle here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", metavar="FILE", help="Write the bundle here.")] = None,
 ) -> None:
     """Print the evidence bundle (C2SP tlog-proof) of entry INDEX against a signed checkpoint."""
     log = _open(directory)
@@ -252,8 +263,8 @@ def prove(
 
 @log_app.command()
 def consistency(
-    old_checkpoint: Annotated[Path, typer.Argument(help="The earlier checkpoint you hold.")],
-    new_checkpoint: Annotated[Path, typer.Argument(help="The later checkpoint.")],
+    old_checkpoint: Annotated[Path, typer.Argument(metavar="OLD", help="The earlier checkpoint you hold.")],
+    new_checkpoint: Annotated[Path, typer.Argument(metavar="NEW", help="The later checkpoint.")],
     directory: DirOption = Path("licet-log"),
     log_key: LogKeyOption = None,
     json_out: JsonOption = False,
@@ -308,10 +319,14 @@ def audit(
     log_key: LogKeyOption = None,
     trusted: Annotated[
         list[Path] | None,
-        typer.Option("--checkpoint", help="A checkpoint you obtained earlier; the log must reproduce it (repeatable)."),
+        typer.Option(
+            "--checkpoint",
+            metavar="FILE",
+            help="A checkpoint you obtained earlier; the log must reproduce it (repeatable).",
+        ),
     ] = None,
     deep: Annotated[bool, typer.Option("--deep", help="Also check each entry is a canonical certificate.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", help="Worker processes (0: one per CPU).")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", metavar="N", help="Worker processes (0: one per CPU).")] = 0,
     json_out: JsonOption = False,
 ) -> None:
     """Recompute every leaf, subtree hash and root from the stored certificates; report the first bad entry."""

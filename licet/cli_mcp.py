@@ -7,21 +7,22 @@ from typing import Annotated
 
 import typer
 
+from licet.cli_typer import LicetTyper
 from licet.output import fail
 
-mcp_app = typer.Typer(help="Serve Licet to MCP clients (Claude Code, Codex, ...).", no_args_is_help=True)
+mcp_app = LicetTyper(help="Serve Licet to MCP clients (Claude Code, Codex, ...).", no_args_is_help=True)
 
 
 @mcp_app.command("serve")
 def mcp_serve(
-    stdio: Annotated[bool, typer.Option("--stdio", help="Serve over stdin/stdout (LICET_API_KEY is the key).")]
-    = False,
-    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP; each request's bearer token is "
-                                                      "the caller's API key.")] = False,
-    host: Annotated[str, typer.Option(help="HTTP: interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP: port to listen on.")] = 8765,
-    path: Annotated[str, typer.Option(help="HTTP: endpoint path.")] = "/mcp",
-    url: Annotated[str | None, typer.Option(help="The Licet server (default: $LICET_URL).")] = None,
+    stdio: Annotated[bool, typer.Option("--stdio", help="Serve over stdin/stdout (LICET_API_KEY is the key).")] = False,
+    http: Annotated[
+        bool, typer.Option("--http", help="Serve streamable HTTP; each request's bearer token is the caller's API key.")
+    ] = False,
+    host: Annotated[str, typer.Option(metavar="HOST", help="HTTP: interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="HTTP: port to listen on.")] = 8765,
+    path: Annotated[str, typer.Option(metavar="ENDPOINT", help="HTTP: endpoint path.")] = "/mcp",
+    url: Annotated[str | None, typer.Option(metavar="URL", help="The Licet server (default: $LICET_URL).")] = None,
 ) -> None:
     """Serve the Licet tools over MCP: --stdio (for a local agent) or --http."""
     if stdio == http:
@@ -42,23 +43,45 @@ def mcp_serve(
 
 @mcp_app.command("proxy")
 def mcp_proxy(
-    name: Annotated[str, typer.Option(help="The upstream's name in actions and resources "
-                                           "(mcp.<name>.<tool>, /mcp/<name>/<tool>).")],
-    upstream: Annotated[str | None, typer.Option(help="The upstream MCP server's command (stdio), "
-                                                      "e.g. \"npx -y @modelcontextprotocol/server-filesystem /srv\".")]
-    = None,
-    upstream_url: Annotated[str | None, typer.Option(help="The upstream's streamable HTTP endpoint.")] = None,
-    upstream_header: Annotated[list[str] | None, typer.Option(help="HTTP upstream: a header 'Name: value' "
-                                                                   "(repeatable).")] = None,
-    action_prefix: Annotated[str | None, typer.Option(help="Prefix of each tool's action "
-                                                           "(default: mcp.<name>.).")] = None,
-    resource_arg: Annotated[str | None, typer.Option(help="The tool argument that names the resource, for tools "
-                                                          "declaring it (default: /mcp/<name>/<tool>).")] = None,
-    resolve_paths: Annotated[bool | None, typer.Option(
-        "--resolve-paths/--no-resolve-paths",
-        help="Decide path resources on the real path too (symbolic links followed, NFC); a forbid on either "
-             "wins (default: on for an --upstream command with --resource-arg, off for --upstream-url).")] = None,
-    url: Annotated[str | None, typer.Option(help="The Licet server (default: $LICET_URL).")] = None,
+    name: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME", help="The upstream's name in actions and resources (mcp.<name>.<tool>, /mcp/<name>/<tool>)."
+        ),
+    ],
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COMMAND",
+            help="The upstream MCP server's command (stdio), "
+            'e.g. "npx -y @modelcontextprotocol/server-filesystem /srv".',
+        ),
+    ] = None,
+    upstream_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="The upstream's streamable HTTP endpoint.")
+    ] = None,
+    upstream_header: Annotated[
+        list[str] | None, typer.Option(metavar="HEADER", help="HTTP upstream: a header 'Name: value' (repeatable).")
+    ] = None,
+    action_prefix: Annotated[
+        str | None, typer.Option(metavar="PREFIX", help="Prefix of each tool's action (default: mcp.<name>.).")
+    ] = None,
+    resource_arg: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ARG",
+            help="The tool argument that names the resource, for tools declaring it (default: /mcp/<name>/<tool>).",
+        ),
+    ] = None,
+    resolve_paths: Annotated[
+        bool | None,
+        typer.Option(
+            "--resolve-paths/--no-resolve-paths",
+            help="Decide path resources on the real path too (symbolic links followed, NFC); a forbid on either "
+            "wins (default: on for an --upstream command with --resource-arg, off for --upstream-url).",
+        ),
+    ] = None,
+    url: Annotated[str | None, typer.Option(metavar="URL", help="The Licet server (default: $LICET_URL).")] = None,
 ) -> None:
     """Put an MCP server behind Licet: list only tools the agent could be permitted, decide every call."""
     if (upstream is None) == (upstream_url is None):

@@ -10,13 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
+from licet.cli_typer import LicetTyper
 from licet.output import console, fail
 
 # The example policies and requests (a link to the repository's examples/ in a checkout, package data
 # once installed): the demo seed and `licet demo` read them from any folder.
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
-tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+tenant_app = LicetTyper(help="Manage tenants.", no_args_is_help=True)
 
 
 def _settings(data_dir: Path | None) -> Any:
