@@ -247,7 +247,7 @@ def load_test_file(path: Path, default_policy: Path | None) -> TestFile:
     cases = top["cases"]
     if not isinstance(cases, list) or not cases:
         raise loader.fail("cases", "must be a non-empty list of cases")
-    loaded = []
+    loaded: list[Case] = []
     for i, item in enumerate(cases):
         case = loader.case(item, f"cases[{i}]", policy)
         if any(c.name == case.name for c in loaded):
@@ -290,9 +290,9 @@ def _differences(case: Case, actual: Outcome) -> list[str]:
     if case.rules is not None and tuple(case.rules) != actual.rules:
         problems.append(f"expected rules [{', '.join(case.rules)}], got [{', '.join(actual.rules)}]")
     for key, value in (case.approval or {}).items():
-        got = (actual.approval or {}).get(key)
-        if got != value:
-            problems.append(f"expected approval {key} {value!r}, got {got!r}")
+        approved = (actual.approval or {}).get(key)
+        if approved != value:
+            problems.append(f"expected approval {key} {value!r}, got {approved!r}")
     if case.error is not None and case.error not in actual.message:
         problems.append(f"expected an error containing {case.error!r}, got {actual.message!r}")
     return problems

@@ -39,7 +39,7 @@ class LicetTyper(typer.Typer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(rich_markup_mode=None, **kwargs)
 
-    def command(self, name: str | None = None, **kwargs: Any) -> Callable[[Any], Any]:  # type: ignore[override]
+    def command(self, name: str | None = None, **kwargs: Any) -> Callable[[Any], Any]:
         return super().command(name, cls=kwargs.pop("cls", LicetCommand), **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape  # re-exported: every command group escapes user text with it
 from rich.table import Table
 
 from licet.kernel.report import Check, all_ok
