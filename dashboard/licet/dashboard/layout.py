@@ -6,21 +6,29 @@ import reflex as rx
 
 from licet.dashboard.state import Session, StepUp, in_browser
 
+# Each page, and the permission (docs/roles.md) its reads need: a link is shown to people whose role the API
+# says holds it. Hiding is a courtesy; the API refuses the page's calls to anyone else all the same.
 NAV = (
-    ("Overview", "/"),
-    ("Approvals", "/approvals"),
-    ("Decisions", "/decisions"),
-    ("Audit", "/audit"),
-    ("Evidence log", "/evidence"),
-    ("Account", "/account"),
+    ("Overview", "/", "certificates.read"),
+    ("Approvals", "/approvals", "approvals.status"),
+    ("Decisions", "/decisions", "certificates.read"),
+    ("Audit", "/audit", "audit.read"),
+    ("Evidence log", "/evidence", "evidence.read"),
+    ("Policies", "/policies", "policies.read"),
+    ("Account", "/account", None),
 )
+
+
+def _link(label: str, path: str, permission: str | None) -> rx.Component:
+    link = rx.link(label, href=path, size="3", id=f"nav-{path.strip('/') or 'overview'}")
+    return link if permission is None else rx.cond(Session.permissions.contains(permission), link)
 
 
 def _nav() -> rx.Component:
     return rx.el.nav(
         rx.hstack(
             rx.link(rx.text("Licet", size="5", weight="bold"), href="/", underline="none", color_scheme="gray"),
-            *[rx.link(label, href=path, size="3", id=f"nav-{path.strip('/') or 'overview'}") for label, path in NAV],
+            *[_link(*entry) for entry in NAV],
             rx.spacer(),
             rx.text(Session.email, " · ", Session.role, size="2", color_scheme="gray", id="whoami"),
             rx.button("Sign out", on_click=Session.sign_out, variant="soft", size="1", id="sign-out"),

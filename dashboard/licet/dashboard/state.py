@@ -18,6 +18,7 @@ class Session(rx.State):
     role: rx.Field[str] = rx.field("")
     tenant: rx.Field[str] = rx.field("")
     mfa_methods: rx.Field[list[str]] = rx.field(default_factory=list)
+    permissions: rx.Field[list[str]] = rx.field(default_factory=list)  # the API's word on what this role may do
     # The browser's cookie is read once per socket (at connect): a state loaded for another session
     # (sign-out, then someone else signs in in the same tab) is reset before use.
     _loaded_for: str = ""
@@ -57,6 +58,7 @@ class Session(rx.State):
         user = me.body["user"]
         self.email, self.display_name, self.role = user["email"], user["display_name"], user["role"]
         self.tenant, self.mfa_methods = me.body["tenant"], me.body["mfa_methods"]
+        self.permissions = me.body["permissions"]
         return None
 
     @rx.event

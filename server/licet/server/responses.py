@@ -620,6 +620,8 @@ class Me(Model):
     mfa_methods: list[str]
     backup_codes_left: int
     session: Session
+    permissions: list[str] = Field(description="What the person's role may do (docs/roles.md): a client "
+                                   "shows only these actions; every route checks again.")
 
 
 class TotpEnrolment(Model):

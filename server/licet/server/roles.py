@@ -30,6 +30,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
+def permissions_of(role: str) -> list[str]:
+    """Every permission `role` holds, sorted (what a client may offer; the routes still check)."""
+    return sorted(p for p, roles in PERMISSIONS.items() if role in roles)
+
+
 def allowed(role: str, permission: str) -> bool:
     """Whether `role` holds `permission` (unknown permissions are held by no one)."""
     return role in PERMISSIONS.get(permission, frozenset())

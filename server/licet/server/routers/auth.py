@@ -24,6 +24,7 @@ from licet.server.auth import passkeys, passwords, sessions, throttle, totp
 from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, person, public
 from licet.server.models import BackupCode, Invitation, Passkey, Tenant, User, UserSession, WebAuthnChallenge
+from licet.server.roles import permissions_of
 from licet.server.routers import JsonObject, Text
 from licet.server.routers.decide import client_ip, services_of
 from licet.server.services import Services
@@ -499,7 +500,7 @@ async def me(request: Request, signed_in: Annotated[SignedIn, person(allow_pendi
         return {"user": {"id": user.id, "email": user.email, "display_name": user.display_name, "role": user.role},
                 "tenant": user.tenant_id, "principal_id": signed_in.principal_id,
                 "mfa_methods": await _methods(db, user), "backup_codes_left": backups,
-                "session": _session_json(record, record.id)}
+                "session": _session_json(record, record.id), "permissions": permissions_of(user.role)}
 
 
 @router.post("/totp/enrol", summary="Start TOTP enrolment: a secret, its otpauth URI and QR code",
