@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -16,9 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from licet.server import contract, errors, responses
-from licet.server.observability import BodyLimit, Metrics, RequestObserver, configure_logging
+from licet.server.logstore import StoreBehindSignedHead, check_signed_heads
+from licet.server.observability import BodyLimit, Metrics, RequestObserver, UnexpectedErrors, configure_logging
 from licet.server.routers import admin, approvals, auth, capabilities, decide, delegations, evidence, policies
-from licet.server.services import Services
+from licet.server.services import Services, StartupError
 from licet.server.settings import Settings
 from licet.server.workers.dispatch import make_dispatcher
 
@@ -60,6 +62,18 @@ def serve_docs(app: FastAPI) -> None:
                               redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
 
+async def refuse_a_store_behind_its_signed_heads(services: Services) -> None:
+    """`StartupError` if a tenant's stored log does not extend the newest checkpoint signed from it
+    (server/logstore.py `SignedHeads`): serving would append at indices whose head clients may hold."""
+    try:
+        async with services.db.read() as session:
+            await session.run_sync(lambda s: check_signed_heads(s.connection(), services.signed_heads,
+                                                                services.origin))
+    except StoreBehindSignedHead as exc:
+        structlog.get_logger("licet.startup").error("refusing to serve", reason=str(exc))
+        raise StartupError(str(exc)) from exc
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A Licet API server for `settings` (default: from the environment)."""
     settings = settings or Settings()
@@ -68,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await refuse_a_store_behind_its_signed_heads(app.state.services)
         await app.state.dispatcher.start()  # approval jobs: Celery, or the in-process worker
         # What exists now (modules, routes, SQLAlchemy's and the kernel's caches) lives as long as the
         # process: kept out of the cyclic collector, a full collection no longer walks it, which
@@ -101,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with request.app.state.services.db.read() as session:
                 await session.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - any failure to reach the database means not ready
-            return JSONResponse(errors.error_body("not_ready", f"database unreachable: {type(exc).__name__}"), 503)
+            return JSONResponse(errors.error_body("not_ready", f"database unreachable: {type(exc).__name__}"), 503,
+                                headers={"Retry-After": str(errors.RETRY_AFTER_SECONDS)})
         return {"status": "ready"}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
@@ -110,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(UnexpectedErrors)  # the innermost: the others see its answer as any other
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestObserver, metrics=metrics)
     return app

@@ -50,7 +50,7 @@ def derived_codes(route: APIRoute, method: str, permission: str | None, step_up:
         codes.append("invalid_input")
     if route.body_field is not None:
         codes.append("body_too_large")
-    return [*codes, "internal"]
+    return [*codes, "internal", "unavailable", "outcome_unknown"]  # any route meets the database
 
 
 def _describe(codes: list[str]) -> str:

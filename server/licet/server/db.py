@@ -15,6 +15,10 @@ group runs again with each unit in a savepoint (which costs too much to pay alwa
 rolled back to it and fails alone, so every unit commits or fails as if it had run alone. What a unit
 asks to do after the commit (`after_commit`) happens only if the group commits and the unit did not
 fail.
+
+A failure while committing is reported as `OutcomeUnknown`: the COMMIT may have reached the database
+before its acknowledgement was lost, so nobody may be told that nothing was recorded. The API tells the
+caller to retry with the same Idempotency-Key, which returns what was recorded (server/errors.py).
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event
+from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,6 +42,43 @@ T = TypeVar("T")
 _LOOKUP_THREADS = 4
 _BEGIN_WRITE = "BEGIN IMMEDIATE"
 MAX_GROUP = 32  # units of work committed together at most (bounds how long the write lock is held)
+
+
+class OutcomeUnknown(Exception):
+    """A write transaction failed while committing: it may have committed or not."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"the database failed while committing, so the transaction may have committed: {error!r}")
+        self.error = error
+
+
+@dataclass
+class RequestWrites:
+    """How many units of work (`Database.run_write`: decisions, approval votes) one API request has
+    committed so far; an error after one must not be answered as if nothing was recorded."""
+
+    committed: int = 0
+
+
+_REQUEST_WRITES: ContextVar[RequestWrites | None] = ContextVar("licet_request_writes", default=None)
+
+
+@contextmanager
+def counting_request_writes() -> Iterator[RequestWrites]:
+    """Count the units of work committed inside the block (one API request)."""
+    writes = RequestWrites()
+    token = _REQUEST_WRITES.set(writes)
+    try:
+        yield writes
+    finally:
+        _REQUEST_WRITES.reset(token)
+
+
+def _commit_was_sent(error: Exception) -> bool:
+    # SQLAlchemy refuses some COMMITs before sending them (InvalidRequestError: e.g. the connection was
+    # lost earlier in the transaction): then nothing was committed. Any other failure may have come
+    # after the database committed.
+    return not isinstance(error, InvalidRequestError)
 
 
 def _sqlite_engine(url: str, *, writer: bool, synchronous: str) -> AsyncEngine:
@@ -123,7 +166,9 @@ def _run_units(session: Session, group: list[_Unit], rolled_back: Callable[[], N
         try:
             with session.begin_nested():
                 unit.outcome = (True, unit.fn(session, *unit.args))
-        except Exception as exc:  # noqa: BLE001 - its own outcome: the awaiting request raises it
+        except Exception as exc:  # its own outcome (the awaiting request raises it), unless the connection went
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                raise  # the connection is lost, and the transaction with it: no savepoint contains that
             del waiting[kept:]
             unit.outcome = (False, exc)
             rolled_back()  # what the process cached may describe the writes just undone
@@ -154,10 +199,17 @@ def _transaction(session: Session, group: list[_Unit], telling_rollbacks: Callab
                  rolled_back: Callable[[], None], *, isolated: bool) -> None:
     # Closing the session afterwards forgets every object it loaded, so none outlives its transaction,
     # and the session can serve the next one.
+    committing = False
     try:
         with telling_rollbacks(), session.begin():
             _run_units(session, group, rolled_back, isolated)
+            session.flush()
+            committing = True  # what fails from here on is the COMMIT itself, as the block ends
         _committed(session)
+    except Exception as exc:
+        if committing and _commit_was_sent(exc):
+            raise OutcomeUnknown(exc) from exc
+        raise
     finally:
         session.info.pop(_AFTER_COMMIT, None)  # what a rolled-back transaction asked for goes with it
         session.close()
@@ -250,7 +302,7 @@ class _KeyedGroups:
                 _resolve(group)
                 group = []
         except BaseException as exc:  # cancelled at shutdown: nobody may wait for ever
-            _failed(group + waiting, RuntimeError(f"the write was abandoned, committed or not: {exc!r}"))
+            _failed(group + waiting, OutcomeUnknown(exc))  # abandoned before or during its COMMIT
             _resolve(group + waiting)
             raise
         finally:
@@ -288,7 +340,10 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.writer = _sqlite_engine(url, writer=True, synchronous=sqlite_synchronous)
+            # Writes through `write()` (checkpoint signing, policies, people, keys) are few and always
+            # synced: a signed checkpoint's COMMIT also syncs every decision committed before it (one WAL
+            # file), so no head is signed that a power cut could take back (logstore.save_checkpoint).
+            self.writer = _sqlite_engine(url, writer=True, synchronous="FULL")
             self.reader = _sqlite_engine(url, writer=False, synchronous=sqlite_synchronous)
         else:
             self.writer = self.reader = create_async_engine(url, pool_size=20, max_overflow=20,
@@ -324,11 +379,16 @@ class Database:
         nothing it wrote stays. The transaction may hold other units too (see above): on SQLite any,
         on PostgreSQL those of the same `group` (none without one)."""
         if self._writer is not None:
-            return await self._writer.submit(fn, args)
-        if group is not None:
-            return await self._groups.submit(group, fn, args)
-        async with self.write() as session:
-            return await session.run_sync(fn, *args)
+            result = await self._writer.submit(fn, args)
+        elif group is not None:
+            result = await self._groups.submit(group, fn, args)
+        else:
+            async with self.write() as session:
+                result = await session.run_sync(fn, *args)
+        writes = _REQUEST_WRITES.get()
+        if writes is not None:
+            writes.committed += 1
+        return result
 
     @contextmanager
     def _telling_rollbacks(self) -> Iterator[None]:
@@ -364,8 +424,16 @@ class Database:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         with self._telling_rollbacks():
             async with self._write() as session:
-                async with session.begin():
-                    yield session
+                committing = False
+                try:
+                    async with session.begin():
+                        yield session
+                        await session.flush()
+                        committing = True  # what fails from here on is the COMMIT itself, as the block ends
+                except Exception as exc:
+                    if committing and _commit_was_sent(exc):
+                        raise OutcomeUnknown(exc) from exc
+                    raise
                 _committed(session.sync_session)
 
     @asynccontextmanager

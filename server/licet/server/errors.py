@@ -3,17 +3,21 @@ those codes (docs/errors.md is generated from it; an unregistered code cannot be
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from licet.kernel.errors import InvalidRequest, KernelFault, PolicyError
+from licet.server.db import OutcomeUnknown
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,17 @@ ERRORS: dict[str, ErrorCode] = {
     # 429
     "too_many_attempts": ErrorCode((429,), "Too many failed sign-ins for the account or the address; "
                                    "`retry_after` says how many seconds to wait."),
-    # 5xx: nothing was permitted
-    "internal": ErrorCode((500,), "An unexpected server error; nothing was permitted."),
+    # 5xx: nothing was permitted, unless the code says the outcome is unknown
+    "internal": ErrorCode((500,), "An unexpected server error before any decision or vote was committed; "
+                          "nothing was permitted."),
+    "unavailable": ErrorCode((503,), "The database is unreachable, overloaded or failing (connection lost, pool "
+                             "exhausted, locked, disk error); the transaction that met it was rolled back, so "
+                             "nothing it was to record was recorded. Retry after `Retry-After` seconds."),
+    "outcome_unknown": ErrorCode((500, 503), "The request may have been recorded: the database failed while "
+                                 "committing (its acknowledgement was lost; 503 with `Retry-After`), or an "
+                                 "error followed a committed decision or vote (500). Retry with the same "
+                                 "`Idempotency-Key`: it returns what was recorded, or carries the request "
+                                 "out once."),
     "evidence_mismatch": ErrorCode((500,), "A stored certificate no longer matches its evidence-log entry (altered "
                                    "after it was logged): no inclusion proof can be built for it."),
     "kernel_fault": ErrorCode((503,), "The solver could not establish a verdict; nothing was permitted, the "
@@ -210,14 +223,91 @@ def install(app: FastAPI) -> None:
         # The solver could not settle the question: nothing is permitted, and the caller may retry.
         return JSONResponse(error_body("kernel_fault", f"no verdict could be established: {exc}"), 503)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        structlog.get_logger("licet.errors").exception("unhandled", error=type(exc).__name__)
-        return JSONResponse(error_body("internal", "internal error; nothing was permitted"), 500)
-
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
                  401: "unauthenticated"}
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)), exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+
+# --- what no handler took: the database's failures and the unexpected ------------------------------
+
+RETRY_AFTER_SECONDS = 2  # what a 503 for a database failure asks the caller to wait
+# SQLite result codes (extended ones start with these) and PostgreSQL SQLSTATEs (classes or prefixes)
+# that mean the database cannot serve now: busy or locked, cannot open, I/O, disk full, read-only;
+# connection exception (08), insufficient resources (53), operator intervention such as a shutdown or
+# "cannot connect now" (57), system error (58). Not syntax, constraint or data errors: those are ours.
+_SQLITE_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL",
+                       "SQLITE_READONLY", "SQLITE_PROTOCOL", "SQLITE_NOMEM")
+_PG_UNAVAILABLE = ("08", "53", "57", "58")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    # The exception, the driver's error SQLAlchemy wraps (`orig`), and what each was raised from or during.
+    seen: set[int] = set()
+    waiting: list[BaseException | None] = [exc]
+    while waiting:
+        link = waiting.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        orig = getattr(link, "orig", None)
+        waiting += [orig if isinstance(orig, BaseException) else None, link.__cause__, link.__context__]
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot serve now (down, unreachable, overloaded, locked, failing
+    disk), rather than that the request or the code is wrong."""
+    for link in _causes(exc):
+        if isinstance(link, PoolTimeout | ConnectionError | TimeoutError | socket.gaierror):
+            return True
+        if isinstance(link, DBAPIError) and link.connection_invalidated:
+            return True
+        sqlite_error = getattr(link, "sqlite_errorname", None)
+        if isinstance(sqlite_error, str) and sqlite_error.startswith(_SQLITE_UNAVAILABLE):
+            return True
+        sqlstate = getattr(link, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_PG_UNAVAILABLE):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Unexpected:
+    """The answer to an exception no handler took."""
+
+    status: int
+    code: str
+    message: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """`Retry-After` on a 503: the database may serve again soon."""
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.status == 503 else {}
+
+    def body(self) -> dict[str, Any]:
+        """The error document (a 503's says when to retry, as `Retry-After` does)."""
+        if self.status == 503:
+            return error_body(self.code, self.message, retry_after=RETRY_AFTER_SECONDS)
+        return error_body(self.code, self.message)
+
+
+def unexpected(exc: BaseException, *, committed: bool) -> Unexpected:
+    """What to answer for `exc`, which no handler took; `committed`: the request committed a decision or
+    vote before it. Nothing is said to be unrecorded unless it cannot have been."""
+    retry = f"retry after {RETRY_AFTER_SECONDS} s"
+    unavailable = database_unavailable(exc)
+    if isinstance(exc, OutcomeUnknown):
+        return Unexpected(503, "outcome_unknown", f"the database failed while committing "
+                          f"({type(exc.error).__name__}): the request may have been recorded or not; {retry} with "
+                          "the same Idempotency-Key, which returns what was recorded or carries it out once")
+    if committed:
+        return Unexpected(503 if unavailable else 500, "outcome_unknown", "the request was recorded, but "
+                          f"an error followed ({type(exc).__name__}) before it could be answered; retry with the "
+                          "same Idempotency-Key to get its answer" + (f" ({retry})" if unavailable else ""))
+    if unavailable:
+        return Unexpected(503, "unavailable", f"the database is unavailable ({type(exc).__name__}); the "
+                          f"transaction it failed in was rolled back (nothing of it was recorded): {retry}")
+    return Unexpected(500, "internal", "internal error; nothing was permitted")

@@ -1,4 +1,5 @@
-"""Structured logs (structlog, JSON lines), Prometheus metrics, and the body-size limit."""
+"""Structured logs (structlog, JSON lines), Prometheus metrics, the body-size limit, and the answer to
+errors no handler took."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from licet.server.errors import error_body
+from licet.server.db import counting_request_writes
+from licet.server.errors import error_body, unexpected
 
 
 def configure_logging(json_lines: bool) -> None:
@@ -67,6 +69,48 @@ class RequestObserver:
             self.metrics.requests.labels(scope["method"], template, str(status)).observe(elapsed)
             self.log.info("request", method=scope["method"], route=template, status=status,
                           ms=round(elapsed * 1000, 3))
+
+
+class UnexpectedErrors:
+    """ASGI middleware, the innermost of the app's own: an exception no handler took is logged once (JSON)
+    and answered with its error document here: 503 `unavailable` or `outcome_unknown` with Retry-After
+    when the database failed, else 500 (server/errors.py `unexpected`). Starlette's own last resort
+    (ServerErrorMiddleware) would answer too, but re-raises afterwards, and uvicorn then closes the
+    keep-alive connection without `Connection: close`, resetting requests already sent on it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = structlog.get_logger("licet.errors")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with counting_request_writes() as writes:
+            try:
+                await self.app(scope, receive, sending)
+            except Exception as exc:
+                answer = unexpected(exc, committed=writes.committed > 0)
+                route = getattr(scope.get("route"), "path", "unmatched")
+                # A 500 is a defect: its traceback goes with it. A database outage is not, and its many
+                # requests log one line each, without.
+                self.log.error("unhandled", method=scope["method"], route=route, status=answer.status,
+                               code=answer.code, error=type(exc).__name__, detail=(str(exc).splitlines() or [""])[0],
+                               response_started=started, exc_info=exc if answer.status == 500 else None)
+                if started:
+                    raise  # part of another answer is out: only closing the connection can tell the client
+                body = json.dumps(answer.body()).encode()
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                           *((name.lower().encode(), value.encode()) for name, value in answer.headers.items())]
+                await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:
