@@ -4,15 +4,27 @@ It works on a synchronous SQLAlchemy connection, inside the caller's transaction
 it through `AsyncSession.run_sync`), so a certificate's leaf, its row and the session-state update
 commit together or not at all. The caller holds the tenant's log-head lock (`lock_head`), which
 serialises appends per tenant across processes.
+
+A signed checkpoint is a promise that the log will only ever extend it, so two rules keep the store
+from taking one back (docs/production.md, "Durability"): the transaction that keeps a checkpoint commits
+durably, which also makes every append before it durable (`save_checkpoint`); and the newest checkpoint
+signed for each tenant is also kept outside the database (`SignedHeads`), so a store that lost its tail
+anyway (an older copy restored, a disk that lied about a sync) is refused at start-up instead of
+re-appending at indices whose head clients already hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fcntl
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from sqlalchemy import BindParameter, Connection, bindparam, insert, select, tuple_, update
+from sqlalchemy import BindParameter, Connection, bindparam, func, insert, inspect, select, text, tuple_, update
 
-from licet.kernel.log import CompletedNode, LogConflict, LogError
+from licet.kernel.checkpoint import parse_checkpoint
+from licet.kernel.log import CompletedNode, LogConflict, LogError, MemoryLogStore, TransparencyLog
 from licet.kernel.merkle import NodeId
 from licet.server.models import Base, LogCheckpoint, LogHead, LogLeaf, LogNode
 from licet.server.time import utcnow
@@ -30,6 +42,15 @@ _MOVE_HEAD = update(_heads).where(_heads.c.tenant_id == _TENANT, _heads.c.size =
 _LEAF_HASHES = select(_leaves.c.idx, _leaves.c.hash).where(
     _leaves.c.tenant_id == _TENANT, _leaves.c.idx.in_(bindparam("ids", expanding=True)))
 _INSERT_LEAVES, _INSERT_NODES = insert(_leaves), insert(_nodes)
+# PostgreSQL with synchronous_commit off acknowledges a COMMIT before its WAL is on disk; this
+# transaction waits for it (and so for every earlier commit's WAL). `local` and stricter settings
+# already wait, and stay as they are.
+_DURABLE_COMMIT_PG = text("SELECT set_config('synchronous_commit', 'on', true) "
+                          "WHERE current_setting('synchronous_commit') = 'off'")
+_NEWEST_CHECKPOINTS = select(_checkpoints.c.tenant_id, _checkpoints.c.note).where(
+    tuple_(_checkpoints.c.tenant_id, _checkpoints.c.size).in_(
+        select(_checkpoints.c.tenant_id, func.max(_checkpoints.c.size)).group_by(_checkpoints.c.tenant_id)))
+_SQLITE_SYNCED = 2  # PRAGMA synchronous: FULL (2) or EXTRA (3) sync the WAL at each COMMIT
 
 
 def create_head(connection: Connection, tenant_id: str) -> None:
@@ -118,12 +139,24 @@ class DatabaseLogStore:
         return [(bytes(h), bytes(d)) for h, d in rows]
 
     def save_checkpoint(self, size: int, note: str) -> None:
-        """Keep a signed checkpoint (one per size: a second signing of a size keeps the first)."""
+        """Keep a signed checkpoint (one per size: a second signing of a size keeps the first), in a
+        transaction whose COMMIT is durable: what it signs must survive a power cut."""
+        self._commit_durably()
         exists = self.connection.execute(select(_checkpoints.c.size).where(
             _checkpoints.c.tenant_id == self.tenant_id, _checkpoints.c.size == size)).first()
         if exists is None:
             self.connection.execute(insert(_checkpoints).values(
                 tenant_id=self.tenant_id, size=size, note=note, created_at=utcnow()))
+
+    def _commit_durably(self) -> None:
+        if self.connection.dialect.name == "sqlite":
+            level = self.connection.exec_driver_sql("PRAGMA synchronous").scalar()
+            if level is None or int(level) < _SQLITE_SYNCED:
+                # SQLite cannot raise it inside a transaction: signing must run on a synced connection.
+                raise LogError("a checkpoint may only be signed in a transaction whose COMMIT is synced "
+                               f"(PRAGMA synchronous is {level}, FULL is {_SQLITE_SYNCED})")
+        else:
+            self.connection.execute(_DURABLE_COMMIT_PG)
 
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every kept checkpoint, smallest size first."""
@@ -141,3 +174,96 @@ class DatabaseLogStore:
         """The kept checkpoint of exactly `size` entries, if one was signed."""
         return self.connection.execute(select(_checkpoints.c.note).where(
             _checkpoints.c.tenant_id == self.tenant_id, _checkpoints.c.size == size)).scalar()
+
+
+class StoreBehindSignedHead(LogError):
+    """The database does not extend a checkpoint that was signed (and may have been served) from it."""
+
+
+class SignedHeads:
+    """The newest checkpoint signed for each tenant, kept in a small JSON file outside the database
+    (next to the SQLite file, or in the data directory) and synced before the checkpoint is served.
+    Records only grow: processes sharing the file update it under a lock, keeping the larger head."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def recorded(self) -> dict[str, str]:
+        """The newest signed checkpoint note of each tenant recorded so far."""
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise LogError(f"{self.path}: the record of signed checkpoints cannot be read: {exc}") from exc
+        heads = data.get("heads") if isinstance(data, dict) else None
+        if not isinstance(heads, dict) or not all(isinstance(n, str) for n in heads.values()):
+            raise LogError(f"{self.path}: not a record of signed checkpoints ({{\"heads\": {{tenant: note}}}})")
+        return heads
+
+    def check(self, tenant: str, log: TransparencyLog, recorded: dict[str, str] | None = None) -> None:
+        """`StoreBehindSignedHead` unless `log` (the tenant's log as stored) extends the newest checkpoint
+        recorded for `tenant` (in `recorded`, by default read now)."""
+        note = (self.recorded() if recorded is None else recorded).get(tenant)
+        if note is None:
+            return
+        head = parse_checkpoint(note)
+        size = log.size
+        if size < head.size:
+            problem = (f"a checkpoint of {head.size} entries was signed, but the database holds {size}: "
+                       f"entries {size}..{head.size - 1} were lost")
+        elif log.root(head.size) != head.root_hash:
+            problem = (f"a checkpoint of {head.size} entries was signed, but the database's first {head.size} "
+                       "entries have another root: the log was rewritten")
+        else:
+            return
+        raise StoreBehindSignedHead(
+            f"tenant {tenant}: {problem} (the record of signed checkpoints is {self.path}). Appending or "
+            "signing now would contradict a head that clients may hold, so Licet does not serve. Restore the "
+            f"database from a copy that holds at least {head.size} entries of this tenant's log (a later "
+            f"backup, the lost disk); or, accepting that anyone holding the checkpoint of {head.size} entries "
+            f"will see the log fork, move {self.path} aside and start again.")
+
+    def record(self, notes: dict[str, str]) -> None:
+        """Record each tenant's note (signed, committed durably) as its newest head, unless a larger one
+        is recorded; synced to disk before it returns."""
+        if not notes:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            heads = self.recorded()
+            newer = {tenant: note for tenant, note in notes.items()
+                     if tenant not in heads or parse_checkpoint(heads[tenant]).size < parse_checkpoint(note).size}
+            if newer:
+                _replace_synced(self.path, json.dumps({"heads": {**heads, **newer}}, indent=1, sort_keys=True)
+                                + "\n")
+
+
+def _replace_synced(path: Path, content: str) -> None:
+    # Write aside, sync, rename over, sync the directory: after a crash the file is the old or the new
+    # content, never a torn one, and the rename itself is on disk.
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def check_signed_heads(connection: Connection, heads: SignedHeads, origin: Callable[[str], str]) -> None:
+    """At start-up: `StoreBehindSignedHead` for the first tenant whose stored log does not extend the
+    newest checkpoint recorded for it; then record each tenant's newest kept checkpoint, so one whose
+    recording a crash cut short (after its commit) is known before it is served again."""
+    recorded = heads.recorded()
+    migrated = inspect(connection).has_table(_checkpoints.name)  # else it holds nothing (yet)
+    for tenant in sorted(recorded):
+        store = DatabaseLogStore(connection, tenant) if migrated else MemoryLogStore()
+        heads.check(tenant, TransparencyLog(store, origin(tenant)), recorded)
+    if migrated:
+        heads.record({str(tenant): str(note) for tenant, note in connection.execute(_NEWEST_CHECKPOINTS)})

@@ -15,7 +15,7 @@ from licet.kernel.log import TransparencyLog
 from licet.kernel.note import NoteSigner
 from licet.server.db import Database
 from licet.server.history import Coverage
-from licet.server.logstore import DatabaseLogStore
+from licet.server.logstore import DatabaseLogStore, SignedHeads
 from licet.server.settings import Settings
 
 POLICY_CACHE_SIZE = 256
@@ -90,6 +90,7 @@ class Services:
         # stored, and another process may since have stored different ones at the same size.
         self.db.on_rollback(self._logs.clear)
         self.coverage = Coverage()
+        self.signed_heads = SignedHeads(settings.signed_heads_path)  # checked at start-up (app.py)
 
     def transparency_log(self, store: DatabaseLogStore) -> TransparencyLog:
         """The tenant's log over `store` (a transaction's view), keeping the log's right border

@@ -6,6 +6,7 @@ proof of an entry the newest kept checkpoint does not cover yet, one is signed a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Sequence
@@ -57,6 +58,7 @@ def _fresh_checkpoint(session: Session, services: Services, tenant: str, coverin
         return kept[1]
     lock_head(session.connection(), tenant)
     log = TransparencyLog(store, services.origin(tenant))
+    services.signed_heads.check(tenant, log)  # never sign a head contradicting one signed before
     return log.sign_checkpoint(services.note_signer(tenant))
 
 
@@ -66,8 +68,9 @@ async def checkpoint_covering(services: Services, tenant: str, covering: int) ->
         kept = await session.run_sync(lambda s: DatabaseLogStore(s.connection(), tenant).latest_checkpoint())
     if kept is not None and kept[0] >= covering:
         return kept[1]
-    async with services.db.write() as session:
+    async with services.db.write() as session:  # its COMMIT is durable (DatabaseLogStore.save_checkpoint)
         note: str = await session.run_sync(_fresh_checkpoint, services, tenant, covering)
+    await asyncio.to_thread(services.signed_heads.record, {tenant: note})  # on disk before anyone sees it
     return note
 
 
