@@ -59,7 +59,7 @@ def test_the_versions_and_their_yaml_render_on_a_desktop_and_a_phone(owner: Any,
             expect(row.get_by_text("active", exact=True)).to_have_count(1 if version["active"] else 0)
         expect(page.locator("#yaml-heading")).to_have_text("Version 2")
         expect(page.locator("#version-yaml")).to_contain_text(DEMO_CHANGE)
-        page.get_by_role("button", name="Show the YAML of version 1").click()
+        page.get_by_role("button", name="Show YAML of version 1").click()
         expect(page.locator("#yaml-heading")).to_have_text("Version 1")
         expect(page.locator("#version-yaml")).to_contain_text("money-needs-mfa")
         expect(page.locator("#version-yaml")).not_to_contain_text(DEMO_CHANGE)
