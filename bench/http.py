@@ -3,6 +3,7 @@
     .venv/bin/python bench/http.py              # SQLite and PostgreSQL, 1 / 8 / 32 clients, ~2 min
     .venv/bin/python bench/http.py --quick      # 5 s per level
     .venv/bin/python bench/http.py --backends sqlite --clients 1 8 --client wrk httpx
+    .venv/bin/python bench/http.py --backends sqlite --sqlite-synchronous NORMAL FULL --checkpoints 200
 
 Each backend gets a fresh `licet serve` process (uvicorn, one worker, as the README starts it), a
 fresh database migrated by Alembic, a tenant with `examples/payments-agent.yaml` active and an agent
@@ -16,6 +17,11 @@ before it answers. The request mix: statement reads (permit), transfers with var
 and unknown actions (deny). Any answer other than 200 aborts the run. The load generator runs on the
 same 2-core machine as the server and takes CPU from it: figures are a floor, compare rows within
 one run.
+
+What durability costs (docs/production.md, "Durability"): `--sqlite-synchronous NORMAL FULL` runs each
+SQLite level under both settings; `--checkpoints N` then times N rounds of one decision followed by
+`GET /v1/evidence/checkpoint`, each of which signs a new checkpoint (a synced COMMIT, and the synced
+record of signed heads) — the "checkpoint ms" columns.
 """
 
 # ruff: noqa: E402 - the path fix below must run before any import that reaches the stdlib's `http`
@@ -81,7 +87,7 @@ async def _analyse(database_url: str) -> None:
 
 def _requests(n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    out = []
+    out: list[dict[str, Any]] = []
     for i in range(n):
         pick = rng.random()
         if pick < 0.5:
@@ -179,9 +185,26 @@ def _wrk(url: str, key: str, clients: int, requests: list[dict[str, Any]], secon
             "per_second": figures["n"] / figures["seconds"], "outcomes": figures["outcomes"]}
 
 
+async def _checkpoints(url: str, key: str, rounds: int) -> dict[str, float]:
+    """p50 and p99 (ms) of `GET /v1/evidence/checkpoint` right after a decision: each signs a new head."""
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        for body in _requests(rounds, seed=rounds):
+            decided = await client.post("/v1/decide", json=body)
+            size = decided.json()["log_index"] + 1
+            started = time.perf_counter()
+            reply = await client.get("/v1/evidence/checkpoint")
+            latencies.append(time.perf_counter() - started)
+            if reply.status_code != 200 or reply.json()["size"] != size:
+                raise RuntimeError(f"checkpoint: {reply.status_code} {reply.text[:300]}")
+    latencies.sort()
+    return {"checkpoint_p50": statistics.median(latencies) * 1000,
+            "checkpoint_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000}
+
+
 def run_backend(backend: str, client: str, clients: list[int], per_level: int, seconds: int,
-                warmup: int) -> list[dict[str, Any]]:
-    """Figures for one backend at each concurrency level."""
+                warmup: int, synchronous: str = "NORMAL", checkpoints: int = 0) -> list[dict[str, Any]]:
+    """Figures for one backend at each concurrency level (and of signing checkpoints, if asked)."""
     work = Path(tempfile.mkdtemp(prefix=f"licet-bench-{backend}-"))
     try:
         data_dir = work / "data"
@@ -189,7 +212,8 @@ def run_backend(backend: str, client: str, clients: list[int], per_level: int, s
                         else f"sqlite+aiosqlite:///{data_dir / 'licet.db'}")
         data_dir.mkdir(parents=True)
         key = asyncio.run(_provision(database_url, data_dir))
-        process, url = launch(database_url, data_dir, work / "server.log")
+        process, url = launch(database_url, data_dir, work / "server.log",
+                              {"LICET_SQLITE_SYNCHRONOUS": synchronous})
         try:
             asyncio.run(_load(url, key, 4, _requests(warmup, seed=0)))
             if backend == "postgresql":
@@ -201,7 +225,12 @@ def run_backend(backend: str, client: str, clients: list[int], per_level: int, s
                 requests = _requests(per_level, seed=level)
                 figures = (_wrk(url, key, level, requests, seconds, work) if client == "wrk"
                            else asyncio.run(_load(url, key, level, requests)))
-                rows.append({"backend": backend, "client": client, "clients": level, **figures})
+                rows.append({"backend": backend, "synchronous": synchronous if backend == "sqlite" else "",
+                             "client": client, "clients": level, **figures})
+            if checkpoints:
+                signing = asyncio.run(_checkpoints(url, key, checkpoints))
+                for row in rows:
+                    row.update(signing)
             return rows
         finally:
             process.terminate()
@@ -220,25 +249,35 @@ def main() -> None:
                         help="httpx: requests per level; wrk: distinct request bodies it cycles through")
     parser.add_argument("--seconds", type=int, default=15, help="wrk: seconds per level")
     parser.add_argument("--quick", action="store_true", help="600 requests / 5 s per level")
+    parser.add_argument("--sqlite-synchronous", nargs="+", default=["NORMAL"], choices=["NORMAL", "FULL"],
+                        help="SQLite: LICET_SQLITE_SYNCHRONOUS for each run (both: what durability costs)")
+    parser.add_argument("--checkpoints", type=int, default=0,
+                        help="then time this many checkpoint signings, each right after a decision")
     args = parser.parse_args()
     per_level, seconds = (600, 5) if args.quick else (args.requests, args.seconds)
     if "wrk" in args.client and shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt install wrk), or use --client httpx")
     rows = []
     for backend in args.backends:
-        for client in args.client:
-            rows += run_backend(backend, client, args.clients, per_level, seconds, warmup=200)
+        for synchronous in args.sqlite_synchronous if backend == "sqlite" else ["NORMAL"]:
+            for client in args.client:
+                rows += run_backend(backend, client, args.clients, per_level, seconds, warmup=200,
+                                    synchronous=synchronous, checkpoints=args.checkpoints)
     table = Table(title=f"POST /v1/decide over HTTP (uvicorn, 1 worker; {os.cpu_count()} CPUs, client on the same "
                         "machine)")
-    for column in ("backend", "client", "clients", "requests", "p50 ms", "p99 ms", "decisions/s", "outcomes"):
-        table.add_column(column, justify="left" if column in ("backend", "client", "outcomes") else "right")
+    columns = ["backend", "synchronous", "client", "clients", "requests", "p50 ms", "p99 ms", "decisions/s",
+               "outcomes"] + (["checkpoint p50 ms", "checkpoint p99 ms"] if args.checkpoints else [])
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("backend", "synchronous", "client", "outcomes")
+                         else "right")
     for row in rows:
         p50_ok = row["p50"] <= BUDGET["p50_ms"]
         rate_ok = row["per_second"] >= BUDGET["per_second"]
-        table.add_row(row["backend"], row["client"], str(row["clients"]), str(row["n"]),
+        signing = ([f"{row['checkpoint_p50']:.2f}", f"{row['checkpoint_p99']:.2f}"] if args.checkpoints else [])
+        table.add_row(row["backend"], row["synchronous"], row["client"], str(row["clients"]), str(row["n"]),
                       f"[{'green' if p50_ok else 'red'}]{row['p50']:.2f}[/]", f"{row['p99']:.2f}",
                       f"[{'green' if rate_ok else 'red'}]{row['per_second']:.0f}[/]",
-                      ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())))
+                      ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())), *signing)
     console.print(table)
     console.print(f"DESIGN.md budget on SQLite: p50 ≤ {BUDGET['p50_ms']} ms and ≥ {BUDGET['per_second']} "
                   "decisions/s (green when met).")

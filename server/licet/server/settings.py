@@ -149,8 +149,8 @@ class Settings(BaseSettings):
 
     @property
     def signed_heads_path(self) -> Path:
-        """Where the record of signed checkpoints lives: beside the SQLite file it guards (a copy of the
-        data directory takes both), else in the data directory."""
+        """Where the record of signed checkpoints lives: beside the SQLite file it guards, else in the
+        data directory."""
         if self.signed_heads_file is not None:
             return self.signed_heads_file
         database = make_url(self.url).database if self.url.startswith("sqlite") else None
