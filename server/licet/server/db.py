@@ -166,7 +166,7 @@ def _run_units(session: Session, group: list[_Unit], rolled_back: Callable[[], N
         try:
             with session.begin_nested():
                 unit.outcome = (True, unit.fn(session, *unit.args))
-        except Exception as exc:  # its own outcome (the awaiting request raises it), unless the connection went
+        except Exception as exc:  # its own outcome, which the awaiting request raises
             if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 raise  # the connection is lost, and the transaction with it: no savepoint contains that
             del waiting[kept:]
