@@ -78,8 +78,9 @@ class Passkey:
         """The answer to `navigator.credentials.create(options)`."""
         self.rp_id, self.user_handle = options["rp"]["id"], unb64(options["user"]["id"])
         client_data = self._client_data("webauthn.create", options["challenge"], origin, cross_origin, top_origin)
-        attested = AttestedCredentialData.create(Aaguid.NONE, self.raw_id,
-                                                 ES256.from_cryptography_key(self.key.public_key()))
+        # fido2 leaves this constructor untyped
+        cose_key = ES256.from_cryptography_key(self.key.public_key())  # type: ignore[no-untyped-call]
+        attested = AttestedCredentialData.create(Aaguid.NONE, self.raw_id, cose_key)
         auth_data = AuthenticatorData.create(sha256(self.rp_id.encode()), self.flags | AuthenticatorData.FLAG.AT,
                                              self.sign_count, attested)
         attestation = AttestationObject.create("none", auth_data, {})
