@@ -365,8 +365,19 @@ class Grant(Model):
     revoked_at: Timestamp | None
 
 
+class Attenuation(Model):
+    """The kernel's check that a re-delegation attenuates its parent (`licet delegation check --json`)."""
+
+    answer: Literal["attenuates", "widens", "unknown"]
+    ok: bool
+    reasons: list[str]
+    counterexample: Example | None = Field(description="A confirmed request the child allows and the parent not.")
+
+
 class GrantView(Model):
     grant: Grant
+    attenuation: Attenuation | None = Field(description="Null for a grant with no parent (nothing to attenuate).")
+    dry_run: bool = Field(description="True: checked only, nothing stored.")
 
 
 class GrantList(Model):
@@ -375,6 +386,7 @@ class GrantList(Model):
 
 class RevokedGrants(Model):
     revoked: list[str] = Field(description="The grant and every grant issued under it.")
+    dry_run: bool = Field(description="True: what the revocation would cascade to; nothing was revoked.")
 
 
 # ------------------------------------------------------------------------------------ administration
@@ -434,6 +446,11 @@ class InvitedUser(Model):
 class UserState(Model):
     user: UserView
     sessions_revoked: int
+
+
+class UserRole(Model):
+    user: UserView
+    previous_role: str
 
 
 class UserList(Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -36,6 +36,7 @@ def _known_role(value: str) -> str:
 
 
 Role = Annotated[str, AfterValidator(_known_role)]
+PersonRole = Literal["owner", "admin", "policy_author", "approver", "auditor"]  # agents are API keys, not people
 
 
 class KeyBody(BaseModel):
@@ -255,6 +256,31 @@ async def _set_disabled(request: Request, caller: Caller, user_id: str, *, disab
             user.disabled_at = None
             await audit.record(session, caller, "user.enable", user.id)
         return {"user": _user_json(user), "sessions_revoked": revoked}
+
+
+class RoleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: PersonRole = Field(examples=["approver"])
+
+
+@router.post("/users/{user_id}/role", summary="Change a person's role (in every session of theirs, at once)",
+             responses=raises("not_found", "own_account"), response_model=responses.UserRole)
+async def change_role(user_id: Text, body: RoleBody, request: Request,
+                      caller: Annotated[Caller, require("users.manage", step_up=True)]) -> dict[str, Any]:
+    """Sessions read the role from the account on every request, so the change holds from the next one.
+    Only an owner makes or unmakes owners; nobody changes their own role (an owner cannot leave the
+    tenant without one by accident, and nobody promotes themselves)."""
+    if caller.role != "owner" and body.role == "owner":
+        raise ApiError(403, "forbidden", "only an owner may make owners", "role")
+    async with services_of(request).db.write() as session:
+        user = await _managed_user(session, caller, user_id)
+        if user.id == caller.user_id:
+            raise ApiError(409, "own_account", "one cannot change one's own role")
+        previous = user.role
+        if previous != body.role:
+            user.role = body.role
+            await audit.record(session, caller, "user.role", user.id, previous=previous, role=body.role)
+        return {"user": _user_json(user), "previous_role": previous}
 
 
 def _user_json(user: User) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
@@ -55,13 +55,19 @@ def _grant_json(record: GrantRecord) -> dict[str, Any]:
             "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None}
 
 
-@router.post("", status_code=201, summary="Issue a delegation grant",
+# `?dry_run=true`: every check of the real call, its answer, and nothing stored or audited (what a person
+# sees before saving a grant or revoking one).
+DryRun = Annotated[bool, Query(description="Check and answer as the real call would, but change nothing.")]
+
+
+@router.post("", status_code=201, summary="Issue a delegation grant (or, with dry_run, only check it)",
              responses=raises("not_found", "grant_revoked", "not_attenuating", "invalid_policy", "kernel_fault"),
              response_model=responses.GrantView)
-async def issue(body: GrantBody, request: Request, caller: Annotated[Caller, require("delegations.write")],
-                ) -> dict[str, Any]:
+async def issue(body: GrantBody, request: Request, response: Response,
+                caller: Annotated[Caller, require("delegations.write")], dry_run: DryRun = False) -> dict[str, Any]:
     """The issuer is the caller. A re-delegation must attenuate its parent, which Z3 proves; if it
-    does not, the answer carries a request the child would allow and the parent would not."""
+    does not, the answer carries a request the child would allow and the parent would not. With
+    `dry_run` the answer is 200 and the grant (with the id it would have had) is not stored."""
     if body.expires_at <= utcnow():
         raise ApiError(422, "invalid_input", "the grant would already have expired", "expires_at")
     grant_id = str(uuid.uuid4())
@@ -72,7 +78,9 @@ async def issue(body: GrantBody, request: Request, caller: Annotated[Caller, req
                          delegate=body.delegate, parent_id=body.parent, document=document,
                          expires_at=body.expires_at, created_by=caller.principal_id, created_at=utcnow())
     child = as_grant(record)  # validates the scope: a bad rule is a 422 naming the field
-    async with services_of(request).db.write() as session:
+    db = services_of(request).db
+    async with db.read() if dry_run else db.write() as session:
+        attenuation = None
         if body.parent is not None:
             parent = (await session.execute(select(GrantRecord).where(
                 GrantRecord.tenant_id == caller.tenant_id, GrantRecord.id == body.parent))).scalar()
@@ -81,14 +89,18 @@ async def issue(body: GrantBody, request: Request, caller: Annotated[Caller, req
             if parent.revoked_at is not None:
                 raise ApiError(409, "grant_revoked", "the parent grant is revoked", "parent")
             verdict = await asyncio.to_thread(check_attenuation, as_grant(parent), child)
+            attenuation = verdict.to_json()
             if not verdict.ok:
                 raise ApiError(422, "not_attenuating", "; ".join(verdict.reasons), "scope",
-                               {"attenuation": verdict.to_json()})
+                               {"attenuation": attenuation})
+        if dry_run:
+            response.status_code = 200
+            return {"grant": _grant_json(record), "attenuation": attenuation, "dry_run": True}
         session.add(record)
         await session.flush()
         await audit.record(session, caller, "delegation.issue", grant_id, delegate=body.delegate,
                            parent=body.parent)
-        return {"grant": _grant_json(record)}
+        return {"grant": _grant_json(record), "attenuation": attenuation, "dry_run": False}
 
 
 @router.get("", summary="Grants of the tenant (agents: those they issued or received)",
@@ -104,20 +116,24 @@ async def list_grants(request: Request, caller: Annotated[Caller, require("deleg
         return {"grants": [_grant_json(g) for g in grants]}
 
 
-@router.post("/{grant_id}/revoke", summary="Revoke a grant and every grant issued under it",
-             responses=raises("not_found"), response_model=responses.RevokedGrants)
+@router.post("/{grant_id}/revoke", summary="Revoke a grant and every grant issued under it (or, with dry_run, "
+             "only list them)", responses=raises("not_found"), response_model=responses.RevokedGrants)
 async def revoke(grant_id: Text, request: Request, caller: Annotated[Caller, require("delegations.write")],
-                 ) -> dict[str, Any]:
-    """Agents may revoke only grants they issued (or that descend from those)."""
-    async with services_of(request).db.write() as session:
+                 dry_run: DryRun = False) -> dict[str, Any]:
+    """Agents may revoke only grants they issued (or that descend from those). With `dry_run`, the
+    answer names what the revocation would cascade to, and nothing is revoked."""
+    db = services_of(request).db
+    async with db.read() if dry_run else db.write() as session:
         grants = await session.run_sync(load_grants, caller.tenant_id)
         target = grants.get(grant_id)
         if target is None or (caller.role == "agent" and target.issuer != caller.principal_id):
             raise not_found("grant")
-        now = utcnow()
         revoked = sorted(descendants([as_grant(g) for g in grants.values()], grant_id))
+        if dry_run:
+            return {"revoked": revoked, "dry_run": True}
+        now = utcnow()
         for gid in revoked:
             if grants[gid].revoked_at is None:
                 grants[gid].revoked_at = now
         await audit.record(session, caller, "delegation.revoke", grant_id, cascade=revoked)
-        return {"revoked": revoked}
+        return {"revoked": revoked, "dry_run": False}
