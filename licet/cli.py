@@ -34,7 +34,7 @@ from licet.cli_mcp import mcp_app
 from licet.cli_policy import policy_app
 from licet.cli_server import EXAMPLES, beat, demo_code, demo_people, migrate, serve, tenant_app, worker
 from licet.cli_typer import LicetTyper
-from licet.kernel.proof_text import number_text
+from licet.kernel.proof_text import counterexample_value_text
 from licet.output import BAD_INPUT, PIPED, console, escape, exit_for, fail, print_checks
 
 if TYPE_CHECKING:
@@ -126,22 +126,6 @@ def keygen(
         )
 
 
-def _shown_value(steps: Any, key: str, value: Any) -> str:
-    """A counterexample value as a person reads it: numbers of symbolic int/real arguments in decimals
-    (the kernel writes exact fractions such as "949999/100"), anything else as JSON."""
-    index, _, name = key.partition("].")
-    spec: Any = None
-    try:
-        spec = steps[int(index.removeprefix("steps["))]
-        for part in name.split("."):
-            spec = spec[part]
-    except (ValueError, IndexError, KeyError, TypeError):
-        spec = None
-    if isinstance(spec, dict) and spec.get("symbolic") in ("int", "real"):
-        return number_text(value)
-    return json.dumps(value)
-
-
 @plan_app.command("verify")
 def plan_verify(
     policy: Annotated[Path, typer.Option(metavar="FILE", help="Policy file.")],
@@ -182,7 +166,8 @@ def plan_verify(
         if found is not None:
             console.print(f"step {found.step} fails: {escape(found.reason)}", highlight=False)
             for key, value in found.values.items():
-                console.print(f"  {escape(key)} = {escape(_shown_value(steps, key, value))}", highlight=False)
+                shown = counterexample_value_text(steps, key, value)
+                console.print(f"  {escape(key)} = {escape(shown)}", highlight=False)
         if verdict.approval_steps:
             console.print(f"steps needing approval: {', '.join(map(str, verdict.approval_steps))}")
     exit_for(verdict.verdict)

@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from licet.cli import _shown_value, app
+from licet.cli import app
 from licet.cli_inputs import load_located
+from licet.kernel.proof_text import counterexample_value_text
 from tests.conftest import PAYMENTS, ROOT
 
 runner = CliRunner()
@@ -99,10 +100,10 @@ def test_decide_reads_the_request_from_stdin(work: Path) -> None:
 
 def test_plan_counterexample_values_are_decimals() -> None:
     steps = [{"action": "a", "args": {"amount": {"symbolic": "real", "min": 0}, "note": "1/2"}}]
-    assert _shown_value(steps, "steps[0].args.amount", "499999/100") == "4999.99"
-    assert _shown_value(steps, "steps[0].args.amount", 7) == "7"
-    assert _shown_value(steps, "steps[0].args.note", "1/2") == '"1/2"'  # a string is not a number
-    assert _shown_value(steps, "steps[3].args.amount", "1/2") == '"1/2"'  # no such step: shown as it is
+    assert counterexample_value_text(steps, "steps[0].args.amount", "499999/100") == "4999.99"
+    assert counterexample_value_text(steps, "steps[0].args.amount", 7) == "7"
+    assert counterexample_value_text(steps, "steps[0].args.note", "1/2") == '"1/2"'  # a string is not a number
+    assert counterexample_value_text(steps, "steps[3].args.amount", "1/2") == '"1/2"'  # no such step: shown as it is
 
 
 def test_version() -> None:

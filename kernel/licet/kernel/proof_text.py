@@ -11,6 +11,7 @@ Pure (no I/O), so it lives in the kernel, which every other part already depends
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any, TypedDict
@@ -182,3 +183,20 @@ def field_rows(certificate: Mapping[str, Any], order: Sequence[str] = ()) -> lis
     """Every top-level field of the certificate, the fields in `order` first, the rest as stored."""
     first = [name for name in order if name in certificate]
     return [(name, certificate[name]) for name in [*first, *(k for k in certificate if k not in first)]]
+
+
+def counterexample_value_text(steps: Any, key: str, value: Any) -> str:
+    """A plan counterexample's value (`key` like `steps[1].args.amount`) as a person reads it: a symbolic
+    int or real argument of `steps` in decimals (the kernel writes exact fractions such as "949999/100"),
+    anything else as JSON. One renderer for `licet plan verify` and the dashboard's plan playground."""
+    index, _, name = key.partition("].")
+    spec: Any = None
+    try:
+        spec = steps[int(index.removeprefix("steps["))]
+        for part in name.split("."):
+            spec = spec[part]
+    except (ValueError, IndexError, KeyError, TypeError):
+        spec = None
+    if isinstance(spec, dict) and spec.get("symbolic") in ("int", "real"):
+        return number_text(value)
+    return json.dumps(value)
