@@ -16,10 +16,13 @@ from licet.dashboard import api
 from licet.dashboard.pages.account import Account, account_page
 from licet.dashboard.pages.approvals import Approvals, approvals_page
 from licet.dashboard.pages.certificate import CertificateView, certificate_page
+from licet.dashboard.pages.editor import Editor, editor_page
 from licet.dashboard.pages.evidence import Evidence, evidence_page
 from licet.dashboard.pages.explorer import AuditTrail, Decisions, audit_page, decisions_page
 from licet.dashboard.pages.overview import Overview, overview_page
+from licet.dashboard.pages.plans import Plans, plans_page
 from licet.dashboard.pages.policies import Policies, policies_page
+from licet.dashboard.pages.query import Query, query_page
 from licet.dashboard.pages.signin import Enrolment, Invitation, SignIn, enrol_page, invitation_page, signin_page
 from licet.dashboard.state import Session
 
@@ -49,6 +52,9 @@ app.add_page(audit_page, route="/audit", title="Audit trail · Licet", on_load=[
 app.add_page(account_page, route="/account", title="Your account · Licet", on_load=[Session.require, Account.load])
 app.add_page(evidence_page, route="/evidence", title="Evidence log · Licet", on_load=[Session.require, Evidence.load])
 app.add_page(policies_page, route="/policies", title="Policies · Licet", on_load=[Session.require, Policies.load])
+app.add_page(editor_page, route="/editor", title="Edit a policy · Licet", on_load=[Session.require, Editor.load])
+app.add_page(query_page, route="/query", title="Query · Licet", on_load=[Session.require, Query.load])
+app.add_page(plans_page, route="/plans", title="Plan playground · Licet", on_load=[Session.require, Plans.load])
 
 
 class FrontendMissing(RuntimeError):

@@ -15,6 +15,9 @@ NAV = (
     ("Audit", "/audit", "audit.read"),
     ("Evidence log", "/evidence", "evidence.read"),
     ("Policies", "/policies", "policies.read"),
+    ("Editor", "/editor", "policies.write"),
+    ("Query", "/query", "policies.read"),
+    ("Plans", "/plans", "plans.verify"),
     ("Account", "/account", None),
 )
 

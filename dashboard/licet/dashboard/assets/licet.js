@@ -45,6 +45,12 @@
     accept: () => post("/v1/auth/invitations/accept", {token: value("invitation"), password: value("new-password"),
                                                        use_cookie: true}),
     logout: () => post("/v1/auth/logout"),
+    changePassword: async () => {
+      const r = await post("/v1/auth/password", {current_password: value("current-password"),
+                                                 new_password: value("new-password")});
+      if (r.status === 200) for (const id of ["current-password", "new-password"]) document.getElementById(id).value = "";
+      return r;
+    },
     passkeyLogin: async () => {
       const opts = await post("/v1/auth/passkey/options", {tenant: tenant()});
       if (opts.status !== 200) return opts;

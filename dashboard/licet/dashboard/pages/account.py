@@ -1,8 +1,10 @@
-"""The signed-in person's own account: their passkeys (register one under a name, rename, remove) and
-their backup codes (make a new set, shown once).
+"""The signed-in person's own settings: their authenticator app (set up or replace it at /enrol, with a
+QR code), their passkeys (register one under a name, rename, remove), their backup codes (make a new set,
+shown once), their live sessions (revoke any other) and their password.
 
-Registering runs in the browser (assets/licet.js: the WebAuthn ceremony, posted straight to `/v1`);
-listing, renaming, removing and new backup codes go through `/v1` as the person. Whatever needs a
+Registering a passkey and changing the password run in the browser (assets/licet.js: the WebAuthn
+ceremony, and the passwords, posted straight to `/v1`, so a password never enters this state); listing,
+renaming, removing, revoking and new backup codes go through `/v1` as the person. Whatever needs a
 recent MFA asks for the step-up in place, then completes.
 """
 
@@ -36,6 +38,25 @@ def passkey_row(key: dict[str, Any]) -> PasskeyRow:
                       last_used=shown_time(used) if used else "never")
 
 
+class SessionRow(TypedDict):
+    """One of the person's live sessions, as listed."""
+
+    id: str
+    method: str
+    created: str
+    last_seen: str
+    source: str
+    user_agent: str
+    current: bool
+
+
+def session_row(record: dict[str, Any]) -> SessionRow:
+    """A session from `GET /v1/auth/sessions` as the page lists it."""
+    return SessionRow(id=record["id"], method=record["method"], created=shown_time(record["created_at"]),
+                      last_seen=shown_time(record["last_seen_at"]), source=record["source"],
+                      user_agent=record["user_agent"] or "unknown browser", current=bool(record["current"]))
+
+
 Held = tuple[Literal["register", "remove", "backup_codes"], str]
 
 
@@ -43,6 +64,7 @@ class Account(StepUp, Session):
     """The person's passkeys and backup codes, read and changed through `/v1/auth/...`."""
 
     passkeys: rx.Field[list[PasskeyRow]] = rx.field(default_factory=list)
+    sessions: rx.Field[list[SessionRow]] = rx.field(default_factory=list)
     new_names: rx.Field[dict[str, str]] = rx.field(default_factory=dict)
     backup_codes: rx.Field[list[str]] = rx.field(default_factory=list)
     backup_codes_left: rx.Field[int] = rx.field(0)
@@ -52,11 +74,14 @@ class Account(StepUp, Session):
 
     async def _refresh(self) -> None:
         api = self.api()
-        listed, me = await api.get("/v1/auth/passkeys"), await api.get("/v1/auth/me")
-        if not listed.ok or not me.ok:
-            self.error = refusal(listed if not listed.ok else me)
+        listed, me, live = (await api.get("/v1/auth/passkeys"), await api.get("/v1/auth/me"),
+                            await api.get("/v1/auth/sessions"))
+        refused = next((r for r in (listed, me, live) if not r.ok), None)
+        if refused is not None:
+            self.error = refusal(refused)
             return
         self.passkeys = [passkey_row(k) for k in listed.body["passkeys"]]
+        self.sessions = [session_row(r) for r in live.body["sessions"]]
         self.backup_codes_left, self.mfa_methods = me.body["backup_codes_left"], me.body["mfa_methods"]
 
     def _refused(self, reply_error: str, held: Held, problem: str) -> None:
@@ -131,6 +156,32 @@ class Account(StepUp, Session):
         else:
             self._refused(reply.error_code, ("backup_codes", ""), refusal(reply))
 
+    @rx.event
+    async def revoke_session(self, session_id: str) -> None:
+        self.error, self.notice = "", ""
+        reply = await self.api().call("DELETE", f"/v1/auth/sessions/{session_id}")
+        if reply.ok:
+            self.notice = "Session revoked: it no longer works."
+            await self._refresh()
+        else:
+            self.error = refusal(reply)
+
+    @rx.event
+    async def password_changed(self, result: dict[str, Any]) -> None:
+        """The browser's answer to changing the password."""
+        self.error, self.notice = "", ""
+        body = result.get("body")
+        body = body if isinstance(body, dict) else {}
+        if result.get("status") == 200:
+            count = body["sessions_revoked"]
+            self.notice = f"Password changed. {count} other session{'' if count == 1 else 's'} signed out."
+            await self._refresh()
+            return
+        error = body.get("error")
+        error = error if isinstance(error, dict) else {}
+        code, message = str(error.get("code", "")), str(error.get("message", f"HTTP {result.get('status')}"))
+        self.error = f"{message} ({code})" if code else message
+
     async def _resume(self) -> Any:
         held, self._held = self._held, None
         if held is None:
@@ -168,6 +219,83 @@ def _passkey(row: rx.Var[PasskeyRow]) -> rx.Component:
         ),
         class_name="passkey", data_id=passkey_id,
         style={"padding": "8px 0", "borderBottom": "1px solid var(--gray-a4)", "listStyle": "none"},
+    )
+
+
+def _session(row: rx.Var[SessionRow]) -> rx.Component:
+    return rx.el.li(
+        rx.hstack(
+            rx.vstack(
+                rx.text(row["user_agent"], weight="bold", size="2", class_name="break"),
+                rx.text("from ", row["source"], " · signed in ", row["created"], " (", row["method"], ") · last seen ",
+                        row["last_seen"], size="2", color_scheme="gray"),
+                spacing="1", min_width="0", flex="1",
+            ),
+            rx.cond(row["current"],
+                    rx.badge("this session", color_scheme="green", high_contrast=True),
+                    rx.button("Revoke", variant="soft", color_scheme="red", class_name="session-revoke",
+                              on_click=Account.revoke_session(row["id"]))),
+            align="center", wrap="wrap", width="100%",
+        ),
+        class_name="session", data_id=row["id"], data_current=row["current"],
+        style={"padding": "8px 0", "borderBottom": "1px solid var(--gray-a4)", "listStyle": "none"},
+    )
+
+
+def _authenticator() -> rx.Component:
+    totp_on = Account.mfa_methods.contains("totp")
+    return rx.card(
+        rx.vstack(
+            rx.heading("Authenticator app", size="4", as_="h2"),
+            rx.text(rx.cond(totp_on, "On: sign-ins and confirmations accept a code from your authenticator app.",
+                            "Off: set up an authenticator app to get codes for signing in."),
+                    size="2", id="totp-state"),
+            rx.button(rx.cond(totp_on, "Replace your authenticator", "Set up an authenticator"), variant="soft",
+                      on_click=rx.redirect("/enrol"), id="enrol-totp"),
+            spacing="3", width="100%",
+        ),
+        width="100%",
+    )
+
+
+def _sessions() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading("Where you are signed in", size="4", as_="h2"),
+            rx.text("Revoking a session signs that browser or client out at once.", size="2"),
+            rx.el.ul(rx.foreach(Account.sessions, _session), id="sessions",
+                     style={"margin": "0", "padding": "0", "width": "100%"}),
+            spacing="3", width="100%",
+        ),
+        width="100%",
+    )
+
+
+def _password() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading("Password", size="4", as_="h2"),
+            rx.text("Changing it signs out every other session of yours.", size="2"),
+            # Handled in the browser: the passwords go to /v1 only, never to the dashboard's state.
+            rx.form(
+                rx.vstack(
+                    # For password managers: which account the new password belongs to.
+                    rx.el.input(type="text", name="username", auto_complete="username", value=Session.email,
+                                read_only=True, hidden=True, aria_hidden="true"),
+                    field("Current password", rx.input(id="current-password", type="password", required=True,
+                                                       auto_complete="current-password", width="100%")),
+                    field("New password (12 characters or more, hard to guess)",
+                          rx.input(id="new-password", type="password", required=True, auto_complete="new-password",
+                                   width="100%")),
+                    rx.button("Change password", type="submit", id="change-password"),
+                    spacing="3", width="100%", max_width="420px",
+                ),
+                # Not a state handler: one would receive the form's fields, passwords included.
+                on_submit=in_browser("changePassword()", Account.password_changed),
+            ),
+            spacing="3", width="100%",
+        ),
+        width="100%",
     )
 
 
@@ -219,5 +347,8 @@ def account_page() -> rx.Component:
             ),
             width="100%",
         ),
+        _authenticator(),
+        _sessions(),
+        _password(),
         step_up_dialog(Account, "Changing how you sign in needs a second factor within the last few minutes."),
     )

@@ -311,8 +311,8 @@ class Policies(Session):
 
 # ---- components ---------------------------------------------------------------------------------------
 
-_MONO = {"fontFamily": "var(--code-font-family)", "fontSize": "12px"}
-_SELECT = {
+MONO = {"fontFamily": "var(--code-font-family)", "fontSize": "12px"}
+SELECT = {
     "minHeight": "32px",
     "padding": "4px 8px",
     "fontSize": "14px",
@@ -331,11 +331,11 @@ def _version_select(id: str, value: rx.Var[str], on_change: Any) -> rx.Component
         name=id,  # the impact form submits it with the days (its value is read from the state)
         value=value,
         on_change=on_change,
-        style=_SELECT,
+        style=SELECT,
     )
 
 
-def _labelled(label: str, control: rx.Component) -> rx.Component:
+def labelled(label: str, control: rx.Component) -> rx.Component:
     return rx.el.div(
         rx.el.label(label, html_for=control.id, style={"fontSize": "14px"}),
         control,
@@ -343,7 +343,7 @@ def _labelled(label: str, control: rx.Component) -> rx.Component:
     )
 
 
-def _frame(caption: str, table: rx.Component) -> rx.Component:
+def scroll_frame(caption: str, table: rx.Component) -> rx.Component:
     # Wide on a phone: the table scrolls inside its own frame, never the page.
     return rx.el.div(
         table,
@@ -354,18 +354,18 @@ def _frame(caption: str, table: rx.Component) -> rx.Component:
     )
 
 
-def _headers(*names: str) -> rx.Component:
+def headers(*names: str) -> rx.Component:
     return rx.table.header(rx.table.row(*[rx.table.column_header_cell(h, scope="col") for h in names]))
 
 
 def _version_line(row: rx.Var[VersionRow]) -> rx.Component:
     return rx.table.row(
         rx.table.row_header_cell("v", row["number"]),
-        rx.table.cell(row["created_by"], style=_MONO),
+        rx.table.cell(row["created_by"], style=MONO),
         rx.table.cell(row["created_at"], white_space="nowrap"),
         rx.table.cell(rx.cond(row["active"], rx.badge("active", color_scheme="green", high_contrast=True), "")),
         rx.table.cell(row["activated"]),
-        rx.table.cell(row["hash"], style=_MONO),
+        rx.table.cell(row["hash"], style=MONO),
         rx.table.cell(
             rx.button(
                 "Show YAML",
@@ -381,7 +381,7 @@ def _version_line(row: rx.Var[VersionRow]) -> rx.Component:
 
 
 def _diff_line(row: rx.Var[DiffRow]) -> rx.Component:
-    text = {**_MONO, "whiteSpace": "pre-wrap", "wordBreak": "break-all", "minWidth": "220px"}
+    text = {**MONO, "whiteSpace": "pre-wrap", "wordBreak": "break-all", "minWidth": "220px"}
     old_bg = rx.cond((row["kind"] == "removed") | (row["kind"] == "changed"), "var(--red-a4)", "transparent")
     new_bg = rx.cond((row["kind"] == "added") | (row["kind"] == "changed"), "var(--green-a4)", "transparent")
     sign = {"same": (" ", " "), "changed": ("−", "+"), "removed": ("−", " "), "added": (" ", "+")}
@@ -390,14 +390,14 @@ def _diff_line(row: rx.Var[DiffRow]) -> rx.Component:
             row["old_no"],
             " ",
             rx.match(row["kind"], *[(k, v[0]) for k, v in sign.items()], " "),
-            style={**_MONO, "whiteSpace": "nowrap"},
+            style={**MONO, "whiteSpace": "nowrap"},
         ),
         rx.table.cell(row["old"], style={**text, "background": old_bg}, class_name="diff-old"),
         rx.table.cell(
             row["new_no"],
             " ",
             rx.match(row["kind"], *[(k, v[1]) for k, v in sign.items()], " "),
-            style={**_MONO, "whiteSpace": "nowrap"},
+            style={**MONO, "whiteSpace": "nowrap"},
         ),
         rx.table.cell(row["new"], style={**text, "background": new_bg}, class_name="diff-new"),
         class_name="diff-row",
@@ -405,11 +405,11 @@ def _diff_line(row: rx.Var[DiffRow]) -> rx.Component:
     )
 
 
-def _outcome(value: rx.Var[str]) -> rx.Component:
+def outcome_badge(value: rx.Var[str]) -> rx.Component:
     return rx.badge(value, color_scheme=rx.match(value, *_OUTCOME_COLORS, "gray"), high_contrast=True)
 
 
-def _examples(title: str, rows: ArrayVar[Any], id: str) -> rx.Component:
+def examples_list(title: str, rows: ArrayVar[Any], id: str) -> rx.Component:
     return rx.cond(
         rows.length() > 0,
         rx.vstack(
@@ -451,8 +451,8 @@ def _semantic() -> rx.Component:
                 align="center",
             ),
             rx.text(p.semantic_text, id="semantic-text", size="2"),
-            _examples("Permitted by this version, not by the active one", p.gained, "gained"),
-            _examples("Permitted by the active version, not by this one", p.lost, "lost"),
+            examples_list("Permitted by this version, not by the active one", p.gained, "gained"),
+            examples_list("Permitted by the active version, not by this one", p.lost, "lost"),
             spacing="2",
             width="100%",
         ),
@@ -461,8 +461,8 @@ def _semantic() -> rx.Component:
 
 def _count_line(row: rx.Var[CountRow]) -> rx.Component:
     return rx.table.row(
-        rx.table.cell(_outcome(row["old"])),
-        rx.table.cell(_outcome(row["new"])),
+        rx.table.cell(outcome_badge(row["old"])),
+        rx.table.cell(outcome_badge(row["new"])),
         rx.table.cell(row["count"], class_name="count"),
         rx.table.cell(rx.cond(row["changed"], "changes", "unchanged")),
         class_name="replay-count",
@@ -474,11 +474,11 @@ def _count_line(row: rx.Var[CountRow]) -> rx.Component:
 def _change_line(row: rx.Var[ChangeRow]) -> rx.Component:
     return rx.table.row(
         rx.table.cell(row["time"], white_space="nowrap"),
-        rx.table.cell(row["agent"], style=_MONO),
-        rx.table.cell(row["action"], style=_MONO),
-        rx.table.cell(row["resource"], style={**_MONO, "wordBreak": "break-all"}),
-        rx.table.cell(row["old"], style=_MONO),
-        rx.table.cell(row["new"], style=_MONO),
+        rx.table.cell(row["agent"], style=MONO),
+        rx.table.cell(row["action"], style=MONO),
+        rx.table.cell(row["resource"], style={**MONO, "wordBreak": "break-all"}),
+        rx.table.cell(row["old"], style=MONO),
+        rx.table.cell(row["new"], style=MONO),
         rx.table.cell(rx.link("View", href=row["href"], aria_label="View certificate " + row["id"])),
         class_name="replay-change",
         data_id=row["id"],
@@ -492,10 +492,10 @@ def _replay() -> rx.Component:
         rx.vstack(
             rx.heading("Replay of recorded decisions", size="4", as_="h3"),
             rx.text(p.replay_summary, id="replay-summary", size="2", role="status"),
-            _frame(
+            scroll_frame(
                 "Replayed decisions by outcome",
                 rx.table.root(
-                    _headers("Recorded", "Under this version", "Decisions", ""),
+                    headers("Recorded", "Under this version", "Decisions", ""),
                     rx.table.body(rx.foreach(p.replay_counts, _count_line)),
                     id="replay-counts",
                     variant="surface",
@@ -504,10 +504,10 @@ def _replay() -> rx.Component:
             ),
             rx.cond(
                 p.replay_changes.length() > 0,
-                _frame(
+                scroll_frame(
                     "Decisions that would change",
                     rx.table.root(
-                        _headers(
+                        headers(
                             "Time", "Agent", "Action", "Resource", "Recorded", "Under this version", "Certificate"
                         ),
                         rx.table.body(rx.foreach(p.replay_changes, _change_line)),
@@ -530,23 +530,23 @@ def policies_page() -> rx.Component:
         error_callout(p.error, "policies-error"),
         rx.cond(
             p.policies.length() > 1,
-            _labelled(
+            labelled(
                 "Policy",
                 rx.el.select(
                     rx.foreach(p.policies, lambda item: rx.el.option(item["name"], value=item["id"])),
                     id="policy-choice",
                     value=p.policy_id,
                     on_change=p.choose,
-                    style=_SELECT,
+                    style=SELECT,
                 ),
             ),
         ),
         rx.el.section(
             rx.heading("Versions", size="4", as_="h2"),
-            _frame(
+            scroll_frame(
                 "Versions",
                 rx.table.root(
-                    _headers("Version", "Made by", "Made at", "Active", "Activated", "Hash", "Document"),
+                    headers("Version", "Made by", "Made at", "Active", "Activated", "Hash", "Document"),
                     rx.table.body(rx.foreach(p.versions, _version_line)),
                     id="versions",
                     variant="surface",
@@ -575,17 +575,17 @@ def policies_page() -> rx.Component:
         rx.el.section(
             rx.heading("Compare two versions", size="4", as_="h2"),
             rx.hstack(
-                _labelled("From", _version_select("diff-left", p.left, p.pick_left)),
-                _labelled("To", _version_select("diff-right", p.right, p.pick_right)),
+                labelled("From", _version_select("diff-left", p.left, p.pick_left)),
+                labelled("To", _version_select("diff-right", p.right, p.pick_right)),
                 rx.button("Compare", on_click=p.compare, id="compare"),
                 align="end",
                 wrap="wrap",
             ),
             rx.text(p.diff_summary, id="diff-summary", size="2", role="status", margin_top="8px"),
-            _frame(
+            scroll_frame(
                 "Text diff",
                 rx.table.root(
-                    _headers("Line", "From", "Line", "To"),
+                    headers("Line", "From", "Line", "To"),
                     rx.table.body(rx.foreach(p.diff_rows, _diff_line)),
                     id="text-diff",
                     variant="surface",
@@ -605,7 +605,7 @@ def policies_page() -> rx.Component:
             ),
             rx.form(
                 rx.hstack(
-                    _labelled("Version", _version_select("impact-version", p.impact_number, p.pick_impact)),
+                    labelled("Version", _version_select("impact-version", p.impact_number, p.pick_impact)),
                     field(
                         "Days of decisions",
                         rx.input(id="replay-days", name="days", default_value="7", input_mode="numeric", width="90px"),
