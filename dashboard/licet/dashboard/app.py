@@ -14,8 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from licet.dashboard import api
 from licet.dashboard.pages.account import Account, account_page
+from licet.dashboard.pages.admin import Admin, admin_page
 from licet.dashboard.pages.approvals import Approvals, approvals_page
 from licet.dashboard.pages.certificate import CertificateView, certificate_page
+from licet.dashboard.pages.delegations import Delegations, delegations_page
 from licet.dashboard.pages.editor import Editor, editor_page
 from licet.dashboard.pages.evidence import Evidence, evidence_page
 from licet.dashboard.pages.explorer import AuditTrail, Decisions, audit_page, decisions_page
@@ -55,6 +57,9 @@ app.add_page(policies_page, route="/policies", title="Policies · Licet", on_loa
 app.add_page(editor_page, route="/editor", title="Edit a policy · Licet", on_load=[Session.require, Editor.load])
 app.add_page(query_page, route="/query", title="Query · Licet", on_load=[Session.require, Query.load])
 app.add_page(plans_page, route="/plans", title="Plan playground · Licet", on_load=[Session.require, Plans.load])
+app.add_page(delegations_page, route="/delegations", title="Delegations · Licet",
+             on_load=[Session.require, Delegations.load])
+app.add_page(admin_page, route="/admin", title="Administration · Licet", on_load=[Session.require, Admin.load])
 
 
 class FrontendMissing(RuntimeError):

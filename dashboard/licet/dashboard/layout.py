@@ -18,6 +18,8 @@ NAV = (
     ("Editor", "/editor", "policies.write"),
     ("Query", "/query", "policies.read"),
     ("Plans", "/plans", "plans.verify"),
+    ("Delegations", "/delegations", "delegations.read"),
+    ("Administration", "/admin", "keys.manage"),
     ("Account", "/account", None),
 )
 
