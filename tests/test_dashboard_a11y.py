@@ -54,6 +54,10 @@ def pages(demo: Demo) -> list[Page]:
         Page("certificate", f"/certificate?id={certificate['id']}", "#proof-steps"),
         Page("evidence", "/evidence", "#checkpoint-note"),
         Page("account", "/account", "#add-passkey"),
+        Page("policies", "/policies", "#versions .version-row"),
+        Page("editor", "/editor", "#policy-editor .cm-content"),
+        Page("query", "/query", "#query-ask"),
+        Page("plans", "/plans", "#plan-steps .plan-step"),
     ]
 
 

@@ -78,7 +78,8 @@ export default function PolicyEditor({ id, source, revision, problems, onChange,
         yaml(),
         lintGutter(),
         EditorView.lineWrapping,
-        EditorView.contentAttributes.of({ "aria-label": label || "Policy document", id: `${id}-content` }),
+        // An explicit tabindex: the editable text is the scroller's focusable content for checkers too (axe).
+        EditorView.contentAttributes.of({ "aria-label": label || "Policy document", id: `${id}-content`, tabindex: "0" }),
       ]}
       onCreateEditor={(created) => setView(created)}
       onChange={changed}
