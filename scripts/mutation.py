@@ -27,6 +27,7 @@ import importlib.abc
 import importlib.util
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -195,6 +196,8 @@ def main() -> None:
     parser.add_argument("tests", nargs="+", help="test files, fastest and most specific first")
     parser.add_argument("--report", type=Path, help="write every mutant and its outcome as JSON here")
     parser.add_argument("--only", type=int, nargs="*", help="run only these mutant numbers")
+    parser.add_argument("--sample", type=int, help="run only this many mutants, drawn at random (reproducibly)")
+    parser.add_argument("--seed", type=int, default=27, help="the seed of --sample (default 27)")
     parser.add_argument("--list", action="store_true", help="print the mutants without running them")
     parser.add_argument(
         "--replace",
@@ -235,6 +238,9 @@ def main() -> None:
     print(f"{name}: {len(mutants)} mutants, baseline {baseline:.1f} s, time limit {timeout:.0f} s", flush=True)
 
     selected = [(m, c) for m, c in mutants if not args.only or m.number in args.only]
+    if args.sample is not None and args.sample < len(selected):
+        # An estimate when a full run does not fit: a uniform sample, the same for the same seed.
+        selected = sorted(random.Random(args.seed).sample(selected, args.sample), key=lambda pair: pair[0].number)
     for mutant, mutated in selected:
         mutant.outcome, mutant.seconds = run_one(name, path, mutated, args.tests, timeout)
         if mutant.outcome == "survived":
@@ -251,6 +257,7 @@ def main() -> None:
                     "module": name,
                     "tests": args.tests,
                     "baseline_seconds": baseline,
+                    "total_mutants": len(mutants),
                     "mutants": [asdict(m) for m, _ in selected],
                 },
                 indent=1,

@@ -229,7 +229,9 @@ def test_folding_applies_to_the_path_only_when_asked() -> None:
     assert folded_for(kept, False) is kept and folded_for(folded, True) is folded
     with pytest.raises(kernel.InvalidRequest) as caught:
         folded_for(folded, False)
-    assert caught.value.field == "resource"
+    assert str(caught.value) == (
+        "resource: was case-folded for a case-insensitive policy; normalise the raw request for this case-sensitive one"
+    )
 
 
 def test_case_insensitive_policy_matches_folded_resources() -> None:
@@ -546,6 +548,9 @@ def test_proof_length_errors_are_named() -> None:
     with pytest.raises(ProofError) as caught:
         root_from_inclusion_proof(5, 13, HASHES[5], proof[:-1])
     assert str(caught.value) == f"inclusion proof too short: {len(proof) - 1} hashes for leaf 5 of 13"
+    with pytest.raises(ProofError) as caught:
+        root_from_inclusion_proof(5, 13, HASHES[5], (*proof[:-1], b"short"))
+    assert str(caught.value) == f"inclusion proof[{len(proof) - 1}] is 5 bytes, not a 32-byte hash"
     cons = consistency_proof(5, 13, read).hashes
     old, new = tree_hash(LEAVES[:5]), tree_hash(LEAVES[:13])
     with pytest.raises(ProofError) as caught:
@@ -773,6 +778,16 @@ def test_note_verification_errors_are_named() -> None:
     with pytest.raises(NoteError) as caught:
         open_note(note, [other.verifier])
     assert str(caught.value) == f"note is not signed by any trusted key (signed by: {NAME}+{signer.key_hash:08x})"
+    two = sign_note("hello\n", [signer, other])
+    with pytest.raises(NoteError) as caught:
+        open_note(two, [_signer("third.example", bytes([7]) * 32).verifier])
+    assert str(caught.value) == (
+        f"note is not signed by any trusted key (signed by: {NAME}+{signer.key_hash:08x}, "
+        f"other.example+{other.key_hash:08x})"
+    )
+    opened = open_note(two, [other.verifier])
+    assert opened.text == "hello\n" and opened.signatures == parse_note(two).signatures
+    assert opened.verified_by == (other.verifier,)
     forged = note.replace("hello", "hellO")
     with pytest.raises(NoteError) as caught:
         open_note(forged, [signer.verifier])
@@ -796,6 +811,13 @@ def test_note_verification_errors_are_named() -> None:
         ("a\n\n— x AAAAAA==\n", "signature line 1: signature is too short (4 bytes)"),
         ("a\n\n— x AAAA\n", "signature line 1: signature is too short (3 bytes)"),
         ("a\n\n— x AAAAAAA\n", "signature line 1: not valid base64"),
+        # The name ends at the first space: what follows is the signature, spaces and all.
+        ("a\n\n— x AAAAAAA= y\n", "signature line 1: not valid base64"),
+        # A garbage line is quoted up to its 40th character.
+        (
+            "a\n\n" + "g" * 50 + "\n",
+            "signature line 1 does not start with '— ' (trailing garbage?): '" + "g" * 40 + "'",
+        ),
     ],
 )
 def test_malformed_notes_are_named(note: str | bytes, message: str) -> None:
@@ -807,6 +829,7 @@ def test_malformed_notes_are_named(note: str | bytes, message: str) -> None:
 def test_note_parsing_keeps_text_and_signatures() -> None:
     note = parse_note("a\nb\n\n— x AAAAAAA=\n— y AAAAAQI=\n")
     assert note.text == "a\nb\n"
+    assert parse_note("\n\n— x AAAAAAA=\n").text == "\n"  # the blank line may start the note
     assert [(s.name, s.key_hash, s.signature) for s in note.signatures] == [("x", 0, b"\x00"), ("y", 1, b"\x02")]
     assert len(parse_note("a\n\n" + "— x AAAAAAA=\n" * 64).signatures) == 64
     with pytest.raises(NoteError) as caught:
@@ -876,6 +899,9 @@ def test_checkpoint_limits_and_extensions_round_trip() -> None:
         Checkpoint.from_text(f"{NAME}\n1\n{base64.b64encode(bytes(32)).decode()}\n\n")
     assert str(caught.value) == "checkpoint has an empty extension line"
     with pytest.raises(CheckpointError) as caught:
+        Checkpoint.from_text(f"{NAME}\n1\nAAA\n")
+    assert str(caught.value) == "checkpoint root hash: not valid base64"
+    with pytest.raises(CheckpointError) as caught:
         Checkpoint.from_text(f"{NAME}\n1\n{base64.b64encode(bytes(32)).decode()}")
     assert str(caught.value) == "checkpoint text does not end with a newline"
 
@@ -894,11 +920,12 @@ def test_checkpoint_verification_of_bytes_and_mismatches() -> None:
     signed = verify_checkpoint(note.encode(), [signer.verifier], origin=NAME, size=3, root_hash=head.root_hash)
     assert signed.note == note and signed.checkpoint == head and signed.verified_by == (signer.verifier,)
     assert parse_checkpoint(note.encode()) == head
-    for kwargs, message in [
+    expectations: list[tuple[dict[str, Any], str]] = [
         ({"origin": "x"}, f"checkpoint is for log {NAME!r}, not the expected 'x'"),
         ({"size": 4}, "checkpoint is for tree size 3, not 4"),
         ({"root_hash": bytes(32)}, f"checkpoint root {head.root_hash.hex()} is not the expected {bytes(32).hex()}"),
-    ]:
+    ]
+    for kwargs, message in expectations:
         with pytest.raises(CheckpointError) as caught:
             verify_checkpoint(note, [signer.verifier], **kwargs)
         assert str(caught.value) == message
@@ -928,11 +955,16 @@ def test_consistency_checks_name_each_step() -> None:
         ("not-smaller", True, "5 -> 13"),
         ("consistency", True, f"{len(proof)} hashes link the two roots"),
     ]
+    witness = _signer("witness.example", bytes([9]) * 32)
+    cosigned = sign_checkpoint(parse_checkpoint(new), [signer, witness])
+    both = check_consistency(old, cosigned, proof, [signer.verifier, witness.verifier])
+    assert both[1].detail == f"{NAME} size 13, signed by {vkey}, {witness.verifier.vkey()}"
     bad = check_consistency(old, new, proof[:-1], [signer.verifier])
     assert (bad[-1].name, bad[-1].ok) == ("consistency", False)
     assert bad[-1].detail == f"consistency proof too short: {len(proof) - 1} hashes for 5 -> 13"
     unsigned = check_consistency(old[:-2] + "\n", new, proof, [signer.verifier])
     assert [(c.name, c.ok) for c in unsigned] == [("old-checkpoint", False), ("new-checkpoint", True)]
+    assert unsigned[0].detail == "checkpoint signature: signature line 1: not valid base64"
     other = sign_checkpoint(Checkpoint("licet.example/licet/other", 13, log.root()), signer)
     crossed = check_consistency(old, other, proof, [signer.verifier])
     assert [(c.name, c.ok) for c in crossed] == [
