@@ -23,7 +23,20 @@ expect = playwright_api.expect
 ROLES = ("owner", "admin", "policy_author", "approver", "auditor")
 # The call each page makes first; a person who may not make it sees the API's refusal.
 PAGE_CALLS = {"/approvals": ("/v1/approvals?state=pending", "#approvals-error"),
-              "/audit": ("/v1/audit", "#explorer-error")}
+              "/audit": ("/v1/audit", "#explorer-error"),
+              "/admin": ("/v1/keys", "#admin-error"),
+              "/delegations": ("/v1/delegations", "#delegations-error")}
+# The writes of the administration and delegation pages, each with the permission the API checks, and a
+# body it refuses as invalid (a role that holds the permission gets a 4xx that is not `forbidden`, and
+# nothing changes). Nil ids: the routes check the role before looking anything up.
+NIL = "00000000-0000-0000-0000-000000000000"
+ADMIN_WRITES = (("POST", "/v1/users", "users.manage"), ("POST", f"/v1/users/{NIL}/role", "users.manage"),
+                ("POST", f"/v1/users/{NIL}/disable", "users.manage"),
+                ("POST", f"/v1/users/{NIL}/invitation", "users.manage"), ("POST", "/v1/keys", "keys.manage"),
+                ("POST", f"/v1/keys/{NIL}/revoke", "keys.manage"), ("POST", f"/v1/keys/{NIL}/rotate", "keys.manage"),
+                ("POST", "/v1/webhooks", "webhooks.manage"), ("PUT", "/v1/approvals/settings", "webhooks.manage"),
+                ("POST", "/v1/delegations?dry_run=true", "delegations.write"),
+                ("POST", f"/v1/delegations/{NIL}/revoke?dry_run=true", "delegations.write"))
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +113,22 @@ def test_vote_buttons_only_for_who_the_api_lets_vote(pages: dict[str, Any], demo
     expect(card.locator(".why-not")).to_be_visible(timeout=15_000)
     expect(card.locator(".approve")).to_have_count(0)
     expect(card.locator(".deny")).to_have_count(0)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_administrative_writes_are_refused_by_the_api_to_roles_without_them(pages: dict[str, Any], role: str) -> None:
+    """What /admin and /delegations would send, sent from the role's own browser session: `forbidden` exactly
+    where the role table says so; the page offers the delegation form only where the API would take it."""
+    page = pages[role]
+    for method, path, permission in ADMIN_WRITES:
+        answer = browser_fetch(page, method, path, {"role": "no such role", "url": "not a url"})
+        if allowed(role, permission):
+            assert answer["status"] != 403 or answer["body"]["error"]["code"] == "step_up_required", \
+                (role, method, path, answer)
+            assert 400 <= answer["status"] < 500, (role, method, path, answer)
+        else:
+            assert answer["status"] == 403 and answer["body"]["error"]["code"] == "forbidden", \
+                (role, method, path, answer)
+    page.goto("/delegations")
+    expect(page.locator("h1")).to_have_text("Delegations", timeout=15_000)
+    expect(page.locator("#check-grant")).to_have_count(1 if allowed(role, "delegations.write") else 0)

@@ -402,7 +402,9 @@ def _hook(row: rx.Var[HookRow]) -> rx.Component:
 
 
 def _delivery(row: rx.Var[DeliveryRow]) -> rx.Component:
-    return rx.table.row(rx.table.cell(row["event"]), rx.table.cell(row["state"]), rx.table.cell(row["attempts"]),
+    return rx.table.row(rx.table.cell(row["event"], class_name="delivery-event"),
+                        rx.table.cell(row["state"], class_name="delivery-state"),
+                        rx.table.cell(row["attempts"], class_name="delivery-attempts"),
                         rx.table.cell(row["next_attempt"]), rx.table.cell(row["last"], class_name="break"),
                         rx.table.cell(row["created"], class_name="nowrap"), class_name="delivery-row")
 
