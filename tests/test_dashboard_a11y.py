@@ -58,6 +58,8 @@ def pages(demo: Demo) -> list[Page]:
         Page("editor", "/editor", "#policy-editor .cm-content"),
         Page("query", "/query", "#query-ask"),
         Page("plans", "/plans", "#plan-steps .plan-step"),
+        Page("admin", "/admin", "#keys .key-row"),
+        Page("delegations", "/delegations", "#check-grant"),
     ]
 
 
