@@ -19,7 +19,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
 from typing import Any, Final
@@ -794,6 +794,28 @@ class Path:
 
 
 @dataclass(frozen=True)
+class Elem:
+    """Inside `list.all(x, ...)` / `list.exists(x, ...)`: the element `x`, or a field below it."""
+
+    items: Path  # the list iterated over
+    fields: tuple[str, ...] = ()
+
+    def key(self) -> str:
+        # One type for every element of a list: `args.to[]`, `args.items[].amount`.
+        return self.items.key() + "[]" + "".join("." + f for f in self.fields)
+
+
+@dataclass(frozen=True)
+class Macro:
+    kind: str  # all | exists
+    items: Path
+    body: object
+
+
+MACRO_BOUND = 16  # the longest list a macro reads (docs/policy-language.md); longer: invalid input
+
+
+@dataclass(frozen=True)
 class Const:
     value: object  # str | Fraction | bool
 
@@ -849,7 +871,10 @@ _STR_FNS = ("startsWith", "endsWith", "contains", "matches")
 _SCALARS = ("string", "number", "bool")
 
 
-def _as_path(node: object, *, need_field: bool) -> Path:
+Scope = tuple[str, Path] | None  # inside a macro: its variable and the list it iterates over
+
+
+def _as_path(node: object, *, need_field: bool, scope: Scope = None) -> Path | Elem:
     fields: list[str] = []
     while isinstance(node, _Select):
         fields.append(node.field)
@@ -857,6 +882,8 @@ def _as_path(node: object, *, need_field: bool) -> Path:
     if not isinstance(node, _Ident):
         raise ReferencePolicyError("expr", "expected an attribute path")
     fields.reverse()
+    if scope is not None and node.name == scope[0]:
+        return Elem(scope[1], tuple(fields))
     if node.name in ("resource", "action"):
         if fields or need_field:
             raise ReferencePolicyError("expr", f"{node.name} has no fields")
@@ -872,7 +899,7 @@ def _is_num_lit(node: object) -> bool:
     return isinstance(node, Const) and isinstance(node.value, Fraction)
 
 
-def _resolve(node: object) -> object:
+def _resolve(node: object, scope: Scope = None) -> object:
     """Raw parse tree -> checked tree (shape rules only; typing happens in `_Typer`)."""
     if isinstance(node, _Lit):
         if node.type == "null":
@@ -882,12 +909,12 @@ def _resolve(node: object) -> object:
     if isinstance(node, _ListLit):
         raise ReferencePolicyError("expr", "list literal only as the right operand of 'in'")
     if isinstance(node, _Ident | _Select):
-        return _as_path(node, need_field=False)
+        return _as_path(node, need_field=False, scope=scope)
     if isinstance(node, _Unary):
-        inner = _resolve(node.operand)
+        inner = _resolve(node.operand, scope)
         return Not(inner) if node.op == "!" else Neg(inner)
     if isinstance(node, _Call):
-        return _resolve_call(node)
+        return _resolve_call(node, scope)
     if isinstance(node, _Binary):
         if node.op == "in":
             if isinstance(node.right, _ListLit):
@@ -898,28 +925,39 @@ def _resolve(node: object) -> object:
                     if it.type == "null":
                         raise ReferencePolicyError("expr", "null in list")
                     items.append(Const(it.value))
-                return InList(_resolve(node.left), tuple(items))
+                return InList(_resolve(node.left, scope), tuple(items))
             if isinstance(node.left, _Lit) and node.left.type == "string":
                 assert isinstance(node.left.value, str)
-                path = _as_path(node.right, need_field=True)
+                path = _as_path(node.right, need_field=True, scope=scope)
                 return LitInPath(node.left.value, path)
             raise ReferencePolicyError("expr", "'in' needs a list literal or '\"lit\" in path'")
-        left, right = _resolve(node.left), _resolve(node.right)
+        left, right = _resolve(node.left, scope), _resolve(node.right, scope)
         if node.op == "*" and not (_is_num_lit(left) or _is_num_lit(right)):
             raise ReferencePolicyError("expr", "'*' needs a numeric literal operand")
         return BinOp(node.op, left, right)
     raise AssertionError(f"unknown node {node!r}")
 
 
-def _resolve_call(node: _Call) -> object:
+def _resolve_call(node: _Call, scope: Scope) -> object:
     if node.target is None:
         if node.name == "size" and len(node.args) == 1:
-            return Size(_as_path(node.args[0], need_field=False))
+            return Size(_as_path(node.args[0], need_field=False, scope=scope))
         if node.name == "has" and len(node.args) == 1:
-            return Has(_as_path(node.args[0], need_field=True))
+            return Has(_as_path(node.args[0], need_field=True, scope=scope))
         raise ReferencePolicyError("expr", f"unknown function {node.name!r}")
     if node.name == "size" and not node.args:
-        return Size(_as_path(node.target, need_field=False))
+        return Size(_as_path(node.target, need_field=False, scope=scope))
+    if node.name in ("all", "exists"):
+        if scope is not None:
+            raise ReferencePolicyError("expr", "nested list macros")
+        if len(node.args) != 2 or not isinstance(node.args[0], _Ident):
+            raise ReferencePolicyError("expr", f"{node.name}(variable, condition)")
+        var = node.args[0].name
+        if var in (*_ROOTS, "resource", "action", "true", "false", "null", "in"):
+            raise ReferencePolicyError("expr", f"{var!r} cannot be a macro variable")
+        items = _as_path(node.target, need_field=True)
+        assert isinstance(items, Path)
+        return Macro(node.name, items, _resolve(node.args[1], (var, items)))
     if node.name in _STR_FNS and len(node.args) == 1:
         arg = node.args[0]
         if not (isinstance(arg, _Lit) and arg.type == "string"):
@@ -930,7 +968,7 @@ def _resolve_call(node: _Call) -> object:
                 _compile_regex(arg.value)
             except _RegexUnsupported as exc:
                 raise ReferencePolicyError("expr", f"regex: {exc}") from exc
-        return StrFn(node.name, _as_path(node.target, need_field=False), arg.value)
+        return StrFn(node.name, _as_path(node.target, need_field=False, scope=scope), arg.value)
     raise ReferencePolicyError("expr", f"unknown method {node.name!r}")
 
 
@@ -965,7 +1003,7 @@ class _Typer:
             if _meet(t, want) != t:
                 raise ReferencePolicyError(where, f"expected {want}, got {t}")
             return
-        assert isinstance(t, Path)
+        assert isinstance(t, Path | Elem)
         r = self.find(t.key())
         cur = self.type.get(r)
         new = want if cur is None else _meet(cur, want)
@@ -980,14 +1018,14 @@ class _Typer:
             return
         if isinstance(a, str):
             a, b = b, a
-        assert isinstance(a, Path)
+        assert isinstance(a, Path | Elem)
         if isinstance(b, str):
             if b not in _SCALARS:
                 raise ReferencePolicyError(where, f"cannot compare with {b}")
             self.constrain(a, b, where)
             self.scalar_eq.add(self.find(a.key()))
             return
-        assert isinstance(b, Path)
+        assert isinstance(b, Path | Elem)
         ra, rb = self.find(a.key()), self.find(b.key())
         if ra == rb:
             self.scalar_eq.add(ra)
@@ -1013,6 +1051,13 @@ class _Typer:
             if isinstance(node.value, Fraction):
                 return "number"
             return "string"
+        if isinstance(node, Elem):
+            self.find(node.key())
+            return node
+        if isinstance(node, Macro):
+            self.constrain(self.infer(node.items, where), "list", where)
+            self.constrain(self.infer(node.body, where), "bool", where)
+            return "bool"
         if isinstance(node, Path):
             if node.root in ("resource", "action"):
                 return "string"
@@ -1110,13 +1155,16 @@ def _type_ok(v: object, t: str) -> bool:
 class _Env:
     values: Mapping[str, object]  # principal/args/context dicts, resource and action strings
     types: Mapping[str, str]
+    element: object = None  # inside a macro's body: the element at hand
+    # A request (not a history event) must not reach a macro over a list longer than the bound.
+    refuse_long: bool = False
 
 
 _MISSING: Final = object()
 
 
-def _lookup(env: _Env, path: Path) -> object:
-    cur: object = env.values.get(path.root, {})
+def _lookup(env: _Env, path: Path | Elem) -> object:
+    cur: object = env.element if isinstance(path, Elem) else env.values.get(path.root, {})
     for f in path.fields:
         if not isinstance(cur, dict) or f not in cur:
             return _MISSING
@@ -1124,12 +1172,12 @@ def _lookup(env: _Env, path: Path) -> object:
     return cur
 
 
-def _read(env: _Env, path: Path) -> object:
+def _read(env: _Env, path: Path | Elem) -> object:
     """The path's value, or ERROR when absent or not of the path's type."""
     v = _lookup(env, path)
     if v is _MISSING:
         return ERROR
-    t = "string" if path.root in ("resource", "action") else env.types[path.key()]
+    t = "string" if isinstance(path, Path) and path.root in ("resource", "action") else env.types[path.key()]
     if not _type_ok(v, t):
         return ERROR
     if t == "number":
@@ -1140,8 +1188,23 @@ def _read(env: _Env, path: Path) -> object:
 def _eval(node: object, env: _Env) -> object:
     if isinstance(node, Const):
         return node.value
-    if isinstance(node, Path):
+    if isinstance(node, Path | Elem):
         return _read(env, node)
+    if isinstance(node, Macro):
+        items = _read(env, node.items)
+        if items is ERROR:
+            return ERROR
+        assert isinstance(items, list)
+        if len(items) > MACRO_BOUND:
+            if env.refuse_long:
+                raise ReferenceInvalid(node.items.key(), f"more than {MACRO_BOUND} elements")
+            return ERROR  # a history event's long list: an error, so forbid-style matching holds
+        results = [_eval(node.body, replace(env, element=item)) for item in items]
+        # CEL's macros are its commutative && and ||: false (true) wins over an element's error.
+        decisive, neutral = (False, True) if node.kind == "all" else (True, False)
+        if decisive in results:
+            return decisive
+        return ERROR if ERROR in results else neutral
     if isinstance(node, Not):
         v = _eval(node.operand, env)
         return ERROR if v is ERROR else not v
@@ -1260,6 +1323,7 @@ class _Invariant:
     limit: Fraction | None
     window: int | None
     sum: object | None
+    effect: str = "forbid"  # what a violation decides: forbid | require_approval
 
 
 @dataclass(frozen=True)
@@ -1278,11 +1342,12 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TOP_KEYS = {"id", "version", "description", "resource_case", "resource_escapes", "rules", "invariants"}
 _RULE_KEYS = {"id", "effect", "action", "resource", "when", "description", "approval"}
 _APPROVAL_KEYS = {"quorum", "role", "ttl"}
+_INV_EFFECT_KEYS = {"effect", "approval"}
 _INV_KEYS = {
-    "budget": {"id", "kind", "action", "resource", "when", "limit", "window", "sum"},
-    "count": {"id", "kind", "action", "resource", "when", "limit", "window"},
+    "budget": {"id", "kind", "action", "resource", "when", "limit", "window", "sum"} | _INV_EFFECT_KEYS,
+    "count": {"id", "kind", "action", "resource", "when", "limit", "window"} | _INV_EFFECT_KEYS,
     # ASSUMPTION: flow takes an optional window ("some in-window event matched source").
-    "flow": {"id", "kind", "source", "sink", "window"},
+    "flow": {"id", "kind", "source", "sink", "window"} | _INV_EFFECT_KEYS,
 }
 _SEL_KEYS = {"action", "resource", "when"}
 
@@ -1354,6 +1419,22 @@ def _selector(d: dict[str, Any], insensitive: bool, where: str, exprs: list[tupl
     return _Selector(actions, resources, when)
 
 
+def _approval_block(item: dict[str, Any], effect: object, where: str) -> None:
+    """A rule's or invariant's `approval` block: only with require_approval, keys all optional."""
+    if "approval" not in item:
+        return
+    if effect != "require_approval":
+        raise ReferencePolicyError(f"{where}.approval", "only with require_approval")
+    ap = _check_keys(item["approval"], _APPROVAL_KEYS, f"{where}.approval")
+    q = ap.get("quorum", 1)
+    if isinstance(q, bool) or not isinstance(q, int) or q < 1:
+        raise ReferencePolicyError(f"{where}.approval.quorum", "positive integer")
+    if "role" in ap and not isinstance(ap["role"], str):
+        raise ReferencePolicyError(f"{where}.approval.role", "string")
+    if "ttl" in ap:
+        _duration(ap["ttl"], f"{where}.approval.ttl")
+
+
 def compile_policy(doc: object) -> CompiledPolicy:
     """Validate a parsed policy document; raise `ReferencePolicyError` when it is invalid."""
     d = _check_keys(doc, _TOP_KEYS, "policy")
@@ -1402,17 +1483,7 @@ def compile_policy(doc: object) -> CompiledPolicy:
             raise ReferencePolicyError(f"{where}.effect", "permit | forbid | require_approval")
         if "description" in r and not isinstance(r["description"], str):
             raise ReferencePolicyError(f"{where}.description", "string")
-        if "approval" in r:
-            if effect != "require_approval":
-                raise ReferencePolicyError(f"{where}.approval", "only with require_approval")
-            ap = _check_keys(r["approval"], _APPROVAL_KEYS, f"{where}.approval")
-            q = ap.get("quorum", 1)
-            if isinstance(q, bool) or not isinstance(q, int) or q < 1:
-                raise ReferencePolicyError(f"{where}.approval.quorum", "positive integer")
-            if "role" in ap and not isinstance(ap["role"], str):
-                raise ReferencePolicyError(f"{where}.approval.role", "string")
-            if "ttl" in ap:
-                _duration(ap["ttl"], f"{where}.approval.ttl")
+        _approval_block(r, effect, where)
         rules.append(_Rule(rid, effect, _selector(r, insensitive, where, exprs)))
 
     invariants: list[_Invariant] = []
@@ -1425,6 +1496,10 @@ def compile_policy(doc: object) -> CompiledPolicy:
             raise ReferencePolicyError(f"{where}.kind", "budget | count | flow")
         inv = _check_keys(raw, _INV_KEYS[kind], where)
         iid = take_id(inv, where)
+        inv_effect = inv.get("effect", "forbid")
+        if inv_effect not in ("forbid", "require_approval"):
+            raise ReferencePolicyError(f"{where}.effect", "forbid | require_approval")
+        _approval_block(inv, inv_effect, where)
         window = _duration(inv["window"], f"{where}.window") if "window" in inv else None
         if kind == "flow":
             if "source" not in inv or "sink" not in inv:
@@ -1433,7 +1508,7 @@ def compile_policy(doc: object) -> CompiledPolicy:
                             insensitive, f"{where}.source", exprs)
             snk = _selector(_check_keys(inv["sink"], _SEL_KEYS, f"{where}.sink"),
                             insensitive, f"{where}.sink", exprs)
-            invariants.append(_Invariant(iid, kind, None, src, snk, None, window, None))
+            invariants.append(_Invariant(iid, kind, None, src, snk, None, window, None, inv_effect))
             continue
         limit = inv.get("limit")
         if (isinstance(limit, bool) or not isinstance(limit, int | float)
@@ -1446,7 +1521,7 @@ def compile_policy(doc: object) -> CompiledPolicy:
                 raise ReferencePolicyError(f"{where}.sum", "required for budget")
             total = _parse_condition(inv["sum"], f"{where}.sum")
             num_exprs.append((total, f"{where}.sum"))
-        invariants.append(_Invariant(iid, kind, sel, None, None, _num(limit), window, total))
+        invariants.append(_Invariant(iid, kind, sel, None, None, _num(limit), window, total, inv_effect))
 
     typer = _Typer()
     for node, where in exprs:
@@ -1577,7 +1652,7 @@ def reference_decide(
     """
     cp = _compiled(policy)
     values = _request_values(request, cp.insensitive, cp.keep_escapes)
-    env = _Env(values, cp.types)
+    env = _Env(values, cp.types, refuse_long=True)
     now_q = _num(now.timestamp() if isinstance(now, datetime) else now)
     history = (state or {}).get("history", [])
     events = [(_num(ev["time"]), _event_env(ev, values, cp.insensitive, cp.types)) for ev in history]
@@ -1593,7 +1668,7 @@ def reference_decide(
             applying[rule.effect].add(rule.id)
     for inv in cp.invariants:
         if _violated(inv, env, events, now_q):
-            applying["forbid"].add(inv.id)
+            applying[inv.effect].add(inv.id)
 
     for outcome in ("forbid", "require_approval", "permit"):
         if applying[outcome]:

@@ -40,6 +40,11 @@ PATHS = (
     "args.force", "args.meta.kind", "args.meta.n", "args.payload", "args.count",
     "context.mfa", "context.risk", "context.ip", "context.session.age", "context.flags.trusted",
 )
+# Lists that `all` / `exists` iterate over (issue 21), with what their elements are: strings, or maps
+# of MAP_ELEMENT_FIELDS. Never in PATHS, so a list's type comes from its macros alone.
+MACRO_LISTS = {"args.to": "string", "args.items": "map", "context.hops": "string"}
+MAP_ELEMENT_FIELDS = {"amount": "number", "name": "string", "ok": "bool"}
+MACRO_BOUND = 16  # the longest list a macro reads; a longer one is invalid input
 # Paths only ever used under has(): no type needed.
 HAS_ONLY_PATHS = ("args.extra", "principal.nick", "context.trace.id")
 TYPES = ("string", "string", "string", "number", "number", "number", "bool", "bool", "list",
@@ -84,6 +89,10 @@ class PolicyCtx:
     action_globs: list[str] = field(default_factory=list)
     resource_globs: list[str] = field(default_factory=list)
     list_literals: list[str] = field(default_factory=list)
+    macro_lists: dict[str, str] = field(default_factory=dict)  # path -> element kind (MACRO_LISTS)
+
+    def lists_of(self, *, args_only: bool = False) -> list[str]:
+        return [p for p in self.macro_lists if not args_only or p.startswith("args.")]
 
     def paths_of(self, typ: str, *, args_only: bool = False) -> list[str]:
         return [p for p, t in self.types.items()
@@ -209,7 +218,64 @@ def _resource_literals(ctx: PolicyCtx) -> list[str]:
 
 
 @st.composite
-def atom(draw: st.DrawFn, ctx: PolicyCtx, args_only: bool = False) -> str:
+def element_cond(draw: st.DrawFn, ctx: PolicyCtx, var: str, kind: str, depth: int,
+                 args_only: bool) -> str:
+    """A macro's condition on its element `var` (a string, or a map of MAP_ELEMENT_FIELDS),
+    sometimes combined with a condition on the rest of the request."""
+    if depth > 0 and draw(st.integers(0, 2)) == 0:
+        op = draw(st.sampled_from(["&&", "||", "!", "outer"]))
+        sub = element_cond(ctx, var, kind, depth - 1, args_only)
+        if op == "!":
+            return f"!({draw(sub)})"
+        right = draw(atom(ctx, args_only, macros=False)) if op == "outer" else draw(sub)
+        return f"({draw(sub)}) {draw(st.sampled_from(['&&', '||'])) if op == 'outer' else op} ({right})"
+    lit = cel_string(draw(st.sampled_from([*ctx.strings, "@example.com"])))
+    if kind == "string":
+        choice = draw(st.integers(0, 6))
+        if choice == 0:
+            return f"{var} == {lit}" if draw(st.booleans()) else f"{var} != {lit}"
+        if choice == 1:
+            return f"{var}.matches({cel_string(draw(regex_pattern(ctx.strings)))})"
+        if choice == 2:
+            return f"size({var}) > {draw(st.sampled_from(['0', '1', '5']))}"
+        if choice == 3:
+            return f"{var} in [{lit}, {cel_string(draw(st.sampled_from(ctx.strings)))}]"
+        return f"{var}.{draw(st.sampled_from(['startsWith', 'endsWith', 'contains']))}({lit})"
+    choice = draw(st.integers(0, 5))
+    number = draw(st.sampled_from(ctx.numbers))
+    op = draw(st.sampled_from(["==", "!=", "<", "<=", ">", ">="]))
+    if choice == 0:
+        return f"{var}.amount {op} {number}"
+    if choice == 1 and ctx.paths_of("number", args_only=args_only):
+        return f"{var}.amount + {draw(st.sampled_from(ctx.paths_of('number', args_only=args_only)))} {op} {number}"
+    if choice == 2:
+        return f"{var}.name.{draw(st.sampled_from(['startsWith', 'endsWith']))}({lit})"
+    if choice == 3:
+        return f"{var}.ok" if draw(st.booleans()) else f"!{var}.ok"
+    if choice == 4:
+        return f"has({var}.{draw(st.sampled_from(sorted(MAP_ELEMENT_FIELDS)))})"
+    return f"{var}.name == {lit}"
+
+
+@st.composite
+def macro(draw: st.DrawFn, ctx: PolicyCtx, args_only: bool) -> str:
+    """`list.all(x, ...)`, `list.exists(x, ...)`, and the other uses of a macro's list."""
+    path = draw(st.sampled_from(ctx.lists_of(args_only=args_only)))
+    kind = ctx.macro_lists[path]
+    choice = draw(st.integers(0, 7))
+    if choice == 0:
+        return f"size({path}) {draw(st.sampled_from(['>', '<=', '==']))} {draw(st.sampled_from(['0', '2', '16']))}"
+    if choice == 1 and kind == "string":
+        lit = draw(st.sampled_from(ctx.strings))
+        ctx.list_literals.append(lit)
+        return f"{cel_string(lit)} in {path}"
+    var = draw(st.sampled_from(["r", "x", "item", "e"]))
+    body = draw(element_cond(ctx, var, kind, 2, args_only))
+    return f"{path}.{draw(st.sampled_from(['all', 'exists']))}({var}, {body})"
+
+
+@st.composite
+def atom(draw: st.DrawFn, ctx: PolicyCtx, args_only: bool = False, macros: bool = True) -> str:
     bools = ctx.paths_of("bool", args_only=args_only)
     lists = ctx.paths_of("list", args_only=args_only)
     strs = ctx.paths_of("string", args_only=args_only)
@@ -221,7 +287,11 @@ def atom(draw: st.DrawFn, ctx: PolicyCtx, args_only: bool = False) -> str:
         opts += ["lit_in", "lit_in"]
     if strs or lists or sized:
         opts += ["size"]
+    if macros and ctx.lists_of(args_only=args_only):
+        opts += ["macro", "macro", "macro"]
     kind = draw(st.sampled_from(opts))
+    if kind == "macro":
+        return draw(macro(ctx, args_only))
     if kind == "bool":
         p = draw(st.sampled_from(bools))
         return p if draw(st.booleans()) else f"!{p}"
@@ -360,6 +430,8 @@ def policy_ctx(draw: st.DrawFn, *, stateful: bool) -> PolicyCtx:
                                    unique=True)),
         insensitive=draw(st.integers(0, 4)) == 0,
         stateful=stateful,
+        macro_lists={p: MACRO_LISTS[p] for p in draw(st.lists(st.sampled_from(sorted(MACRO_LISTS)),
+                                                              max_size=2, unique=True))},
     )
 
 
@@ -376,9 +448,7 @@ def rule(draw: st.DrawFn, ctx: PolicyCtx, idx: int) -> dict[str, Any]:
     if draw(st.integers(0, 9)) == 0:
         r["description"] = "generated rule"
     if effect == "require_approval" and draw(st.booleans()):
-        r["approval"] = draw(st.fixed_dictionaries({}, optional={
-            "quorum": st.integers(1, 3), "role": st.just("approver"),
-            "ttl": st.sampled_from(["15m", "1h", 900])}))
+        r["approval"] = _approval_block(draw)
     return r
 
 
@@ -393,10 +463,22 @@ def selector(draw: st.DrawFn, ctx: PolicyCtx, *, when_prob: int = 2) -> dict[str
     return s
 
 
+def _approval_block(draw: st.DrawFn) -> dict[str, Any]:
+    return draw(st.fixed_dictionaries({}, optional={
+        "quorum": st.integers(1, 3), "role": st.just("approver"),
+        "ttl": st.sampled_from(["15m", "1h", 900])}))
+
+
 @st.composite
 def invariant(draw: st.DrawFn, ctx: PolicyCtx, idx: int) -> dict[str, Any]:
     kind = draw(st.sampled_from(["budget", "count", "flow"]))
     inv: dict[str, Any] = {"id": f"i{idx:02d}", "kind": kind}
+    # An invariant's effect: omitted (forbid), written out, or require_approval (issue 21).
+    effect = draw(st.sampled_from([None, None, "forbid", "require_approval", "require_approval"]))
+    if effect is not None:
+        inv["effect"] = effect
+    if effect == "require_approval" and draw(st.booleans()):
+        inv["approval"] = _approval_block(draw)
     if kind == "flow":
         inv["source"] = draw(selector(ctx))
         inv["sink"] = draw(selector(ctx, when_prob=1))
@@ -525,8 +607,32 @@ def _set_path(roots: dict[str, Any], path: str, value: Any) -> None:
     cur[fields[-1]] = value
 
 
-def _attributes(rnd: random.Random, ctx: PolicyCtx, paths: dict[str, str]) -> dict[str, Any]:
+def _element(rnd: random.Random, ctx: PolicyCtx, kind: str) -> Any:
+    """One element of a macro's list: mostly of its kind, sometimes not (an error for the body)."""
+    if rnd.randint(0, 9) == 0:
+        return copy.deepcopy(rnd.choice([1, None, True, "x", [], {"amount": "1"}]))
+    if kind == "string":
+        return rnd.choice([_string_value(rnd, ctx), "user@example.com", f"a{rnd.choice(ctx.strings)}"])
+    fields = {"amount": _number_value(rnd, ctx) if rnd.randint(0, 5) else rnd.choice(["5", None]),
+              "name": _string_value(rnd, ctx), "ok": rnd.random() < 0.5}
+    return {k: v for k, v in fields.items() if rnd.randint(0, 4)}
+
+
+def _macro_list(rnd: random.Random, ctx: PolicyCtx, kind: str) -> Any:
+    """A macro's list: short mostly, at and just over the bound sometimes, or not a list."""
+    mode = rnd.randint(0, 19)
+    if mode == 0:
+        return copy.deepcopy(rnd.choice(["x", 3, {"0": "x"}, None]))
+    length = (MACRO_BOUND if mode == 1 else MACRO_BOUND + 1 if mode == 2 else rnd.randint(0, 4))
+    return [_element(rnd, ctx, kind) for _ in range(length)]
+
+
+def _attributes(rnd: random.Random, ctx: PolicyCtx, paths: dict[str, str],
+                lists: dict[str, str] | None = None) -> dict[str, Any]:
     roots: dict[str, Any] = {"principal": {}, "args": {}, "context": {}}
+    for path, kind in (lists or {}).items():
+        if rnd.randint(0, 5):
+            _set_path(roots, path, _macro_list(rnd, ctx, kind))
     for path, typ in paths.items():
         mode = rnd.randint(0, 9)
         if mode <= 1:
@@ -663,7 +769,7 @@ _BAD_NUMBERS = (2**53, -(2**53), 10**20, float("inf"), float("-inf"), float("nan
 
 def request(rnd: random.Random, ctx: PolicyCtx) -> dict[str, Any]:
     """A request drawn around the policy's vocabulary."""
-    roots = _attributes(rnd, ctx, ctx.types)
+    roots = _attributes(rnd, ctx, ctx.types, ctx.macro_lists)
     if rnd.randint(0, 39) == 0:
         bad = rnd.choice(_BAD_NUMBERS)
         where = roots[rnd.choice(["principal", "args", "context"])]
@@ -721,7 +827,8 @@ def history(rnd: random.Random, ctx: PolicyCtx, now: float, windows: list[int]
         offset = rnd.choice([0, 1, 0.5, window - 1, window, window + 1, window / 2])
         if rnd.randint(0, 9) == 0:
             offset = -rnd.choice([1, 0.5, 100])
-        args = _attributes(rnd, ctx, arg_paths)["args"]
+        args = _attributes(rnd, ctx, arg_paths, {p: k for p, k in ctx.macro_lists.items()
+                                                 if p.startswith("args.")})["args"]
         if "args.amount" in arg_paths and rnd.randint(0, 9) == 0:
             args["amount"] = -rnd.choice([1, 0.5])
         action = request_action(rnd, ctx)
@@ -803,7 +910,13 @@ BAD_CONDITIONS = (
     "true && 1",
     "!1",
     '"a" + "b" == "ab"',
-    "args.x.exists(y, y)",
+    "args.x.exists(y, y.all(z, z))",
+    "args.x.exists_one(y, y)",
+    "args.x.all(y)",
+    "args.x.all(args, true)",
+    "resource.all(r, true)",
+    "args.x.all(y, y) && args.x > 1",
+    "args.x.exists(1, true)",
     "int(args.amount) > 1",
     "1 < 2 < 3",
     "args.amount >> 2",
@@ -877,5 +990,13 @@ def invalid_policy(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
             {"id": "bad", "kind": "flow", "source": {"action": "db.read", "x": 1},
              "sink": {"action": "http.post"}},
             {"id": "bad", "kind": "count", "action": "db.read", "limit": 1, "sum": "args.amount"},
+            {"id": "bad", "kind": "count", "action": "db.read", "limit": 1, "effect": "permit"},
+            {"id": "bad", "kind": "count", "action": "db.read", "limit": 1, "effect": "deny"},
+            {"id": "bad", "kind": "count", "action": "db.read", "limit": 1,
+             "approval": {"quorum": 2}},  # approval on a forbid invariant
+            {"id": "bad", "kind": "count", "action": "db.read", "limit": 1, "effect": "require_approval",
+             "approval": {"quorum": 0}},
+            {"id": "bad", "kind": "count", "action": "db.read", "limit": 1, "effect": "require_approval",
+             "approval": {"quorom": 2}},
         ])))
     return doc, kind

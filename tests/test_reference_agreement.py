@@ -439,6 +439,11 @@ def test_reference_regex_matches_python_re_where_re2_and_python_agree(pattern: s
     assert regex_search(pattern, text) == bool(re.search(pattern, text, re.ASCII))
 
 
+def _has_macro(item: dict[str, Any]) -> bool:
+    text = json.dumps(item)
+    return ".all(" in text or ".exists(" in text
+
+
 def test_strategies_produce_meaningful_cases() -> None:
     """Generated policies are mostly valid and the requests reach every outcome."""
     seen: collections.Counter[str] = collections.Counter()
@@ -453,11 +458,20 @@ def test_strategies_produce_meaningful_cases() -> None:
             seen["policy_error"] += 1
             return
         seen["policy_ok"] += 1
+        items = [*case.policy.get("rules", []), *case.policy.get("invariants", [])]
+        with_macro = {i["id"] for i in items if _has_macro(i)}
+        approval_invariants = {i["id"] for i in case.policy.get("invariants", [])
+                               if i.get("effect") == "require_approval"}
         for request, state, now in case.requests:
             got = _decide_ref(case.policy, request, state, now)
             seen[got if isinstance(got, str) else got[0]] += 1
+            if not isinstance(got, str):
+                seen["decided_by_a_macro"] += bool(with_macro & got[1])
+                seen["approval_by_an_invariant"] += bool(approval_invariants & got[1])
 
     collect()
+    # The language of issue 21 is exercised: macros decide, approval invariants ask for approval.
+    assert seen["decided_by_a_macro"] > 0 and seen["approval_by_an_invariant"] > 0, seen
     assert seen["policy_ok"] >= 3 * seen["policy_error"], seen
     for outcome in ("permit", "forbid", "require_approval", "deny", INVALID):
         assert seen[outcome] > 0, seen

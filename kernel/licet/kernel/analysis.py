@@ -30,22 +30,25 @@ import z3
 
 from licet.kernel.compiler import CompiledPolicy, FactKey
 from licet.kernel.conditions import (
+    MACRO_BOUND,
     And,
     BoolAttr,
     Compare,
     Cond,
     Has,
     ListHas,
+    ListMacro,
     Not,
     Or,
     SameValue,
+    Scalar,
     SizeOf,
     StringTest,
 )
 from licet.kernel.decision import SOLVER, decide
 from licet.kernel.errors import InvalidRequest, LicetError
 from licet.kernel.facts import Subject, string_holds
-from licet.kernel.policy import Invariant, Policy, load_policy
+from licet.kernel.policy import Invariant, Policy, Rule, Selector, load_policy
 from licet.kernel.regex_z3 import search_language
 from licet.kernel.requests import casefolded, normalise_request
 
@@ -410,6 +413,23 @@ _KIND_OF_TYPE = {"string": (STRING,), "number": (NUMBER,), "bool": (BOOL,), "lis
 _ROOTS = ("principal", "args", "context")
 
 
+def _parent(path: str) -> str:
+    """`args.a` of `args.a.b`, and the list `args.to` of its element `args.to[3]`."""
+    if path.endswith("]"):
+        return path[:path.rindex("[")]
+    return path.rsplit(".", 1)[0]
+
+
+def _scalar(text: str) -> Scalar:
+    """A `lit in list` fact's literal back from its key (the repr of a str, bool or Fraction)."""
+    if text.startswith("Fraction("):
+        numerator, denominator = text[len("Fraction("):-1].split(",")
+        return Fraction(int(numerator), int(denominator))
+    value = _literal(text)
+    assert isinstance(value, (str, bool))
+    return value
+
+
 def _paths_of(key: FactKey) -> list[str]:
     if key[0] in ("ok", "has", "num", "size", "bool", "list"):
         return [key[1]]
@@ -443,9 +463,19 @@ class SymbolicRequest:
                         else None)
         paths = {p for k in keys for p in _paths_of(k) if p not in ("action", "resource")}
         for path in list(paths):
-            parts = path.split(".")
-            paths.update(".".join(parts[:i]) for i in range(2, len(parts)))
+            parent = _parent(path)
+            while parent not in _ROOTS:
+                paths.add(parent)
+                parent = _parent(parent)
         self.paths = sorted(paths)
+        # A macro's element slots (`args.to[3]`), per list: a request's list is exactly its slots
+        # when it has at most MACRO_BOUND elements.
+        self.slots: dict[str, list[str]] = {}
+        for path in self.paths:
+            if path.endswith("]"):
+                self.slots.setdefault(_parent(path), []).append(path)
+        for slots in self.slots.values():
+            slots.sort(key=lambda slot: int(slot[slot.rindex("[") + 1:-1]))
         self.types: dict[str, set[str]] = {}
         for k in keys:
             if k[0] == "ok":
@@ -460,6 +490,8 @@ class SymbolicRequest:
         for k in keys:
             if k[0] == "list":
                 self.members.setdefault(k[1], []).append((k[2], z3.Bool(f"member#{k[1]}#{k[2]}", ctx)))
+        # `lit in list` is tied to the slots' values, so their strings are Z3 strings, not lazy.
+        self.direct.update(slot for path in self.members for slot in self.slots.get(path, ()))
         for path in self.paths:
             self._value_constraints(path)
         self.terms: dict[tuple[object, FactKey], z3.ExprRef] = {}
@@ -490,8 +522,11 @@ class SymbolicRequest:
         kind, ctx = self.kind(path), self.ctx
         out = self.extra
         out.append(z3.And(kind >= ABSENT, kind <= MAP))
-        parent = path.rsplit(".", 1)[0]
-        if parent not in _ROOTS:
+        parent = _parent(path)
+        if path.endswith("]"):  # element i exists exactly when the list has more than i
+            index = int(path[path.rindex("[") + 1:-1])
+            out.append((kind != ABSENT) == z3.And(self.kind(parent) == LIST, self.size(parent) > index))
+        elif parent not in _ROOTS:
             out.append(z3.Implies(kind != ABSENT, self.kind(parent) == MAP))
         number, size, text = self.number(path), self.size(path), self.string(path)
         out.append(z3.And(number >= -INT_LIMIT, number <= INT_LIMIT))  # requests hold no others
@@ -500,13 +535,28 @@ class SymbolicRequest:
         members = self.members.get(path, [])
         count = [z3.If(m, 1, 0) for _, m in members]
         out.append(z3.Implies(kind == LIST, size >= z3.Sum(*count) if count else size >= 0))
-        children = [p for p in self.paths if p.rsplit(".", 1)[0] == path]
+        slots = self.slots.get(path, [])
+        for literal, member in members if slots else ():
+            # Exact within the bound; beyond it the elements past the slots may hold the literal.
+            found = z3.Or(*[self._holds(slot, _scalar(literal)) for slot in slots])
+            out += [z3.Implies(z3.And(kind == LIST, found), member),
+                    z3.Implies(z3.And(kind == LIST, member, size <= MACRO_BOUND), found)]
+        children = [p for p in self.paths if _parent(p) == path and not p.endswith("]")]
         present = [z3.If(self.kind(c) != ABSENT, 1, 0) for c in children]
         out.append(z3.Implies(kind == MAP, size >= z3.Sum(*present) if present else size >= 0))
         # Examples are easiest to build and print from small decimals and printable ASCII.
         scaled = z3.Int(f"num1000#{path}", ctx)
         self.nice += [z3.ToReal(scaled) == number * 1000, number <= 10**12, number >= -(10**12),
-                      z3.InRe(text, z3.Star(z3.Range(" ", "~", ctx=ctx))), size <= 64]
+                      z3.InRe(text, z3.Star(z3.Range(" ", "~", ctx=ctx))), size <= (3 if slots else 64)]
+
+    def _holds(self, path: str, value: Scalar) -> z3.BoolRef:
+        """The value at `path` is this JSON scalar."""
+        kind = self.kind(path)
+        if isinstance(value, bool):
+            return z3.And(kind == BOOL, self.boolean(path) == value)
+        if isinstance(value, Fraction):
+            return z3.And(kind == NUMBER, self.number(path) == z3.RealVal(str(value), self.ctx))
+        return z3.And(kind == STRING, self.string(path) == z3.StringVal(value, self.ctx))
 
     # --- facts ---------------------------------------------------------------------------------
     def term(self, key: FactKey, cp: CompiledPolicy | None = None) -> z3.ExprRef:
@@ -646,6 +696,8 @@ class SymbolicRequest:
         request: dict[str, Any] = {"principal": {}, "action": self.action.example(model),
                                    "resource": resource.replace("%", "%25"), "args": {}, "context": {}}
         for path in self.paths:
+            if "[" in path:
+                continue  # built with its list (`_value`)
             value = self._value(model, path)
             if value is _ABSENT:
                 continue
@@ -672,15 +724,32 @@ class SymbolicRequest:
         if kind == BOOL:
             return bool(z3.is_true(model.eval(self.boolean(path), model_completion=True)))
         if kind == LIST:
-            members = [_literal(lit) for lit, m in self.members.get(path, [])
-                       if z3.is_true(model.eval(m, model_completion=True))]
-            out: list[Any] = [_json_number(m) if isinstance(m, Fraction) else m for m in members]
             size = model.eval(self.size(path), model_completion=True).as_long()
+            out: list[Any] = [self._element(model, slot) for slot in self.slots.get(path, [])[:size]]
+            members = [_scalar(lit) for lit, m in self.members.get(path, [])
+                       if z3.is_true(model.eval(m, model_completion=True))]
+            out += [_json_number(m) if isinstance(m, Fraction) else m for m in members if m not in out]
             return out + [{"pad": i} for i in range(max(0, size - len(out)))]
         return {}
 
+    def _element(self, model: z3.ModelRef, path: str) -> Any:
+        """The value of a list element (or of a field below one), maps built from their fields."""
+        value = self._value(model, path)
+        if isinstance(value, dict):
+            for child in self.paths:
+                if _parent(child) == path and not child.endswith("]"):
+                    found = self._element(model, child)
+                    if found is not _ABSENT:
+                        value[child.rsplit(".", 1)[1]] = found
+            size = model.eval(self.size(path), model_completion=True).as_long()
+            i = 0
+            while len(value) < size:
+                value.setdefault(f"pad{i}", 0)
+                i += 1
+        return value
+
     def _pad_map(self, model: z3.ModelRef, path: str, request: dict[str, Any]) -> None:
-        if model.eval(self.kind(path), model_completion=True).as_long() != MAP:
+        if "[" in path or model.eval(self.kind(path), model_completion=True).as_long() != MAP:
             return
         root, *fields = path.split(".")
         target: Any = request[root]
@@ -804,6 +873,9 @@ def _attrs_of(cond: Cond, out: set[str]) -> None:
     elif isinstance(cond, Compare):
         for leaf, _ in cond.expr.terms:
             out.add((leaf.attr if isinstance(leaf, SizeOf) else leaf).name)
+    elif isinstance(cond, ListMacro):
+        out.add(cond.attr.name)
+        _attrs_of(cond.body, out)
 
 
 class _Outcomes:
@@ -814,16 +886,30 @@ class _Outcomes:
         items = (*cp.rules, *cp.invariants)
         # A request this policy refuses as invalid is decided by nothing in it.
         valid = z3.BoolVal(True, cp.ctx) if cp.policy.keep_escapes else request.resource.escape_free()
+        # Nor one with a list longer than the macros' bound where a matching item iterates over it.
+        refused = [z3.And(self._selected(request, item.selector), z3.Or(*[
+            z3.And(request.kind(a.name) == LIST, request.size(a.name) > MACRO_BOUND) for a in item.lists]))
+            for item in items if item.lists and item.selector is not None]
+        if refused:
+            valid = z3.And(valid, z3.Not(z3.Or(*refused)))
         lifted = request.lift(cp, {item.id: item.applies for item in items})
         self.applies = {i: z3.And(valid, term) for i, term in lifted.items()}
+        # A violated invariant decides like a rule of its effect (forbid or require_approval).
         self.effects = {item.id: item.effect for item in items}
+        self.invariants = {item.id for item in cp.invariants}
         false = z3.BoolVal(False, cp.ctx)
-        self.forbidden = z3.Or(false, *[self.applies[i] for i, e in self.effects.items()
-                                        if e in ("forbid", "invariant")])
+        self.forbidden = z3.Or(false, *[self.applies[i] for i, e in self.effects.items() if e == "forbid"])
         self.approval = z3.Or(false, *[self.applies[i] for i, e in self.effects.items()
                                        if e == "require_approval"])
         self.permit = z3.Or(false, *[self.applies[i] for i, e in self.effects.items() if e == "permit"])
         self.permitted = z3.And(z3.Not(self.forbidden), z3.Not(self.approval), self.permit)
+
+    def _selected(self, request: SymbolicRequest, selector: Selector) -> z3.BoolRef:
+        """The request matches the selector's action and resource patterns (as `cp` reads them)."""
+        parts = [z3.Or(*[request.term(("act", g.pattern), self.cp) for g in selector.actions])]
+        if selector.resources is not None:
+            parts.append(z3.Or(*[request.term(("res", g.pattern), self.cp) for g in selector.resources]))
+        return z3.And(*parts)
 
     def applying(self, model: z3.ModelRef) -> list[str]:
         return sorted(i for i, t in self.applies.items() if z3.is_true(model.eval(t, model_completion=True)))
@@ -1022,7 +1108,7 @@ class _Analysis:
         o = self.outcomes[label]
         for rule_id, term in o.applies.items():
             effect = o.effects[rule_id]
-            if effect == "invariant":
+            if rule_id in o.invariants:
                 continue
             # Most rules decide some request: one check of the strongest question settles all three.
             deciding = [term, *([z3.Not(o.forbidden)] if effect != "forbid" else []),
@@ -1185,12 +1271,13 @@ def permits_more(child: Policy, parent: Policy, *, budget: Budget = DEFAULT_BUDG
 
 
 def approval_role_warnings(policy: Policy, voters: Iterable[str]) -> list[NeverApplies]:
-    """require_approval rules naming a role no person who may vote can hold (`voters`: the roles
-    that may vote on approvals); their requests could never be approved."""
+    """require_approval rules and invariants naming a role no person who may vote can hold
+    (`voters`: the roles that may vote on approvals); their requests could never be approved."""
     allowed = set(voters)
+    items: tuple[Rule | Invariant, ...] = (*policy.rules, *policy.invariants)
     return [NeverApplies("policy", rule.id, f"approval role {rule.approval.role!r} is held by no person "
                                             f"who may vote (roles that may: {', '.join(sorted(allowed))})")
-            for rule in policy.rules
+            for rule in items
             if rule.approval is not None and rule.approval.role is not None and rule.approval.role not in allowed]
 
 

@@ -20,6 +20,7 @@ import z3
 
 from licet.kernel import facts as F
 from licet.kernel.conditions import (
+    MACRO_BOUND,
     And,
     Attr,
     BoolAttr,
@@ -29,12 +30,15 @@ from licet.kernel.conditions import (
     Has,
     Linear,
     ListHas,
+    ListMacro,
     Not,
     Or,
     SameValue,
     SizeOf,
     StringTest,
     Type,
+    element_body,
+    list_macros,
 )
 from licet.kernel.errors import KernelFault
 from licet.kernel.globs import Glob
@@ -62,11 +66,13 @@ class Item:
     """A rule or invariant as the solver sees it."""
 
     id: str
-    effect: str  # permit | forbid | require_approval | invariant
+    effect: str  # permit | forbid | require_approval: what applying (an invariant: its violation) decides
     applies: z3.BoolRef
     facts: tuple[FactKey, ...]
     compares: tuple[tuple[str, Linear], ...]
     invariant: Invariant | None = None
+    selector: Selector | None = None  # the patterns of a rule or invariant (for `overlong`)
+    lists: tuple[Attr, ...] = ()  # the lists its condition's macros iterate over
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ class CompiledPolicy:
         return found
 
     def _type(self, attr: Attr) -> Type:
-        return "string" if attr.always_present else self.policy.types[attr.name]
+        return "string" if attr.always_present else self.policy.types[attr.type_name]
 
     def _ok(self, attr: Attr) -> z3.BoolRef:
         kind = self._type(attr)
@@ -232,9 +238,35 @@ class CompiledPolicy:
             test = {"==": lhs == zero, "!=": lhs != zero, "<": lhs < zero, "<=": lhs <= zero,
                     ">": lhs > zero, ">=": lhs >= zero}[cond.op]
             return z3.And(valid, test), z3.Not(valid)
+        if isinstance(cond, ListMacro):
+            return self._macro(cond)
         atom, attrs = self._atom(cond)
         valid = self._valid(attrs)
         return z3.And(valid, atom), z3.Not(valid)
+
+    def _macro(self, macro: ListMacro) -> tuple[z3.BoolRef, z3.BoolRef]:
+        """`all` / `exists` over the list's first MACRO_BOUND elements, element i read only when
+        size(list) > i: CEL's commutative && / || over the elements (a false element makes `all`
+        false, a true one `exists` true, even beside errors). A longer list reads as an error (a
+        request with one is refused before this is solved: `overlong`)."""
+        size = self._number(SizeOf(macro.attr))
+        trues, falses = [], []
+        for i in range(MACRO_BOUND):
+            present = size > z3.RealVal(i, self.ctx)
+            t, e = self.truth(element_body(macro, i))
+            f = z3.And(z3.Not(t), z3.Not(e))
+            if macro.kind == "all":  # an absent element is neutral: true for all, false for exists
+                trues.append(z3.Or(z3.Not(present), t))
+                falses.append(z3.And(present, f))
+            else:
+                trues.append(z3.And(present, t))
+                falses.append(z3.Or(z3.Not(present), f))
+        if macro.kind == "all":
+            whole_t, whole_f = z3.And(*trues), z3.Or(*falses)
+        else:
+            whole_t, whole_f = z3.Or(*trues), z3.And(*falses)
+        usable = z3.And(self._ok(macro.attr), size <= z3.RealVal(MACRO_BOUND, self.ctx))
+        return z3.And(usable, whole_t), z3.Or(z3.Not(usable), z3.And(z3.Not(whole_t), z3.Not(whole_f)))
 
     def _atom(self, cond: Cond) -> tuple[z3.BoolRef, list[Attr]]:
         if isinstance(cond, BoolAttr):
@@ -303,7 +335,8 @@ class CompiledPolicy:
     def _rule_item(self, rule: Rule) -> Item:
         term, keys = self._tracking(
             lambda: self._match(rule.selector, permit_style=rule.effect == "permit"))
-        return Item(rule.id, rule.effect, term, keys, _compares(rule.selector.when))
+        return Item(rule.id, rule.effect, term, keys, _compares(rule.selector.when), None, rule.selector,
+                    _lists(rule.selector.when))
 
     def _selector_item(self, item_id: str, selector: Selector) -> Item:
         term, keys = self._tracking(lambda: self._match(selector, permit_style=False))
@@ -339,7 +372,24 @@ class CompiledPolicy:
 
         term, keys = self._tracking(build)
         compares = _compares(inv.selector.when)
-        return Item(inv.id, "invariant", term, keys, compares, inv)
+        return Item(inv.id, inv.effect, term, keys, compares, inv, inv.selector, _lists(inv.selector.when))
+
+    def overlong(self, bucket: Bucket, subject: F.Subject) -> tuple[Attr, int] | None:
+        """A list longer than MACRO_BOUND that a rule or invariant whose patterns match `subject`
+        iterates over (with its length), or None. Such a request is invalid input."""
+        for item in bucket.items:
+            if not item.lists or item.selector is None:
+                continue
+            selector = item.selector
+            if not any(g.matches(subject.action) for g in selector.actions):
+                continue
+            if selector.resources is not None and not any(g.matches(subject.resource) for g in selector.resources):
+                continue
+            for attr in item.lists:
+                value = subject.lookup(attr)
+                if isinstance(value, list) and len(value) > MACRO_BOUND:
+                    return attr, len(value)
+        return None
 
     # --- index and buckets ---------------------------------------------------------------------
     def candidates(self, action: str, resource: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -540,7 +590,17 @@ def _compares(cond: Cond) -> tuple[tuple[str, Linear], ...]:
             stack.append(node.arg)
         elif isinstance(node, (And, Or)):
             stack.extend(node.args)
+        elif isinstance(node, ListMacro):
+            # What a verdict reads of the list: which elements exist (size > i), whether it is
+            # too long (size > MACRO_BOUND), and each element's own comparisons.
+            size = Linear(((SizeOf(node.attr), Fraction(1)),), Fraction(0))
+            found += [(">", size.plus(Linear((), Fraction(i)), -1)) for i in range(MACRO_BOUND + 1)]
+            stack.extend(element_body(node, i) for i in range(MACRO_BOUND))
     return tuple(found)
+
+
+def _lists(cond: Cond) -> tuple[Attr, ...]:
+    return tuple(dict.fromkeys(macro.attr for macro in list_macros(cond)))
 
 
 def _prefix_fits(glob: Glob, parts: list[str]) -> bool:

@@ -8,7 +8,7 @@ condition against the policy-wide types and lowers it to the tree the compiler c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -22,6 +22,12 @@ from licet.kernel.regex import regex_problem, search
 
 Type = Literal["string", "number", "bool", "list", "sized"]
 ROOTS = ("principal", "args", "context")
+MACRO_BOUND = 16
+"""The most elements a list macro (`all`, `exists`) reads: the conditions are encoded exactly for
+lists up to this length, and a request with a longer list where a matching rule or invariant
+iterates over it is invalid input (docs/policy-language.md, "List macros")."""
+MACROS = ("all", "exists")
+ELEMENT = "[]"  # the field standing for "each element" in a macro's body (`args.to[].name`)
 
 
 class ConditionError(Exception):
@@ -34,22 +40,44 @@ class ConditionError(Exception):
         self.column = column
 
 
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def type_name(name: str) -> str:
+    """The name a path's type is kept under in a policy: every element index read as `[]` (all the
+    elements a macro iterates over share their type: `args.to[3].name` is `args.to[].name`)."""
+    return _INDEX.sub(ELEMENT, name)
+
+
 @dataclass(frozen=True, order=True)
 class Attr:
     """A request attribute: `resource`, `action`, or `principal|args|context` and fields."""
 
     root: str
-    fields: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()  # names, or `[i]` (a list's element i) / `[]` (a macro's element)
 
     @property
     def name(self) -> str:
-        """Dotted name, `args.amount`."""
-        return ".".join((self.root, *self.fields))
+        """Dotted name, `args.amount`; list elements as `args.to[3].name`."""
+        text = self.root
+        for name in self.fields:
+            text += name if name.startswith("[") else "." + name
+        return text
+
+    @property
+    def type_name(self) -> str:
+        """The name the policy's types are kept under (see `type_name`)."""
+        return type_name(self.name)
 
     @property
     def always_present(self) -> bool:
         """`resource` and `action` are strings in every valid request."""
         return self.root in ("resource", "action")
+
+    def at(self, index: int) -> Attr:
+        """This attribute with its first `[]` (a macro's element) made element `index`."""
+        position = self.fields.index(ELEMENT)
+        return Attr(self.root, (*self.fields[:position], f"[{index}]", *self.fields[position + 1:]))
 
 
 @dataclass(frozen=True, order=True)
@@ -174,7 +202,66 @@ class Compare:
     expr: Linear
 
 
-Cond = Const | Not | And | Or | Has | BoolAttr | StringTest | ListHas | SameValue | Compare
+@dataclass(frozen=True)
+class ListMacro:
+    """`list.all(x, body)` / `list.exists(x, body)`: `body` reads the element through attributes
+    below `list[]` (`x.amount` is `args.items[].amount`)."""
+
+    kind: Literal["all", "exists"]
+    attr: Attr
+    body: Cond
+
+
+Cond = Const | Not | And | Or | Has | BoolAttr | StringTest | ListHas | SameValue | Compare | ListMacro
+
+
+def element_body(macro: ListMacro, index: int) -> Cond:
+    """The macro's body about element `index` of its list."""
+    prefix = (*macro.attr.fields, ELEMENT)
+
+    def element(attr: Attr) -> Attr:
+        inside = attr.root == macro.attr.root and attr.fields[:len(prefix)] == prefix
+        return attr.at(index) if inside else attr
+
+    return _map_attrs(macro.body, element)
+
+
+def _map_attrs(cond: Cond, change: Callable[[Attr], Attr]) -> Cond:
+    """`cond` with every attribute it reads replaced by `change(attribute)`."""
+    if isinstance(cond, Const):
+        return cond
+    if isinstance(cond, Not):
+        return Not(_map_attrs(cond.arg, change))
+    if isinstance(cond, And):
+        return And(tuple(_map_attrs(a, change) for a in cond.args))
+    if isinstance(cond, Or):
+        return Or(tuple(_map_attrs(a, change) for a in cond.args))
+    if isinstance(cond, Has):
+        return Has(change(cond.attr))
+    if isinstance(cond, BoolAttr):
+        return BoolAttr(change(cond.attr))
+    if isinstance(cond, StringTest):
+        return StringTest(cond.op, change(cond.subject), cond.literal)
+    if isinstance(cond, ListHas):
+        return ListHas(change(cond.attr), cond.literal)
+    if isinstance(cond, SameValue):
+        return SameValue(*sorted((change(cond.left), change(cond.right))))
+    if isinstance(cond, Compare):
+        terms = {(SizeOf(change(leaf.attr)) if isinstance(leaf, SizeOf) else change(leaf)): coeff
+                 for leaf, coeff in cond.expr.terms}
+        return Compare(cond.op, Linear(tuple(sorted(terms.items(), key=_leaf_key)), cond.expr.constant))
+    return ListMacro(cond.kind, change(cond.attr), cond.body)  # macros do not nest: its body stays
+
+
+def list_macros(cond: Cond) -> list[ListMacro]:
+    """The list macros in a condition."""
+    if isinstance(cond, ListMacro):
+        return [cond]
+    if isinstance(cond, Not):
+        return list_macros(cond.arg)
+    if isinstance(cond, (And, Or)):
+        return [m for arg in cond.args for m in list_macros(arg)]
+    return []
 
 
 @cache
@@ -271,6 +358,7 @@ class Checker:
         self.types = types
         self.evidence: Evidence = []
         self.links: Links = []
+        self.element: tuple[str, Attr] | None = None  # inside a macro: its variable and list
 
     # --- helpers -------------------------------------------------------------------------------
     def _attr(self, node: Tree[Token] | Token) -> Attr | None:
@@ -283,6 +371,9 @@ class Checker:
             return None
         root = str(node.children[0])
         fields.reverse()
+        if self.element is not None and root == self.element[0]:
+            items = self.element[1]
+            return Attr(items.root, (*items.fields, ELEMENT, *fields))
         if root in ("resource", "action"):
             if fields:
                 raise _fail(node, f"{root} is a string and has no fields")
@@ -489,9 +580,11 @@ class Checker:
         args = _arguments(arglist)
         if name == "size":
             raise _fail(node, "size() is a number, not a condition")
+        if name in MACROS:
+            return self._macro(node, receiver, name, args)
         if name not in _METHODS:
             raise _fail(name_token, f"method {name}() is not in Licet's CEL subset "
-                                    f"(supported: {', '.join(_METHODS)}, size)")
+                                    f"(supported: {', '.join(_METHODS)}, size, {', '.join(MACROS)})")
         if len(args) != 1:
             raise _fail(node, f"{name}() takes exactly one string literal")
         literal = self._literal(args[0])
@@ -509,6 +602,30 @@ class Checker:
             raise _fail(receiver, f"{name}() applies to a string attribute, resource or action")
         self._demand(attr, "string", receiver)
         return StringTest(name, attr, literal)  # type: ignore[arg-type]
+
+    def _macro(self, node: Tree[Token], receiver: Tree[Token] | Token, name: str,
+               args: list[Tree[Token] | Token]) -> Cond:
+        if self.element is not None:
+            raise _fail(node, f"{name}() inside another list macro is not supported")
+        if len(args) != 2:
+            raise _fail(node, f"{name}() takes a variable and a condition, e.g. "
+                              f"args.to.{name}(r, r.endsWith(\"@example.com\"))")
+        variable = args[0]
+        if not (isinstance(variable, Tree) and variable.data == "ident"):
+            raise _fail(variable, f"the first argument of {name}() must be a variable name")
+        var = str(variable.children[0])
+        if var in (*ROOTS, "resource", "action", "true", "false", "null"):
+            raise _fail(variable, f"{var!r} cannot be a macro's variable: it already names something")
+        attr = self._attr(receiver)
+        if attr is None or attr.always_present:
+            raise _fail(receiver, f"{name}() iterates over a list attribute, e.g. args.to.{name}(r, ...)")
+        self._demand(attr, "list", receiver)
+        self.element = (var, attr)
+        try:
+            body = self.condition(args[1])
+        finally:
+            self.element = None
+        return ListMacro(name, attr, body)  # type: ignore[arg-type]
 
     def _call_bool(self, node: Tree[Token]) -> Cond:
         name_token, arglist = node.children

@@ -12,6 +12,7 @@ import z3
 
 from licet.kernel import facts as F
 from licet.kernel.compiler import Bucket, CompiledPolicy, FactKey, Verdict, compiled
+from licet.kernel.conditions import MACRO_BOUND, Attr
 from licet.kernel.errors import InvalidRequest
 from licet.kernel.policy import Approval, Invariant, Policy, Rule
 from licet.kernel.requests import NormalisedRequest, folded_for, normalise_request, normalise_resource, request_hash
@@ -96,6 +97,7 @@ def decide(policy: Policy, request: Mapping[str, Any] | NormalisedRequest, *,
     indices, misses = cp.candidates(req.action, req.resource)
     bucket = cp.bucket(indices)
     subject = F.Subject(req.principal, req.action, req.resource, req.args, req.context)
+    refuse_overlong(cp, bucket, subject)
     involved = [item.invariant for item in bucket.items if item.invariant is not None]
     inv_state = invariant_state(cp, involved, subject, state, at)
     verdict, values = cp.evaluate(bucket, subject, inv_state, explain=_explain)
@@ -115,11 +117,21 @@ def decide(policy: Policy, request: Mapping[str, Any] | NormalisedRequest, *,
         proof = {**proof, "approval": {"id": used.id, "approvers": list(used.approvers)}}
     approval_spec = None
     if outcome == "require_approval":
-        approval_spec = _merge_approvals([policy.rule(w) for w in winners])  # type: ignore[misc]
+        approval_spec = _merge_approvals([policy.rule(w) for w in winners])
     return Decision(
         outcome, winners, proof, req, digest, policy.id, policy.version, policy.hash,
         _diagnostics(bucket, values, subject), approval_spec, used, at, _summary(inv_state),
     )
+
+
+def refuse_overlong(cp: CompiledPolicy, bucket: Bucket, subject: F.Subject, where: str = "") -> None:
+    """Raise InvalidRequest naming the field when a matching rule or invariant iterates (`all`,
+    `exists`) over a list longer than the bound the macros are encoded for."""
+    found = cp.overlong(bucket, subject)
+    if found is not None:
+        attr, length = found
+        raise InvalidRequest(where + attr.name, f"a list of {length} elements, but this policy's list "
+                                                f"macros (all, exists) read at most {MACRO_BOUND}")
 
 
 def involved_invariants(policy: Policy, request: Mapping[str, Any] | NormalisedRequest) -> tuple[str, ...]:
@@ -131,32 +143,31 @@ def involved_invariants(policy: Policy, request: Mapping[str, Any] | NormalisedR
     return tuple(item.invariant.id for item in bucket.items if item.invariant is not None)
 
 
+_PRECEDENCE: tuple[Outcome, ...] = ("forbid", "require_approval", "permit")
+
+
 def _explain(bucket: Bucket, applying: list[str]) -> dict[str, bool]:
     effects = {item.id: item.effect for item in bucket.items}
-    for group in (("forbid", "invariant"), ("require_approval",), ("permit",)):
-        chosen = [i for i in applying if effects[i] in group]
+    for effect in _PRECEDENCE:
+        chosen = [i for i in applying if effects[i] == effect]
         if chosen:
             return dict.fromkeys(chosen, True)
     return {item.id: False for item in bucket.items if item.effect == "permit"}
 
 
 def _outcome(bucket: Bucket, verdict: Verdict) -> tuple[Outcome, tuple[str, ...]]:
+    # Rules and violated invariants alike, by effect: forbid > require_approval > permit > deny.
     effects = {item.id: item.effect for item in bucket.items}
     applying = verdict.applying
-    forbids = sorted(i for i in applying if effects[i] in ("forbid", "invariant"))
-    if forbids:
-        return "forbid", tuple(forbids)
-    approvals = sorted(i for i in applying if effects[i] == "require_approval")
-    if approvals:
-        return "require_approval", tuple(approvals)
-    permits = sorted(i for i in applying if effects[i] == "permit")
-    if permits:
-        return "permit", tuple(permits)
+    for effect in _PRECEDENCE:
+        chosen = sorted(i for i in applying if effects[i] == effect)
+        if chosen:
+            return effect, tuple(chosen)
     return "deny", ()
 
 
-def _merge_approvals(rules: Sequence[Rule]) -> Approval:
-    # Several approval rules apply: the strictest requirement of each kind wins.
+def _merge_approvals(rules: Sequence[Rule | Invariant]) -> Approval:
+    # Several approval rules (or invariants) apply: the strictest requirement of each kind wins.
     quorums = [r.approval.quorum for r in rules if r.approval and r.approval.quorum]
     ttls = [r.approval.ttl_seconds for r in rules if r.approval and r.approval.ttl_seconds]
     roles = sorted({r.approval.role for r in rules if r.approval and r.approval.role})
@@ -181,6 +192,7 @@ def _render_fact(cp: CompiledPolicy, key: FactKey, values: Mapping[FactKey, Any]
 def _proof(cp: CompiledPolicy, bucket: Bucket, verdict: Verdict, values: Mapping[FactKey, Any],
            outcome: Outcome, winners: tuple[str, ...], indexed_out: int) -> dict[str, Any]:
     effects = {item.id: item.effect for item in bucket.items}
+    invariants = {item.id for item in bucket.items if item.invariant is not None}
     proof: dict[str, Any] = {
         "solver": SOLVER,
         "candidates": [item.id for item in bucket.items],
@@ -195,8 +207,7 @@ def _proof(cp: CompiledPolicy, bucket: Bucket, verdict: Verdict, values: Mapping
     else:
         proof["kind"] = "witness"
         proof["witnesses"] = [
-            {"rule": rid, "effect": "forbid" if effects[rid] == "invariant" else effects[rid],
-             "invariant": effects[rid] == "invariant",
+            {"rule": rid, "effect": effects[rid], "invariant": rid in invariants,
              "facts": [_render_fact(cp, k, values) for k in verdict.cores.get(rid, ())]}
             for rid in winners
         ]
@@ -208,6 +219,8 @@ def _diagnostics(bucket: Bucket, values: Mapping[FactKey, Any], subject: F.Subje
     for fact in bucket.facts:
         if fact.key[0] != "ok" or values[fact.key] or fact.attr is None:
             continue
+        if _beyond_list(fact.attr, subject):
+            continue  # a macro's slot past the end of the list: nothing was read there
         observed = subject.lookup(fact.attr)
         kind = fact.label.rsplit(" ", 1)[-1]
         if observed is F.Missing:
@@ -215,6 +228,14 @@ def _diagnostics(bucket: Bucket, values: Mapping[FactKey, Any], subject: F.Subje
         else:
             notes.append(f"{fact.attr.name}: expected {kind}, got {_json_type(observed)}")
     return tuple(notes)
+
+
+def _beyond_list(attr: Attr, subject: F.Subject) -> bool:
+    """Whether `attr` is below a list element the request does not have (`args.to[5]` of 3)."""
+    for i, name in enumerate(attr.fields):
+        if name.startswith("[") and subject.lookup(Attr(attr.root, attr.fields[:i + 1])) is F.Missing:
+            return True
+    return False
 
 
 def _json_type(value: Any) -> str:

@@ -38,9 +38,15 @@ class Subject:
             return self.action
         value: Any = getattr(self, attr.root)
         for name in attr.fields:
-            if not isinstance(value, Mapping) or name not in value:
+            if name.startswith("["):  # a list's element (a macro's slot), never a map key
+                index = int(name[1:-1])
+                if not isinstance(value, list) or index >= len(value):
+                    return Missing
+                value = value[index]
+            elif not isinstance(value, Mapping) or name not in value:
                 return Missing
-            value = value[name]
+            else:
+                value = value[name]
         return value
 
 
@@ -118,7 +124,7 @@ def linear_value(expr: Linear, subject: Subject, types: Mapping[str, Type]) -> F
     for leaf, coeff in expr.terms:
         attr = leaf.attr if isinstance(leaf, SizeOf) else leaf
         value = subject.lookup(attr)
-        kind = "string" if attr.always_present else types.get(attr.name, "number")
+        kind = "string" if attr.always_present else types.get(attr.type_name, "number")
         if value is Missing or not has_type(value, kind):
             return None
         total += coeff * (size_of(value) if isinstance(leaf, SizeOf) else number(value))

@@ -26,7 +26,8 @@ import z3
 from licet.kernel import facts as F
 from licet.kernel.analysis import z3_var
 from licet.kernel.compiler import CompiledPolicy, FactKey, compiled
-from licet.kernel.decision import SOLVER, epoch_seconds, invariant_state
+from licet.kernel.conditions import type_name
+from licet.kernel.decision import SOLVER, epoch_seconds, invariant_state, refuse_overlong
 from licet.kernel.errors import InvalidRequest, LicetError
 from licet.kernel.facts import Subject
 from licet.kernel.numbers import exact
@@ -161,7 +162,7 @@ def _restore(value: Any, original: Any) -> Any:
 
 def _fact_attrs(key: FactKey) -> tuple[str, ...]:
     kind = key[0]
-    if kind in ("ok", "num", "size", "bool", "has", "list"):
+    if kind in ("ok", "num", "size", "bool", "has", "list", "slot", "long"):
         return (key[1],)
     if kind == "str":
         return (key[2],)
@@ -177,14 +178,15 @@ class _Shape:
     declarations: list[str]
     ints: list[str]  # names of the symbolic ints (reals whose integrality is asserted lazily)
     forbid: str  # a forbid rule applies (invariants apart)
-    approval: str
+    approval: str  # a require_approval rule applies or a require_approval invariant is broken
     permit: str
-    violations: dict[str, str]  # invariant id -> this step breaks it (text), for candidate invariants
+    violations: dict[str, str]  # forbid invariant id -> this step breaks it (text), for candidates
     amount_bad: dict[str, str]  # budget id -> this step's own amount is unusable (text)
     history: dict[str, str]  # invariant id -> does this step count for it (text)
     amounts: dict[str, str]  # budget id -> this step's contribution (text)
     items: list[tuple[str, str, z3.BoolRef]]  # (id, effect, term over @STEP names)
     symbols: dict[str, tuple[Symbolic, z3.ExprRef]]  # attribute -> (spec, template variable)
+    invariants: frozenset[str]  # the ids in `items` that are invariants
 
 
 class _Unroller:
@@ -269,11 +271,12 @@ class _Unroller:
             return z3.simplify(z3.substitute(term, *pairs)) if pairs else z3.simplify(term)
 
         terms = [(item.id, item.effect, text(item.applies)) for item in items]
+        invariants = frozenset(item.id for item in items if item.invariant is not None)
         false = z3.BoolVal(False, ctx)
         fold = _Folder(ctx, domain)
 
-        def any_of(effects: tuple[str, ...]) -> str:
-            chosen = [t for _, e, t in terms if e in effects]
+        def any_of(effect: str, *, with_invariants: bool) -> str:
+            chosen = [t for i, e, t in terms if e == effect and (with_invariants or i not in invariants)]
             return fold(z3.Or(*chosen)) if chosen else str(false.sexpr())
 
         contributions, amount_bad = {}, {}
@@ -281,11 +284,14 @@ class _Unroller:
         for inv_id, (valid, amount, _) in amounts.items():
             contributions[inv_id] = text(z3.If(valid, amount, zero)).sexpr()
             amount_bad[inv_id] = fold(text(z3.Or(z3.Not(valid), amount < zero)))
-        violations = {i: fold(t) for i, e, t in terms if e == "invariant"}
-        return _Shape(declarations, ints, any_of(("forbid",)), any_of(("require_approval",)),
-                      any_of(("permit",)), violations, amount_bad,
+        # A forbid invariant's violation is its own way to fail (see _Query); a require_approval
+        # invariant's violation sends the step to a person, as a require_approval rule does.
+        violations = {i: fold(t) for i, e, t in terms if i in invariants and e == "forbid"}
+        return _Shape(declarations, ints, any_of("forbid", with_invariants=False),
+                      any_of("require_approval", with_invariants=True),
+                      any_of("permit", with_invariants=False), violations, amount_bad,
                       {k: fold(text(v.applies)) for k, v in history.items()}, contributions, terms,
-                      variables)
+                      variables, invariants)
 
     def _bounds(self, sym: Symbolic, var: z3.ExprRef) -> z3.BoolRef | None:
         ctx = self.ctx
@@ -307,7 +313,7 @@ class _Unroller:
         if name not in variables:  # a path below a symbolic value: absent
             return z3.BoolVal(False, ctx) if kind != "num" and kind != "size" else z3.RealVal(0, ctx)
         sym, var = variables[name]
-        path_type = self.cp.policy.types.get(name, "string")
+        path_type = self.cp.policy.types.get(type_name(name), "string")
         typed = _TYPES[sym.kind] == path_type or (path_type == "sized" and sym.kind == "string")
         if kind == "ok":
             return z3.BoolVal(typed, ctx)
@@ -438,6 +444,7 @@ def _verify(cp: CompiledPolicy, plan: Sequence[Mapping[str, Any]], state: Mappin
             raise InvalidRequest(f"{where}.{exc.field}", exc.message) from exc
         subject = Subject(req.principal, req.action, req.resource, _restore(req.args, args), req.context)
         indices, _ = cp.candidates(req.action, req.resource)
+        refuse_overlong(cp, cp.bucket(indices), subject, f"{where}.")
         shape = unroller.shape(indices, subject, symbols)
         seen[identity] = (shape, subject)
         steps.append((shape, subject))
@@ -744,10 +751,11 @@ def _counterexample(steps: Sequence[tuple[_Shape, Subject]], failure: tuple[int,
             actual = z3_var(ctx, var.decl().name().replace("@STEP", f"@{j}"), _SORTS[sym.kind])
             values[f"steps[{j}].{name}"] = _shown(model.eval(actual, model_completion=True), sym, strings)
     # Which items applied at the failing step, under the model.
-    applied = [(item_id, effect) for item_id, effect, term in steps[step][0].items
+    shape = steps[step][0]
+    applied = [(item_id, effect) for item_id, effect, term in shape.items
                if z3.is_true(model.eval(_rename_term(term, step), model_completion=True))]
-    forbidding = [i for i, e in applied if e == "forbid"]
-    violated = [i for i, e in applied if e == "invariant"]
+    forbidding = [i for i, e in applied if e == "forbid" and i not in shape.invariants]
+    violated = [i for i, e in applied if e == "forbid" and i in shape.invariants]
     if forbidding:
         rule, invariant, reason = forbidding[0], None, f"forbidden by rule {forbidding[0]}"
     elif violated:

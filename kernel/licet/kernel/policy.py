@@ -60,11 +60,15 @@ class Rule:
 
 
 InvariantKind = Literal["budget", "count", "flow"]
+InvariantEffect = Literal["forbid", "require_approval"]
+INVARIANT_EFFECTS: tuple[InvariantEffect, ...] = ("forbid", "require_approval")
 
 
 @dataclass(frozen=True)
 class Invariant:
-    """A stateful rule over a session's history: budget sum, count in a window, or flow taint."""
+    """A stateful rule over a session's history: budget sum, count in a window, or flow taint.
+    A violation has the invariant's `effect`: forbid (the default) or require_approval, with the
+    `approval` block a require_approval rule takes."""
 
     id: str
     kind: InvariantKind
@@ -73,6 +77,8 @@ class Invariant:
     window_seconds: int | None = None
     sum: Linear | None = None
     source: Selector | None = None  # flow only
+    effect: InvariantEffect = "forbid"
+    approval: Approval | None = None  # require_approval only
 
 
 @dataclass(frozen=True)
@@ -203,10 +209,11 @@ def _kind(value: Any) -> str:
 
 
 _RULE_FIELDS = {"id", "effect", "action", "resource", "when", "approval", "description"}
+_EFFECT_FIELDS = {"effect", "approval"}
 _INVARIANT_FIELDS = {
-    "budget": {"id", "kind", "action", "resource", "when", "sum", "limit", "window", "description"},
-    "count": {"id", "kind", "action", "resource", "when", "limit", "window", "description"},
-    "flow": {"id", "kind", "source", "sink", "window", "description"},
+    "budget": {"id", "kind", "action", "resource", "when", "sum", "limit", "window", "description"} | _EFFECT_FIELDS,
+    "count": {"id", "kind", "action", "resource", "when", "limit", "window", "description"} | _EFFECT_FIELDS,
+    "flow": {"id", "kind", "source", "sink", "window", "description"} | _EFFECT_FIELDS,
 }
 _SELECTOR_FIELDS = {"action", "resource", "when"}
 
@@ -283,6 +290,7 @@ def _build(doc: Located) -> Policy:
         invariants.append(Invariant(
             p["id"], p["kind"], selector(p["sink"] if p["kind"] == "flow" else p), p["limit"],
             p["window"], total, selector(p["source"]) if p["kind"] == "flow" else None,
+            p["effect"], p["approval"],
         ))
     document = dict(doc.value)
     try:
@@ -334,6 +342,20 @@ def _rule_parts(ld: _Loader, item: Any, where: str, seen: dict[str, str]) -> dic
     return parts
 
 
+def _invariant_effect(ld: _Loader, item: dict[str, Any], where: str) -> tuple[InvariantEffect, Approval | None]:
+    """An invariant's `effect` (forbid when omitted) and, for require_approval, its approval block."""
+    effect = item.get("effect", "forbid")
+    if effect not in INVARIANT_EFFECTS:
+        raise ld.fail(child(where, "effect"), f"must be one of {', '.join(INVARIANT_EFFECTS)}")
+    if effect == "forbid":
+        if "approval" in item:
+            raise ld.fail(child(where, "approval"), "only require_approval invariants take an approval block")
+        return "forbid", None
+    if "approval" in item:
+        return "require_approval", _approval(ld, item["approval"], child(where, "approval"))
+    return "require_approval", Approval()
+
+
 def _approval(ld: _Loader, value: Any, where: str) -> Approval:
     block = ld.mapping(value, where, {"quorum", "role", "ttl"}, set())
     quorum = block.get("quorum")
@@ -360,6 +382,7 @@ def _invariant_parts(ld: _Loader, item: Any, where: str, seen: dict[str, str]) -
     item = ld.mapping(item, where, _INVARIANT_FIELDS[kind], required)
     parts: dict[str, Any] = {"id": _unique_id(ld, item, where, seen), "kind": kind, "sum": None,
                              "limit": None, "window": None}
+    parts["effect"], parts["approval"] = _invariant_effect(ld, item, where)
     if "window" in item:
         window = parse_duration(item["window"])
         if not window:
