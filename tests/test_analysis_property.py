@@ -21,12 +21,17 @@ ACTIONS = ("db.read", "db.write", "fs.read")
 RESOURCES = ("/data/a", "/data/b/c", "/Data/a", "/pii/x", "/")
 STRINGS = ("ab", "abc", "b@x.com", "", "x1")
 NUMBERS = (0, 1, 5, 10)
+# Lists for the macros (issue 21): empty, short, mixed types, and one just over the bound (refused
+# where a matching rule iterates over it).
+LISTS = (None, [], ["ab"], ["abc", "b@x.com"], ["ab", 1], ["ab"] * 17)
 
 CONDITIONS = st.sampled_from([
     'args.s == "ab"', 'args.s.startsWith("a")', 'args.s.endsWith("@x.com")', 'args.s.contains("b")',
     'args.s.matches("^[a-z]+$")', 'args.s.matches("\\\\d")', 'args.s in ["ab", "x1"]', "size(args.s) > 2",
     "args.n > 3", "args.n + 2 <= 7", "has(args.n)", "has(args.s)", 'resource.startsWith("/data")',
     'action.endsWith("read")', "!has(args.s)", 'args.s == "zz"',
+    'args.l.all(x, x.startsWith("a"))', 'args.l.exists(x, x == "ab")', 'args.l.exists(x, x.endsWith("@x.com"))',
+    '"ab" in args.l', "size(args.l) > 1",
 ])
 
 
@@ -49,7 +54,12 @@ def policies(draw: st.DrawFn) -> kernel.Policy:
             rule["when"] = draw(conditions())
         rules.append(rule)
     case = draw(st.sampled_from(["sensitive", "insensitive"]))
-    return kernel.load_policy({"id": "p", "resource_case": case, "rules": rules})
+    invariants = []
+    if draw(st.integers(0, 2)) == 0:  # a count invariant of either effect (limit 0: always broken)
+        invariants.append({"id": "i0", "kind": "count", "action": draw(st.sampled_from(["db.*", "fs.read"])),
+                           "limit": draw(st.sampled_from([0, 1])),
+                           "effect": draw(st.sampled_from(["forbid", "require_approval"]))})
+    return kernel.load_policy({"id": "p", "resource_case": case, "rules": rules, "invariants": invariants})
 
 
 def domain() -> list[dict[str, Any]]:
@@ -58,6 +68,8 @@ def domain() -> list[dict[str, Any]]:
         for s, n in itertools.product((None, *STRINGS), (None, *NUMBERS)):
             args = {k: v for k, v in (("s", s), ("n", n)) if v is not None}
             out.append({"action": action, "resource": resource, "args": args})
+        for items in LISTS[1:]:
+            out.append({"action": action, "resource": resource, "args": {"s": "ab", "n": 5, "l": items}})
     return out
 
 
@@ -66,7 +78,10 @@ ANSWERS: dict[str, int] = {}
 
 
 def permits(policy: kernel.Policy, request: dict[str, Any], state: Any = None) -> bool:
-    return kernel.decide(policy, request, state=state, now=NOW).outcome == "permit"
+    try:
+        return kernel.decide(policy, request, state=state, now=NOW).outcome == "permit"
+    except kernel.InvalidRequest:
+        return False  # a list longer than the macros read: refused, so not permitted
 
 
 @settings(max_examples=int(os.environ.get("LICET_ANALYSIS_EXAMPLES", "25")), deadline=None, database=None,

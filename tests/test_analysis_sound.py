@@ -137,6 +137,46 @@ def test_regex_child_inside_parents_suffix_attenuates() -> None:
     assert verdict.answer == "attenuates"
 
 
+# --- issue 21: list macros and invariant effects -----------------------------------------------------
+RECIPIENTS = policy([{"id": "mail", "effect": "permit", "action": "email.send",
+                      "when": 'args.to.all(r, r.endsWith("@example.com"))'}])
+
+
+def test_macro_no_is_a_proof_over_every_element() -> None:
+    answer = query(RECIPIENTS, {"action": "email.send", "when": 'args.to.exists(r, !r.endsWith("@example.com"))'})
+    assert answer.answer == "no", answer.to_json()
+    # Checked by hand: a recipient outside the domain, wherever it stands within the bound, is denied.
+    for position in range(16):
+        to = ["a@example.com"] * 16
+        to[position] = "b@x.org"
+        assert outcome(RECIPIENTS, {"action": "email.send", "resource": "/", "args": {"to": to}}) == "deny"
+
+
+def test_macro_yes_is_confirmed_with_the_elements_it_needs() -> None:
+    request = assert_yes(RECIPIENTS, {"action": "email.send", "when": 'size(args.to) == 2 && "a@example.com" in args.to'})
+    assert len(request["args"]["to"]) == 2 and "a@example.com" in request["args"]["to"]
+
+
+def test_macro_contradicting_its_list_never_applies() -> None:
+    p = policy([{"id": "r", "effect": "permit", "action": "a.b",
+                 "when": 'args.l.all(x, x == "a") && "b" in args.l'}])
+    assert [n.rule for n in never_applying_rules(p)] == ["r"]
+
+
+def test_approval_invariant_is_approval_not_permit_nor_forbid() -> None:
+    p = policy([{"id": "any", "effect": "permit", "action": "db.delete"}],
+               invariants=[{"id": "few", "kind": "count", "action": "db.delete", "limit": 2,
+                            "effect": "require_approval"}])
+    answer = query(p, {"action": "db.delete"})
+    assert answer.answer == "yes" and answer.example is not None
+    assert outcome(p, dict(answer.example.request), answer.example.state) == "permit"
+    # A permit rule is not shadowed by an invariant of either effect: it decides within the limit.
+    assert never_applying_rules(p) == []
+    forbidding = policy([{"id": "any", "effect": "permit", "action": "db.delete"}],
+                        invariants=[{"id": "few", "kind": "count", "action": "db.delete", "limit": 2}])
+    assert diff(forbidding, p).answer == "equivalent"
+
+
 def test_size_is_tied_to_the_string() -> None:
     p = policy([{"id": "r", "effect": "permit", "action": "a.b",
                  "when": 'args.name == "ab" && size(args.name) > 3'}])
