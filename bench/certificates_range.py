@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from licet.server.identity import Caller
 from licet.server.migrations import upgrade
-from licet.server.models import CertificateRecord
 from licet.server.routers.evidence import DecisionFilter
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -61,10 +60,7 @@ async def timed(engine: AsyncEngine, matching: DecisionFilter, before: int | Non
         async with AsyncSession(engine) as session:
             began = time.perf_counter()
             walk = await matching.walks_log(session, caller) if choose else False
-            query = matching.query(caller, walk_log=walk)
-            if before is not None:
-                query = query.where(CertificateRecord.log_index < before)
-            rows = list((await session.execute(query.limit(50))).all())
+            rows = list((await session.execute(matching.page(caller, before=before, limit=50, walk_log=walk))).all())
             runs.append((time.perf_counter() - began) * 1000)
     return statistics.median(runs), rows
 

@@ -125,9 +125,10 @@ class PolicyActivation(Base):
 
 class CertificateRecord(Base):
     __tablename__ = "certificates"
-    # The explorer pages newest first by log index, filtered by outcome or agent (migration 0006).
+    # The explorer pages newest first by log index, filtered by outcome or agent (migration 0006), or by
+    # time with the page's log indexes read off the time index (migration 0008).
     __table_args__ = (UniqueConstraint("tenant_id", "log_index"),
-                      Index("ix_certificates_tenant_time", "tenant_id", "issued_at"),
+                      Index("ix_certificates_tenant_time_index", "tenant_id", "issued_at", "log_index"),
                       Index("ix_certificates_outcome", "tenant_id", "outcome", "log_index"),
                       Index("ix_certificates_principal", "tenant_id", "principal_id", "log_index"))
 

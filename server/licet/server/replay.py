@@ -38,7 +38,7 @@ from licet.kernel.policy import Invariant
 from licet.server.decisions import as_grant
 from licet.server.errors import ApiError
 from licet.server.identity import Caller
-from licet.server.models import CertificateRecord, GrantRecord, PolicyVersion
+from licet.server.models import GrantRecord, PolicyVersion
 from licet.server.routers.evidence import DecisionFilter
 from licet.server.services import Services
 from licet.server.time import utcnow
@@ -360,10 +360,9 @@ async def load_page(services: Services, caller: Caller, window: Window, limit: i
     re-deciding them needs."""
     matching = DecisionFilter(since=window.since)
     async with services.db.read() as session:
-        query = matching.query(caller, walk_log=await matching.walks_log(session, caller))
-        if window.before is not None:
-            query = query.where(CertificateRecord.log_index < window.before)
-        found = (await session.execute(query.limit(limit + 1))).all()
+        walk = await matching.walks_log(session, caller)
+        found = (await session.execute(matching.page(caller, before=window.before, limit=limit + 1,
+                                                     walk_log=walk))).all()
         # Thousands of certificates to parse: off the event loop.
         rows = await asyncio.to_thread(
             lambda: [Recorded(r.id, r.log_index, r.principal_id, json.loads(r.body)) for r in found]

@@ -102,7 +102,22 @@ class DecisionFilter:
         """The matching decisions visible to `caller` (agents: their own), newest first. With
         `walk_log` (SQLite), the time bounds are kept off the time index, so the database walks the
         log index from the newest and stops at the page's end (see `walks_log`); the rows are the same."""
-        query = select(*_LISTED).where(CertificateRecord.tenant_id == caller.tenant_id)
+        return self._where(select(*_LISTED), caller, walk_log).order_by(CertificateRecord.log_index.desc())
+
+    def page(self, caller: Caller, *, before: int | None, limit: int, walk_log: bool = False,
+             ) -> Select[*tuple[Any, ...]]:
+        """Up to `limit` rows of `query` older than log index `before`. The page's log indexes are chosen
+        first, from the indexes where the filter allows: a time range over half of 10^5 decisions then
+        sorts 5·10^4 integers, not 5·10^4 certificate bodies (0.7 s → under 0.1 s)."""
+        keys = self._where(select(CertificateRecord.log_index), caller, walk_log)
+        if before is not None:
+            keys = keys.where(CertificateRecord.log_index < before)
+        keys = keys.order_by(CertificateRecord.log_index.desc()).limit(limit)
+        return select(*_LISTED).where(CertificateRecord.tenant_id == caller.tenant_id,
+                                      CertificateRecord.log_index.in_(keys)).order_by(CertificateRecord.log_index.desc())
+
+    def _where(self, query: Select[*tuple[Any, ...]], caller: Caller, walk_log: bool) -> Select[*tuple[Any, ...]]:
+        query = query.where(CertificateRecord.tenant_id == caller.tenant_id)
         if caller.role == "agent":
             query = query.where(CertificateRecord.principal_id == caller.principal_id)
         if self.principal:
@@ -120,7 +135,7 @@ class DecisionFilter:
             query = query.where(issued_at >= self.since)
         if self.until:
             query = query.where(issued_at < self.until)
-        return query.order_by(CertificateRecord.log_index.desc())
+        return query
 
     async def walks_log(self, session: AsyncSession, caller: Caller) -> bool:
         """Whether `query(walk_log=True)` is the faster plan: on SQLite, for a time range holding many
@@ -185,10 +200,8 @@ async def list_certificates(request: Request, caller: Annotated[Caller, require(
                             limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
     """A page of decisions (agents: their own), filtered; page on with `before` = `next_before`."""
     async with services_of(request).db.read() as session:
-        query = matching.query(caller, walk_log=await matching.walks_log(session, caller))
-        if before is not None:
-            query = query.where(CertificateRecord.log_index < before)
-        rows = (await session.execute(query.limit(limit))).all()
+        walk = await matching.walks_log(session, caller)
+        rows = (await session.execute(matching.page(caller, before=before, limit=limit, walk_log=walk))).all()
     items = [listed(r) for r in rows]
     return {"certificates": items, "next_before": items[-1]["log_index"] if len(items) == limit else None}
 
