@@ -247,8 +247,8 @@ def main() -> None:
             print(f"  survived #{mutant.number} line {mutant.line}: {mutant.before!r} -> {mutant.after!r}", flush=True)
     counts = {kind: sum(m.outcome == kind for m, _ in selected) for kind in ("killed", "timeout", "survived")}
     print(
-        f"{name}: {len(selected)} run, {counts['killed']} killed, {counts['timeout']} timed out, "
-        f"{counts['survived']} survived"
+        f"{name}: {len(selected)} of {len(mutants)} mutants run, {counts['killed']} killed, "
+        f"{counts['timeout']} timed out, {counts['survived']} survived"
     )
     if args.report:
         args.report.write_text(
