@@ -94,6 +94,7 @@ class Bucket:
     facts: tuple[Fact, ...]
     compares: tuple[tuple[str, Linear], ...]
     cache: dict[tuple[Any, ...], Verdict] = field(default_factory=dict)
+    iterating: tuple[Item, ...] = ()  # the items whose macros iterate over lists (see `overlong`)
 
 
 class CompiledPolicy:
@@ -377,10 +378,9 @@ class CompiledPolicy:
     def overlong(self, bucket: Bucket, subject: F.Subject) -> tuple[Attr, int] | None:
         """A list longer than MACRO_BOUND that a rule or invariant whose patterns match `subject`
         iterates over (with its length), or None. Such a request is invalid input."""
-        for item in bucket.items:
-            if not item.lists or item.selector is None:
-                continue
+        for item in bucket.iterating:
             selector = item.selector
+            assert selector is not None  # rules and invariants carry theirs
             if not any(g.matches(subject.action) for g in selector.actions):
                 continue
             if selector.resources is not None and not any(g.matches(subject.resource) for g in selector.resources):
@@ -448,7 +448,8 @@ class CompiledPolicy:
         keys = tuple(dict.fromkeys(k for item in items for k in item.facts))
         compares = tuple(dict.fromkeys(c for item in items for c in item.compares))
         negated = {item_id: z3.Not(ind) for item_id, ind in indicators.items()}
-        return Bucket(items, solver, indicators, negated, tuple(self.facts[k] for k in keys), compares)
+        return Bucket(items, solver, indicators, negated, tuple(self.facts[k] for k in keys), compares,
+                      iterating=tuple(item for item in items if item.lists))
 
     # --- evaluation ----------------------------------------------------------------------------
     def evaluate(self, bucket: Bucket, subject: F.Subject, state: InvariantState,
