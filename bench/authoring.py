@@ -6,9 +6,11 @@
 
 Starts `licet serve --demo` (SQLite) on a free port and sends each document over localhost HTTP with the
 owner's API key, each time with one character changed (a rule's threshold, as a person typing would),
-so no answer can come from a cache. The figure is the API's part of the editor's round trip: loading
-and type-checking the document plus the analysis (rules that never apply, approval roles nobody
-holds), plus about a millisecond of HTTP; the page adds its socket hop and the 300 ms debounce.
+so no answer can come from a cache. Two figures per size, the API's part of the editor's round trips:
+"errors" (`analysis: false`: loading and type-checking, what the editor shows as you type) and
+"warnings" (the analysis too: rules that never apply, approval roles nobody holds, which the editor
+asks for next, in the background), each plus about a millisecond of HTTP; the page adds its socket hop
+and the 300 ms debounce.
 Rules are shaped like bench/analysis.py's: rule i permits `svc{i%20}.op{i%7}` on `/t{i%50}/**` when
 `args.amount <= …`, a tenth are forbids. Figures only; nothing is asserted.
 """
@@ -62,21 +64,22 @@ def main() -> None:
             with httpx.Client(base_url=url, headers={"authorization": f"Bearer {owner}"}, timeout=60) as api:
                 print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
                 for rules in args.sizes:
-                    times = []
-                    for typed in range(args.runs + 1):
-                        text = source(rules, typed)
-                        started = time.perf_counter()
-                        answer = api.post("/v1/policies/validate", json={"source": text})
-                        elapsed = time.perf_counter() - started
-                        if answer.status_code != 200:
-                            raise SystemExit(f"validate answered {answer.status_code}: {answer.text[:300]}")
-                        if typed:  # the first call warms the process (imports, Z3 context)
-                            times.append(elapsed)
-                    ordered = sorted(times)
-                    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-                    print(f"{rules:5d} rules ({len(text) // 1024} KiB): validate p50 "
-                          f"{statistics.median(times) * 1000:7.1f} ms, p90 {p90 * 1000:7.1f} ms, "
-                          f"min {ordered[0] * 1000:7.1f} ms over {len(times)} checks")
+                    for label, analysis in (("errors", False), ("warnings", True)):
+                        times = []
+                        for typed in range(args.runs + 1):
+                            text = source(rules, typed)
+                            started = time.perf_counter()
+                            answer = api.post("/v1/policies/validate", json={"source": text, "analysis": analysis})
+                            elapsed = time.perf_counter() - started
+                            if answer.status_code != 200:
+                                raise SystemExit(f"validate answered {answer.status_code}: {answer.text[:300]}")
+                            if typed:  # the first call warms the process (imports, Z3 context)
+                                times.append(elapsed)
+                        ordered = sorted(times)
+                        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+                        print(f"{rules:5d} rules ({len(text) // 1024} KiB), {label:8}: validate p50 "
+                              f"{statistics.median(times) * 1000:7.1f} ms, p90 {p90 * 1000:7.1f} ms, "
+                              f"min {ordered[0] * 1000:7.1f} ms over {len(times)} checks")
                 print(f"load average at end:   {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         finally:
             process.terminate()

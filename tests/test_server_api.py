@@ -122,6 +122,19 @@ def test_invalid_policy_reports_line_column_and_stores_nothing(tenant: Tenant) -
         assert owner.get("/v1/policies").json() == before
 
 
+def test_validate_without_analysis_answers_errors_and_leaves_warnings_to_a_second_call(tenant: Tenant) -> None:
+    # The editor checks each pause in typing with analysis=false, then asks for the (slower) analysis.
+    never = ("id: p\nrules:\n  - {id: fine, effect: permit, action: a.b}\n"
+             "  - {id: never, effect: permit, action: a.c, when: 'args.n > 5 && args.n < 3'}\n")
+    with tenant.owner_session() as owner:
+        quick = owner.post("/v1/policies/validate", json={"source": never, "analysis": False}).json()
+        full = owner.post("/v1/policies/validate", json={"source": never}).json()
+        broken = owner.post("/v1/policies/validate", json={"source": "id: p\nrules: 3\n", "analysis": False})
+    assert quick["analysed"] is False and quick["never_applying"] == [] and quick["hash"] == full["hash"]
+    assert full["analysed"] is True and [n["rule"] for n in full["never_applying"]] == ["never"]
+    assert broken.status_code == 422 and broken.json()["error"]["code"] == "invalid_policy"
+
+
 def test_evidence_bundle_checkpoint_and_consistency_verify_offline(tenant: Tenant) -> None:
     with tenant.server.client(tenant.key()) as client:
         ids = [client.post("/v1/decide", json=transfer(i + 1)).json()["certificate_id"] for i in range(5)]

@@ -260,6 +260,7 @@ class Validated(Model):
     hash: str
     rules: int
     invariants: int
+    analysed: bool = Field(description="Whether the analysis ran (`never_applying` is empty when it did not).")
     never_applying: list[NeverApplying]
 
 

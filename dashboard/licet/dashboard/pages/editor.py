@@ -71,6 +71,8 @@ def problems_of(reply: Reply, source: str) -> tuple[list[Problem], str]:
                   f"{body['invariants']} invariant{'' if body['invariants'] == 1 else 's'}")
         if warnings:
             status += f"; {len(warnings)} warning{'' if len(warnings) == 1 else 's'}"
+        if not body["analysed"]:
+            status += "; looking for rules that never apply"
         return warnings, status + "."
     error = reply.body.get("error", {}) if isinstance(reply.body, dict) else {}
     if reply.error_code == "invalid_policy" and error.get("line"):
@@ -107,20 +109,20 @@ class Editor(StepUp, Session):
     _held: tuple[str, str] | None = None  # ("activate", number) or ("rollback", ""), awaiting confirmation
 
     @rx.event
-    async def load(self) -> None:
+    async def load(self) -> Any:
         """The tenant's policies; the one asked for (`?policy=`) or holding the active version is opened."""
         if not self.signed_in:
-            return
+            return None
         listed = await self.api().get("/v1/policies")
         if not listed.ok:
             self.error = refusal(listed)
-            return
+            return None
         self.error, self.notice = "", ""
         self.policies = [{"id": p["id"], "name": p["name"]} for p in listed.body["policies"]]
         active = listed.body["active"]
         wanted = self.router.url.query_parameters.get("policy") or (active["policy_id"] if active else "")
         known = [p["id"] for p in self.policies]
-        await self.choose(wanted if wanted in known else (known[0] if known else ""))
+        return await self.choose(wanted if wanted in known else (known[0] if known else ""))
 
     async def _versions(self) -> bool:
         got = await self.api().get(f"/v1/policies/{self.policy_id}")
@@ -144,39 +146,54 @@ class Editor(StepUp, Session):
         return True
 
     @rx.event
-    async def choose(self, policy_id: str) -> None:
+    async def choose(self, policy_id: str) -> Any:
         """Open `policy_id`: its newest version in the editor."""
         self.policy_id = policy_id
         self.versions, self.problems, self.status = [], [], ""
         if policy_id and await self._versions():
-            await self.open_version(self.versions[0]["number"])
+            return await self.open_version(self.versions[0]["number"])
+        return None
 
     @rx.event
-    async def open_version(self, number: str) -> None:
+    async def open_version(self, number: str) -> Any:
         """Put version `number`'s document in the editor (what was typed is replaced) and check it."""
         got = await self.api().get(f"/v1/policies/{self.policy_id}/versions/{number}")
         if not got.ok:
             self.error = refusal(got)
-            return
+            return None
         self.base_number, self.activate_number = number, number
         self.source = self._draft = got.body["source"]
         self.revision += 1
-        await self._check()
+        return await self._check()
 
     @rx.event
-    async def edited(self, text: str) -> None:
+    async def edited(self, text: str) -> Any:
         """The editor's text, once the typing paused: check it."""
         self._draft = text
         self.notice = ""
-        await self._check()
+        return await self._check()
 
-    async def _check(self) -> None:
+    async def _check(self) -> Any:
+        """Load and type-check the draft at once (the errors); the analysis (the warnings) follows."""
         if not self._draft.strip():
             self.problems, self.status, self.valid = [], "The document is empty.", False
-            return
-        reply = await self.api().post("/v1/policies/validate", {"source": self._draft})
+            return None
+        reply = await self.api().post("/v1/policies/validate", {"source": self._draft, "analysis": False})
         self.problems, self.status = problems_of(reply, self._draft)
         self.valid = reply.ok
+        return Editor.analyse if reply.ok else None
+
+    @rx.event(background=True)
+    async def analyse(self) -> None:
+        """The analysis warnings take Z3 longer than the errors take the parser: typing goes on
+        meanwhile, and warnings about a draft that has changed since are dropped."""
+        async with self:
+            draft, api = self._draft, self.api()
+        reply = await api.post("/v1/policies/validate", {"source": draft})
+        async with self:
+            if self._draft == draft:
+                self.problems, self.status = problems_of(reply, draft)
+                self.valid = reply.ok
 
     @rx.event
     def jump(self, line: int, column: int) -> Any:
@@ -275,9 +292,8 @@ class Editor(StepUp, Session):
         self.notice = f"v{active['number']} is now active (hash {active['hash'][:19]}); new decisions use it."
         if active["policy_id"] == self.policy_id:
             await self._versions()
-        else:
-            await self.choose(active["policy_id"])
-        return None
+            return None
+        return await self.choose(active["policy_id"])
 
     def _drop(self) -> None:
         self._held = None

@@ -37,6 +37,11 @@ class SourceBody(BaseModel):
                         examples=[EXAMPLE])
 
 
+class ValidateBody(SourceBody):
+    analysis: bool = Field(True, description="false: load and type-check only, answered at once (an editor "
+                           "checks each keystroke so, and asks for the analysis when typing pauses).")
+
+
 class DiffBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int | None = Field(None, ge=1, le=INT32_MAX, description="The version to compare (default: the newest).")
@@ -122,13 +127,13 @@ async def _version(session: AsyncSession, tenant: str, policy_id: str, number: i
 
 @router.post("/validate", summary="Validate a policy without storing it",
              responses=raises("invalid_policy", "kernel_fault"), response_model=responses.Validated)
-async def validate(body: SourceBody, caller: Annotated[Caller, require("policies.write")]) -> dict[str, Any]:
-    """Load and type-check the document; report rules proved never to apply and approval roles no
-    person who may vote holds (the analysis `licet policy check` runs)."""
+async def validate(body: ValidateBody, caller: Annotated[Caller, require("policies.write")]) -> dict[str, Any]:
+    """Load and type-check the document; with `analysis`, report rules proved never to apply and approval
+    roles no person who may vote holds (the analysis `licet policy check` runs)."""
     policy = _load(body.source)
-    never = await asyncio.to_thread(check_policy, policy, PERMISSIONS["approvals.vote"])
+    never = await asyncio.to_thread(check_policy, policy, PERMISSIONS["approvals.vote"]) if body.analysis else []
     return {"valid": True, "id": policy.id, "version": policy.version, "hash": policy.hash,
-            "rules": len(policy.rules), "invariants": len(policy.invariants),
+            "rules": len(policy.rules), "invariants": len(policy.invariants), "analysed": body.analysis,
             "never_applying": [n.to_json() for n in never]}
 
 
