@@ -94,7 +94,7 @@ def fresh_code(demo: Demo, who: str) -> str:
 
 def signed_in(browser: Any, demo: Demo, who: str, width: int = 1280) -> Any:
     """`sign_in` with a code of a step not used before (several sign-ins of one person in a minute)."""
-    return sign_in(browser, demo, who, width=width, code_offset=fresh_step(who) * 30 + 15 - time.time())
+    return sign_in(browser, demo, who, width=width, code_offset=int(fresh_step(who) * 30 + 15 - time.time()))
 
 
 def step_up(page: Any, demo: Demo, who: str) -> None:
@@ -112,6 +112,7 @@ def done(page: Any, demo: Demo, who: str, result: Any) -> None:
         dialog.fill(fresh_code(demo, who))
         page.click("#step-up-confirm")
     expect(result).to_be_visible(timeout=15_000)
+    expect(dialog).to_be_hidden()  # closed (not fading out) before the next write looks for it
 
 
 def read_qr(page: Any, selector: str) -> str:
@@ -282,6 +283,7 @@ def test_admin_people_keys_webhooks_and_defaults_stepping_up_in_place(browser: A
     admin.fill("#step-up-code", fresh_code(demo, "admin"))
     admin.click("#step-up-confirm")
     expect(admin.locator("#shown-once")).to_contain_text("/invite?token=", timeout=10_000)
+    expect(admin.locator("#step-up-code")).to_be_hidden()
     token = admin.locator("#shown-once").inner_text().split("token=")[1]
     row = admin.locator(f"#people .person-row[data-email='{email}']")
     expect(row.locator(".person-role")).to_have_value("auditor")

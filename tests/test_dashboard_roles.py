@@ -76,6 +76,7 @@ def test_a_page_the_role_may_not_read_shows_the_apis_refusal(pages: dict[str, An
     page = pages[role]
     for path, (call, refusal) in PAGE_CALLS.items():
         permission = next(p for _, route, p in NAV if route == path)
+        assert permission is not None, f"{path} is a page some role may not read"
         answer = browser_fetch(page, "GET", call)
         page.goto(path)
         if allowed(role, permission):

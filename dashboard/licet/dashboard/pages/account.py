@@ -306,6 +306,7 @@ def account_page() -> rx.Component:
         error_callout(Account.error, "account-error"),
         rx.cond(Account.notice != "", rx.callout(Account.notice, color_scheme="green", id="account-notice",
                                                  role="status", width="100%")),
+        _authenticator(),
         rx.card(
             rx.vstack(
                 rx.heading("Passkeys", size="4", as_="h2"),
@@ -347,7 +348,6 @@ def account_page() -> rx.Component:
             ),
             width="100%",
         ),
-        _authenticator(),
         _sessions(),
         _password(),
         step_up_dialog(Account, "Changing how you sign in needs a second factor within the last few minutes."),

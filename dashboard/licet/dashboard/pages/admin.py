@@ -268,6 +268,11 @@ class Admin(StepUp, Session):
                            "Approval defaults saved: they apply to approvals opened from now on."))
 
 
+def inline(label: str, control: rx.Component) -> rx.Component:
+    """A labelled control that shares a row with its neighbours where there is room."""
+    return rx.box(field(label, control), flex="1 1 180px", min_width="0")
+
+
 def _select(id: str, name: str, options: tuple[str, ...], default: str | rx.Var[str]) -> rx.Component:
     return rx.el.select(*[rx.el.option(o or "server default", value=o) for o in options], id=id, name=name,
                         default_value=default,
@@ -323,9 +328,9 @@ def _people() -> rx.Component:
                 size="1", id="people", width="100%"), overflow_x="auto", width="100%"),
             rx.form(
                 rx.flex(
-                    field("Email", rx.input(id="invite-email", name="email", type="email", required=True)),
-                    field("Name", rx.input(id="invite-name", name="display_name", required=True)),
-                    field("Role", _select("invite-role", "role", PERSON_ROLES, "approver")),
+                    inline("Email", rx.input(id="invite-email", name="email", type="email", required=True)),
+                    inline("Name", rx.input(id="invite-name", name="display_name", required=True)),
+                    inline("Role", _select("invite-role", "role", PERSON_ROLES, "approver")),
                     rx.button("Invite", type="submit", id="invite"),
                     align="end", wrap="wrap", spacing="2", width="100%",
                 ),
@@ -364,13 +369,13 @@ def _keys() -> rx.Component:
                 size="1", id="keys", width="100%"), overflow_x="auto", width="100%"),
             rx.form(
                 rx.flex(
-                    field("Name", rx.input(id="key-name", name="name", required=True)),
-                    field("Role", _select("key-role", "role", KEY_ROLES, "agent")),
-                    field("Principal", rx.input(id="key-principal", name="principal_id", required=True,
+                    inline("Name", rx.input(id="key-name", name="name", required=True)),
+                    inline("Role", _select("key-role", "role", KEY_ROLES, "agent")),
+                    inline("Principal", rx.input(id="key-principal", name="principal_id", required=True,
                                                 placeholder="agent:payments-bot")),
-                    field("Principal roles (comma separated)", rx.input(id="key-principal-roles",
+                    inline("Principal roles (comma separated)", rx.input(id="key-principal-roles",
                                                                         name="principal_roles")),
-                    field("Expires (UTC, end of day; blank: never)", rx.input(id="key-expires", name="expires_at",
+                    inline("Expires (UTC, end of day; blank: never)", rx.input(id="key-expires", name="expires_at",
                                                                               type="date")),
                     rx.button("Create key", type="submit", id="create-key"),
                     align="end", wrap="wrap", spacing="2", width="100%",
@@ -428,7 +433,7 @@ def _hooks() -> rx.Component:
                 width="100%")),
             rx.form(
                 rx.vstack(
-                    field("URL", rx.input(id="hook-url", name="url", type="url", required=True,
+                    field("URL", rx.input(id="hook-url", name="url", type="url", required=True, width="100%",
                                           placeholder="https://hooks.example.com/licet")),
                     rx.el.fieldset(
                         rx.el.legend("Events (none ticked: every event)", style={"fontSize": "14px"}),
@@ -449,7 +454,7 @@ def _hooks() -> rx.Component:
 
 
 def _number(label: str, name: str) -> rx.Component:
-    return field(label, rx.input(id=f"settings-{name}", name=name, default_value=Admin.settings[name],
+    return inline(label, rx.input(id=f"settings-{name}", name=name, default_value=Admin.settings[name],
                                  input_mode="numeric", key=Admin.settings[name]))
 
 
@@ -463,11 +468,11 @@ def _settings() -> rx.Component:
             rx.form(
                 rx.flex(
                     _number("Quorum", "quorum"),
-                    field("Approver role", _select("settings-role", "role", roles, Admin.settings["role"])),
+                    inline("Approver role", _select("settings-role", "role", roles, Admin.settings["role"])),
                     _number("Time to decide (seconds)", "ttl_seconds"),
                     _number("Denials that close it", "deny_quorum"),
                     _number("Escalate after (seconds, 0: never)", "escalate_after_seconds"),
-                    field("Escalate to role", _select("settings-escalate-role", "escalate_role", roles,
+                    inline("Escalate to role", _select("settings-escalate-role", "escalate_role", roles,
                                                       Admin.settings["escalate_role"])),
                     rx.button("Save defaults", type="submit", id="save-settings"),
                     align="end", wrap="wrap", spacing="2", width="100%",

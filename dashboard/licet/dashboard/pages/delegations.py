@@ -14,6 +14,7 @@ import reflex as rx
 import yaml
 
 from licet.dashboard.layout import error_callout, field, page
+from licet.dashboard.pages.admin import inline
 from licet.dashboard.pages.explorer import shown_time
 from licet.dashboard.state import Session, refusal
 
@@ -242,18 +243,18 @@ def _issue_form() -> rx.Component:
             rx.form(
                 rx.vstack(
                     rx.flex(
-                        field("Holder (delegate)", rx.input(id="grant-delegate", name="delegate", required=True,
-                                                            placeholder="agent:invoice-helper")),
-                        field("Under grant (re-delegation)", rx.el.select(
+                        inline("Holder (delegate)", rx.input(id="grant-delegate", name="delegate", required=True,
+                                                             placeholder="agent:invoice-helper")),
+                        inline("Under grant (re-delegation)", rx.el.select(
                             rx.el.option("none: a new root grant", value=""),
                             rx.foreach(Delegations.grants, lambda g: rx.cond(
                                 g["live"], rx.el.option(g["delegate"].to(str) + " · " + g["id"].to(str),
                                                         value=g["id"]))),
                             id="grant-parent", name="parent", class_name="admin-select")),
-                        field("Expires (UTC)", rx.input(id="grant-expires", name="expires_at", type="datetime-local",
-                                                        required=True)),
-                        field("Further levels", rx.input(id="grant-depth", name="max_depth", type="number", min=0,
-                                                         max=16, default_value="0")),
+                        inline("Expires (UTC)", rx.input(id="grant-expires", name="expires_at", type="datetime-local",
+                                                         required=True)),
+                        inline("Further levels", rx.input(id="grant-depth", name="max_depth", type="number", min=0,
+                                                          max=16, default_value="0")),
                         wrap="wrap", spacing="2", width="100%",
                     ),
                     field("Scope (rules in the policy language, YAML)",
