@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
@@ -10,7 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from licet import kernel
+from licet.kernel.canonical import canonical_json
+from licet.kernel.report import all_ok
 from tests.conftest import NOW
+
+ISSUED = datetime(2026, 1, 1, tzinfo=UTC)
 
 OPS = {"id": "agent-1", "role": "ops"}
 
@@ -261,3 +266,18 @@ def test_stored_contributions_decide_like_the_history(payments: kernel.Policy, e
     from_summary = kernel.decide(payments, request, state={"summary": summary}, now=NOW)
     assert (from_summary.outcome, from_summary.rules) == (from_history.outcome, from_history.rules)
     assert from_summary.session == from_history.session
+
+
+def test_a_sum_beyond_json_integers_is_certified_as_exact_text(payments: kernel.Policy) -> None:
+    # Each amount is a valid request number (≤ 2^53 − 1), their sum is not: the certificate (RFC 8785,
+    # whose integers stop at 2^53 − 1) carries the sum as its digits instead of failing to be issued.
+    big = 2**53 - 1
+    spent = history((60, "payments.transfer", "/accounts/1", transfer(big)),
+                    (120, "payments.transfer", "/accounts/1", transfer(big)))
+    d = decide(payments, "payments.transfer", "/accounts/1", transfer(1), state=spent)
+    assert (d.outcome, d.rules) == ("forbid", ("daily-budget",))
+    assert d.session["daily-budget"]["spent"] == str(2 * big)
+    signer = kernel.Signer(bytes(32))
+    certificate = kernel.issue_certificate(d, signer=signer, tenant="t", issued_at=ISSUED, certificate_id="c")
+    assert all_ok(kernel.verify_certificate(certificate, [signer.public_key]))
+    assert f"\"{2 * big}\"" in canonical_json(certificate).decode()

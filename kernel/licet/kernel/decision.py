@@ -14,6 +14,7 @@ from licet.kernel import facts as F
 from licet.kernel.compiler import Bucket, CompiledPolicy, FactKey, Verdict, compiled
 from licet.kernel.conditions import MACRO_BOUND, Attr
 from licet.kernel.errors import InvalidRequest
+from licet.kernel.numbers import json_number
 from licet.kernel.policy import Approval, Invariant, Policy, Rule
 from licet.kernel.requests import NormalisedRequest, folded_for, normalise_request, normalise_resource, request_hash
 
@@ -175,16 +176,12 @@ def _merge_approvals(rules: Sequence[Rule | Invariant]) -> Approval:
                     min(ttls) if ttls else None)
 
 
-def _json_number(value: Fraction) -> int | str:
-    return value.numerator if value.denominator == 1 else str(value)
-
-
 def _render_fact(cp: CompiledPolicy, key: FactKey, values: Mapping[FactKey, Any],
                  subject: F.Subject | None = None) -> dict[str, Any]:
     fact = cp.facts[key]
     value = values[key]
     if fact.numeric:
-        shown: Any = "absent or not a number" if value is None else _json_number(value)
+        shown: Any = "absent or not a number" if value is None else json_number(value)
         return {"fact": fact.label, "value": shown}
     return {"fact": fact.label, "value": bool(value)}
 
@@ -295,7 +292,7 @@ def _summary(inv_state: Mapping[FactKey, Any]) -> dict[str, dict[str, Any]]:
     """The session facts the invariants used, as recorded in certificates for re-decision."""
     out: dict[str, dict[str, Any]] = {}
     for (name, inv_id), value in inv_state.items():
-        shown = _json_number(value) if isinstance(value, Fraction) else value
+        shown = json_number(value) if isinstance(value, Fraction) else value
         out.setdefault(inv_id, {})[name] = shown
     return out
 
@@ -410,7 +407,6 @@ def summary_from_contributions(policy: Policy, events: Iterable[tuple[float, Map
 
 
 def _stated(fact: Any) -> Any:
-    # Summaries carry integers as such and other rationals as exact "p/q" strings.
     if isinstance(fact, Fraction):
-        return int(fact) if fact.denominator == 1 else str(fact)
+        return json_number(fact)
     return fact

@@ -14,3 +14,14 @@ def exact(value: int | float | Fraction) -> Fraction:
     if isinstance(value, float):
         return Fraction(repr(value))
     return Fraction(value)
+
+
+SAFE_INTEGER = 2**53 - 1  # RFC 8785 (JSON canonicalisation) represents integers up to this exactly
+
+
+def json_number(value: Fraction) -> int | str:
+    """An exact number as certificates and proofs carry it: an integer within ±(2^53 − 1) as a JSON
+    number, any other value as its exact text (`"949999/100"`, or a larger integer's digits)."""
+    if value.denominator == 1 and abs(value.numerator) <= SAFE_INTEGER:
+        return value.numerator
+    return str(value)

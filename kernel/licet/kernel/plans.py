@@ -30,7 +30,7 @@ from licet.kernel.conditions import type_name
 from licet.kernel.decision import SOLVER, epoch_seconds, invariant_state, refuse_overlong
 from licet.kernel.errors import InvalidRequest, LicetError
 from licet.kernel.facts import Subject
-from licet.kernel.numbers import exact
+from licet.kernel.numbers import exact, json_number
 from licet.kernel.policy import Policy
 from licet.kernel.requests import normalise_request
 
@@ -802,4 +802,4 @@ def _shown(value: z3.ExprRef, sym: Symbolic, strings: Sequence[str]) -> Any:
     number = _number(value)
     if sym.kind == "string":
         return strings[int(number)] if 0 <= number < len(strings) else OTHER
-    return number.numerator if number.denominator == 1 else str(number)
+    return json_number(number)
