@@ -85,7 +85,7 @@ def test_quorum_two_of_three_end_to_end(tenant: Tenant) -> None:
     assert pending[0]["request"]["args"] == {"amount": 2000, "currency": "EUR"}
     assert pending[0]["rules"] == ["large-transfer"] and pending[0]["requested_by"] == "agent:bot"
     with tenant.owner_session() as owner:  # the stored version that asked, by its hash
-        versions = {v["hash"]: {"policy_id": p["id"], "number": v["number"]}
+        versions = {v["hash"]: {"policy_id": p["id"], "name": p["name"], "number": v["number"]}
                     for p in owner.get("/v1/policies").json()["policies"]
                     for v in owner.get(f"/v1/policies/{p['id']}").json()["versions"]}
     assert pending[0]["policy_version"] == versions[pending[0]["policy_hash"]]

@@ -53,6 +53,7 @@ def pages(browser: Any, demo: Demo) -> Iterator[dict[str, Any]]:
             "token": made["body"]["invitation"]["token"], "password": f"licet-{uuid.uuid4().hex}", "use_cookie": True})
         assert accepted.status == 201, accepted.text()
         found[role] = context.new_page()
+        found[role].goto("/account")  # a page of the site: its cookie is what browser_fetch sends
     yield found
     for page in found.values():
         page.context.close()

@@ -288,6 +288,9 @@ ROUTES: dict[str, Route] = {
     "POST /v1/policies/{policy_id}/diff": Route("policies.read", lambda a: [
         Call("POST", f"/v1/policies/{a.policy_id}/diff", {}, foreign=a.policy_id),
         Call("POST", f"/v1/policies/{a.policy_id}/diff", {"version": 2, "against": 1}, foreign=a.policy_id)]),
+    "POST /v1/policies/{policy_id}/replay": Route("policies.read", lambda a: [
+        Call("POST", f"/v1/policies/{a.policy_id}/replay", {}, foreign=a.policy_id),
+        Call("POST", f"/v1/policies/{a.policy_id}/replay", {"version": 1, "days": 1}, foreign=a.policy_id)]),
     "POST /v1/policies/query": Route("policies.read", lambda a: [
         Call("POST", "/v1/policies/query", {"pattern": {"action": "payments.transfer"}, "version_id": v},
              foreign=v) for v in a.version_ids]),
@@ -367,6 +370,8 @@ ROUTES: dict[str, Route] = {
         Call("POST", f"/v1/users/{a.user_id}/disable", foreign=a.user_id)]),
     "POST /v1/users/{user_id}/enable": Route("users.manage", lambda a: [
         Call("POST", f"/v1/users/{a.user_id}/enable", foreign=a.user_id)]),
+    "POST /v1/users/{user_id}/role": Route("users.manage", lambda a: [
+        Call("POST", f"/v1/users/{a.user_id}/role", {"role": "auditor"}, foreign=a.user_id)]),
     # Signing in names a tenant itself; an unknown one answers like a wrong password.
     "POST /v1/auth/invitations/accept": Route("public", lambda a: [
         Call("POST", "/v1/auth/invitations/accept", {"token": "x" * 43, "password": "p" * 20},
@@ -387,7 +392,7 @@ ROUTES: dict[str, Route] = {
     "POST /v1/auth/mfa/passkey/options": Route("account", lambda a: [
         Call("POST", "/v1/auth/mfa/passkey/options", check=_status(409, "no_passkey"))]),
     "POST /v1/auth/mfa/passkey": Route("account", lambda a: [
-        Call("POST", "/v1/auth/mfa/passkey", {"challenge_id": str(uuid.uuid4()), "credential": {}},
+        Call("POST", "/v1/auth/mfa/passkey", {"challenge_id": str(uuid.uuid4()), "credential": WELL_FORMED_ASSERTION},
              check=_status(400, "invalid_challenge"))]),
     "POST /v1/auth/totp/enrol": Route("account", lambda a: [
         Call("POST", "/v1/auth/totp/enrol", check=_b_own_account)]),
@@ -434,6 +439,8 @@ def _snapshot(alpha: Alpha) -> dict[str, Any]:
                  for path in ("/v1/policies", f"/v1/policies/{alpha.policy_id}", "/v1/keys", "/v1/users",
                               "/v1/audit", "/v1/certificates", "/v1/delegations", "/v1/evidence/entries")}
         state["size"] = owner.get("/v1/evidence/checkpoint").json()["size"]
+    # A refused passkey sign-in naming A is A's to audit (docs/auth.md): the one trace B may leave in A.
+    state["/v1/audit"]["events"] = [e for e in state["/v1/audit"]["events"] if e["action"] != "auth.passkey_failed"]
     return state
 
 

@@ -491,6 +491,7 @@ class Escalation(Model):
 
 class PolicyVersionRef(Model):
     policy_id: str
+    name: str = Field(description="The policy's name (the document's `id`).")
     number: int
 
 

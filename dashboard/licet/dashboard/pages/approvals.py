@@ -43,7 +43,7 @@ def _remaining(deadline: str, now: datetime) -> str:
 
 
 def _version(ref: dict[str, Any] | None) -> str:
-    return f"{ref['policy_id']} v{ref['number']}" if ref else "a version no longer stored"
+    return f"{ref['name']} v{ref['number']}" if ref else "a version no longer stored"
 
 
 def _item(approval: dict[str, Any], now: datetime) -> Item:

@@ -36,6 +36,7 @@ from licet.server.models import (
     ApprovalSettings,
     ApprovalVote,
     AuditEvent,
+    PolicyRecord,
     PolicyVersion,
     Webhook,
     WebhookDelivery,
@@ -235,11 +236,14 @@ def votes_of(session: Session, approval_ids: Sequence[str]) -> dict[str, list[Ap
 
 
 def policy_versions(session: Session, tenant: str, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The stored version each policy hash is (`{policy_id, number}`, the first stored if several)."""
-    rows = session.execute(select(PolicyVersion.document_hash, PolicyVersion.policy_id, PolicyVersion.number)
+    """The stored version each policy hash is (`{policy_id, name, number}`, the first stored if several)."""
+    rows = session.execute(select(PolicyVersion.document_hash, PolicyVersion.policy_id, PolicyRecord.name,
+                                  PolicyVersion.number)
+                           .join(PolicyRecord, PolicyRecord.id == PolicyVersion.policy_id)
                            .where(PolicyVersion.tenant_id == tenant, PolicyVersion.document_hash.in_(set(hashes)))
                            .order_by(PolicyVersion.number.desc())).all()
-    return {h: {"policy_id": policy, "number": number} for h, policy, number in rows}  # the lowest number wins
+    return {h: {"policy_id": policy, "name": name, "number": number}  # the lowest number wins
+            for h, policy, name, number in rows}
 
 
 def approvers(ballots: Iterable[ApprovalVote]) -> list[str]:

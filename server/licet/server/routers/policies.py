@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,7 +38,7 @@ class SourceBody(BaseModel):
 
 
 class ValidateBody(SourceBody):
-    analysis: bool = Field(True, description="false: load and type-check only, answered at once (an editor "
+    analysis: StrictBool = Field(True, description="false: load and type-check only, answered at once (an editor "
                            "checks each keystroke so, and asks for the analysis when typing pauses).")
 
 
