@@ -53,6 +53,7 @@ from licet.kernel.merkle import (
     verify_inclusion,
 )
 from licet.kernel.note import (
+    Note,
     NoteError,
     NoteSigner,
     NoteVerifier,
@@ -890,6 +891,15 @@ def test_checkpoint_fields_are_checked(kwargs: dict[str, Any], message: str) -> 
     with pytest.raises(CheckpointError) as caught:
         Checkpoint(**fields)
     assert str(caught.value) == message
+
+
+def test_checkpoint_errors_quote_their_input_to_a_limit() -> None:
+    with pytest.raises(CheckpointError) as caught:
+        note_verifiers(["k" * 70 + "+abcdef+AAAA"], Note("text\n", ()))
+    assert str(caught.value) == f"log key {'k' * 60!r}: verifier key: key hash must be 8 lower-case hex digits"
+    with pytest.raises(CheckpointError) as caught:
+        Checkpoint.from_text(f"\n1\n{base64.b64encode(bytes(32)).decode()}\n")
+    assert str(caught.value) == "checkpoint origin line is empty"
 
 
 def test_checkpoint_limits_and_extensions_round_trip() -> None:
