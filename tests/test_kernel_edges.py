@@ -998,7 +998,16 @@ def test_consistency_checks_name_each_step() -> None:
         "the 'new' checkpoint is for a smaller tree (5 < 13): it is older, or the log dropped entries"
     )
     verify_checkpoint_consistency(heads[0], heads[1], proof)
+    verify_checkpoint_consistency(heads[1], heads[1], [])  # a head is consistent with itself
     assert store.size() == 13
+    same = check_consistency(new, new, [], [signer.verifier])
+    assert [(c.name, c.ok) for c in same][2:4] == [("same-log", True), ("not-smaller", True)]
+    smaller = check_consistency(new, old, proof, [signer.verifier])
+    assert (smaller[3].name, smaller[3].ok, smaller[3].detail) == (
+        "not-smaller", False,
+        "the 'new' checkpoint is for a smaller tree (5 < 13): it is older, or the log dropped entries")
+    elsewhere = check_consistency(old, new, proof, [signer.verifier], origin="licet.example/licet/other")
+    assert [(c.name, c.ok) for c in elsewhere] == [("old-checkpoint", False), ("new-checkpoint", False)]
 
 
 def test_tenant_origins() -> None:
