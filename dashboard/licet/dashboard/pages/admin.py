@@ -317,15 +317,18 @@ def _person(row: rx.Var[PersonRow]) -> rx.Component:
     )
 
 
+def _table(headers: tuple[str, ...], rows: rx.Component, table_id: str) -> rx.Component:
+    """A table of rows under `headers`, scrolling sideways inside its own frame on a phone."""
+    return rx.box(rx.table.root(rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in headers])),
+                                rx.table.body(rows), size="1", id=table_id, width="100%"),
+                  overflow_x="auto", width="100%")
+
+
 def _people() -> rx.Component:
     return rx.card(
         rx.vstack(
             rx.heading("People", size="4", as_="h2"),
-            rx.box(rx.table.root(
-                rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in
-                                               ("Person", "Role", "Account", "")])),
-                rx.table.body(rx.foreach(Admin.people, _person)),
-                size="1", id="people", width="100%"), overflow_x="auto", width="100%"),
+            _table(("Person", "Role", "Account", ""), rx.foreach(Admin.people, _person), "people"),
             rx.form(
                 rx.flex(
                     inline("Email", rx.input(id="invite-email", name="email", type="email", required=True)),
@@ -362,11 +365,7 @@ def _keys() -> rx.Component:
     return rx.card(
         rx.vstack(
             rx.heading("API keys", size="4", as_="h2"),
-            rx.box(rx.table.root(
-                rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in
-                                               ("Key", "Role", "State", "")])),
-                rx.table.body(rx.foreach(Admin.keys, _key)),
-                size="1", id="keys", width="100%"), overflow_x="auto", width="100%"),
+            _table(("Key", "Role", "State", ""), rx.foreach(Admin.keys, _key), "keys"),
             rx.form(
                 rx.flex(
                     inline("Name", rx.input(id="key-name", name="name", required=True)),
@@ -424,12 +423,8 @@ def _hooks() -> rx.Component:
             rx.cond(Admin.deliveries_of != "", rx.vstack(
                 rx.heading("Deliveries to ", Admin.deliveries_of, size="3", as_="h3", class_name="break"),
                 rx.cond(Admin.deliveries.length() == 0, rx.text("None yet.", size="2")),
-                rx.box(rx.table.root(
-                    rx.table.header(rx.table.row(*[rx.table.column_header_cell(h) for h in
-                                                   ("Event", "State", "Attempts", "Next attempt", "Last answer",
-                                                    "Created")])),
-                    rx.table.body(rx.foreach(Admin.deliveries, _delivery)), size="1", id="deliveries"),
-                    overflow_x="auto", width="100%"),
+                _table(("Event", "State", "Attempts", "Next attempt", "Last answer", "Created"),
+                       rx.foreach(Admin.deliveries, _delivery), "deliveries"),
                 width="100%")),
             rx.form(
                 rx.vstack(
