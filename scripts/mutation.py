@@ -1,6 +1,6 @@
 """Mutation testing of one kernel module with mutmut's mutation operators (docs/mutation.md).
 
-    .venv/bin/uv pip install --target /tmp/mutmut-lib mutmut==3.8.1
+    .tools/bin/uv pip install --python .venv/bin/python --target /tmp/mutmut-lib mutmut==3.8.1
     MUTMUT_LIB=/tmp/mutmut-lib .venv/bin/python scripts/mutation.py kernel/licet/kernel/globs.py \
         tests/test_kernel_edges.py tests/test_decide.py ... [--report /tmp/globs.json]
 
@@ -59,7 +59,7 @@ def _mutmut() -> tuple[Any, Any, Any]:
         from mutmut.mutation import file_mutation, mutators, pragma_handling
     except ImportError as exc:
         raise SystemExit(
-            "mutmut 3.8 is not importable: `.venv/bin/uv pip install --target /tmp/mutmut-lib mutmut==3.8.1` "
+            "mutmut 3.8 is not importable: `.tools/bin/uv pip install --python .venv/bin/python --target /tmp/mutmut-lib mutmut==3.8.1` "
             "and set MUTMUT_LIB=/tmp/mutmut-lib"
         ) from exc
     return libcst, file_mutation, (mutators, pragma_handling)
