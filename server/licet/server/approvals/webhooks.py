@@ -17,7 +17,6 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import insert, select, update
@@ -96,45 +95,121 @@ def claim(session: Session, services: Services, delivery_id: str) -> Attempt | J
                    delivery.attempts + 1)
 
 
-def not_public(url: str) -> str | None:
-    """Why `url` must not receive webhooks (its host is or resolves to a loopback, private,
-    link-local, multicast or reserved address: server-side request forgery), or None."""
+# IPv6 prefixes whose packets are delivered to the IPv4 address in their low 32 bits: NAT64's
+# well-known prefix (RFC 6052), IPv4-compatible (RFC 4291, deprecated) and IPv4-translated (RFC 2765)
+# addresses. IPv4-mapped, 6to4 and Teredo have their own properties in `ipaddress`.
+_LOW_32_BITS_IPV4 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96"))
+# Internal by definition whatever they embed: local-use NAT64 (RFC 8215, where the IPv4 address sits
+# depends on a prefix length only the operator knows) and the deprecated site-local range.
+_INTERNAL_IPV6 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "fec0::/10"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a packet sent to `ip` can be translated or tunnelled to."""
+    found = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]  # Teredo: the server and the client
+    if any(ip in network for network in _LOW_32_BITS_IPV4):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [address for address in found if address is not None]
+
+
+def _internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether `ip`, or an IPv4 address it embeds, is loopback, private, link-local, multicast or
+    reserved."""
+    if not ip.is_global or ip.is_multicast:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        return any(ip in network for network in _INTERNAL_IPV6) or any(map(_internal, _embedded_ipv4(ip)))
+    return False
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a webhook URL's host resolved to, once."""
+
+    url: httpx.URL
+    host: str  # the host name as sent (IDNA), for TLS
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address]  # in the resolver's order
+
+
+def resolve(url: str) -> Target | str:
+    """`url`'s host resolved once (a literal address is its own answer), or why it cannot be."""
     try:
-        host = urlsplit(url).hostname
-    except ValueError as exc:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
         return f"the URL does not parse: {exc}"
+    host = parsed.raw_host.decode("ascii")  # what httpx would look up
     if not host:
         return "the URL has no host"
     try:
-        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as exc:
         return f"the host {host!r} does not resolve: {exc}"
-    for address in sorted(found):
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if not ip.is_global or ip.is_multicast:
-            return f"the host {host!r} is {address}, not a public address"
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in found]
+    return Target(parsed, host, list(dict.fromkeys(addresses)))
+
+
+def refusal(target: Target) -> str | None:
+    """Why `target` must not receive webhooks (one of its addresses is, or embeds, a loopback, private,
+    link-local, multicast or reserved address: server-side request forgery), or None."""
+    for address in target.addresses:
+        if _internal(address):
+            return f"the host {target.host!r} is {address}, not a public address"
     return None
+
+
+def not_public(url: str) -> str | None:
+    """Why `url` must not receive webhooks (it does not resolve, or `refusal`), or None."""
+    target = resolve(url)
+    return target if isinstance(target, str) else refusal(target)
 
 
 def send(attempt: Attempt, timeout: float, *, private_targets: bool = False) -> tuple[int | None, str | None]:
     """POST the signed body; (status, error). Checked again here, not only when the webhook was
-    added, as a name can resolve elsewhere by now."""
-    refusal = None if private_targets else not_public(attempt.url)
-    if refusal is not None:
-        return None, f"not sent: {refusal}"
+    added, as a name can resolve elsewhere by now; and the connection goes to the address checked,
+    so a name that resolves elsewhere a moment later (DNS rebinding) cannot redirect it."""
+    target = resolve(attempt.url)
+    if isinstance(target, str):
+        return None, f"not sent: {target}"
+    why = None if private_targets else refusal(target)
+    if why is not None:
+        return None, f"not sent: {why}"
     stamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "User-Agent": "Licet-Webhooks/1",
-               SIGNATURE_HEADER: signature(attempt.secret, stamp, attempt.body), TIMESTAMP_HEADER: stamp,
-               DELIVERY_HEADER: attempt.delivery_id, EVENT_HEADER: f"approval.{attempt.event}"}
+    headers = {"Host": target.url.netloc.decode("ascii"), "Content-Type": "application/json",
+               "User-Agent": "Licet-Webhooks/1", SIGNATURE_HEADER: signature(attempt.secret, stamp, attempt.body),
+               TIMESTAMP_HEADER: stamp, DELIVERY_HEADER: attempt.delivery_id,
+               EVENT_HEADER: f"approval.{attempt.event}"}
     try:
-        reply = httpx.post(attempt.url, content=attempt.body, headers=headers, timeout=timeout,
-                           follow_redirects=False)
+        reply = _post_pinned(target, headers, attempt.body, timeout)
     except Exception as exc:  # noqa: BLE001 - any failure to send is a failed attempt, retried, never a lost job
         return None, f"{type(exc).__name__}: {exc}"[:1000]
     if 200 <= reply.status_code < 300:
         return reply.status_code, None
     # The status only: a receiver's body is not ours to keep (it can echo what it should not).
     return reply.status_code, f"HTTP {reply.status_code} {reply.reason_phrase}"[:200]
+
+
+def _post_pinned(target: Target, headers: dict[str, str], body: bytes, timeout: float) -> httpx.Response:
+    """POST `body` to the first of the target's addresses (in the resolver's order, as a connection by
+    name tries them) that accepts a connection, all within `timeout` (the delivery's lease allows that
+    much).
+
+    The URL's host is replaced by the address, so nothing looks the name up again; the Host header (in
+    `headers`) and the TLS server name (SNI, and the name the certificate is verified against) stay the
+    URL's. httpx documents the `sni_hostname` extension for exactly this; pinning inside a custom
+    network backend instead would need httpx's private transport internals."""
+    deadline = time.monotonic() + timeout
+    refused: list[httpx.ConnectError] = []
+    with httpx.Client(follow_redirects=False) as client:
+        for address in target.addresses:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                return client.post(target.url.copy_with(host=str(address)), content=body, headers=headers,
+                                   timeout=left, extensions={"sni_hostname": target.host})
+            except httpx.ConnectError as exc:  # nothing was sent: the next address may answer
+                refused.append(exc)
+    raise refused[-1] if refused else httpx.ConnectTimeout(f"no address of {target.host!r} answered in time")
 
 
 def settle(session: Session, services: Services, attempt: Attempt, status: int | None,

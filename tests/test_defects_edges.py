@@ -1,0 +1,256 @@
+"""Defects found at the edges by probing as an attacker (issue 22): webhook targets that reach an
+internal address through an IPv6 form embedding it or through DNS rebinding between the check and the
+send, policies whose approvals nobody can give, and request headers of any size."""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from licet.server.approvals import webhooks
+
+# --- Webhook targets ---------------------------------------------------------------------------------
+
+# IPv4 ranges a webhook must never reach: loopback, private, link-local (cloud metadata), shared
+# (carrier-grade NAT), "this network".
+INTERNAL_V4 = [ipaddress.IPv4Network(n) for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                   "169.254.0.0/16", "100.64.0.0/10", "0.0.0.0/8")]
+
+
+def v4_in(network: ipaddress.IPv4Network) -> st.SearchStrategy[ipaddress.IPv4Address]:
+    return st.integers(int(network.network_address), int(network.broadcast_address)).map(ipaddress.IPv4Address)
+
+
+internal_v4 = st.sampled_from(INTERNAL_V4).flatmap(v4_in)
+public_v4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address).filter(lambda a: a.is_global and not a.is_multicast)
+bits = st.integers  # bits(0, 2**n - 1): n free bits of an address
+
+
+def nat64_local_use(v4: ipaddress.IPv4Address, prefix: int, rest: int) -> ipaddress.IPv6Address:
+    """`v4` in the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215) at the place RFC 6052 gives it for a
+    translator prefix of `prefix` bits (48, 56, 64 or 96); `rest` fills the operator's prefix bits."""
+    base = int(ipaddress.IPv6Address("64:ff9b:1::"))
+    octets = v4.packed
+    if prefix == 96:
+        return ipaddress.IPv6Address(base | (rest % 2**48) << 32 | int(v4))
+    # Bits 64..71 are the "u" octet, always zero; the IPv4 octets go around it.
+    places = {48: (6, 7, 9, 10), 56: (7, 9, 10, 11), 64: (9, 10, 11, 12)}[prefix]
+    address = bytearray(base.to_bytes(16, "big"))
+    for i in range(6, prefix // 8):
+        address[i] = (rest >> (8 * i)) & 0xFF
+    for place, octet in zip(places, octets, strict=True):
+        address[place] = octet
+    return ipaddress.IPv6Address(bytes(address))
+
+
+def teredo(server: ipaddress.IPv4Address, client: ipaddress.IPv4Address, flags: int, port: int) -> ipaddress.IPv6Address:
+    """A Teredo address (RFC 4380): 2001:0::/32, the server, flags, and the client's port and address
+    obfuscated (every bit inverted)."""
+    return ipaddress.IPv6Address(0x20010000 << 96 | int(server) << 64 | flags << 48 | (port ^ 0xFFFF) << 32
+                                 | (int(client) ^ 0xFFFFFFFF))
+
+
+def embeddings(v4: st.SearchStrategy[ipaddress.IPv4Address]) -> st.SearchStrategy[ipaddress.IPv6Address]:
+    """IPv6 addresses whose packets reach an IPv4 address drawn from `v4`, in every form that embeds one."""
+    low = bits(0, 2**80 - 1)
+    return st.one_of(
+        v4.map(lambda a: ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | int(a))),  # NAT64
+        st.builds(nat64_local_use, v4, st.sampled_from([48, 56, 64, 96]), bits(0, 2**48 - 1)),
+        st.builds(lambda a, r: ipaddress.IPv6Address(0x2002 << 112 | int(a) << 80 | r), v4, low),  # 6to4
+        v4.map(lambda a: ipaddress.IPv6Address(int(a))),  # IPv4-compatible ::a.b.c.d
+        v4.map(lambda a: ipaddress.IPv6Address(0xFFFF << 32 | int(a))),  # IPv4-mapped ::ffff:a.b.c.d
+        v4.map(lambda a: ipaddress.IPv6Address(0xFFFF << 48 | int(a))),  # IPv4-translated ::ffff:0:a.b.c.d
+        st.builds(teredo, public_v4, v4, bits(0, 2**16 - 1), bits(0, 2**16 - 1)),  # Teredo, the client
+    )
+
+
+def hook_url(address: ipaddress.IPv6Address) -> str:
+    return f"https://[{address}]/hook"
+
+
+@settings(max_examples=600, deadline=None, database=None)
+@given(embeddings(internal_v4))
+def test_ipv6_embedding_an_internal_ipv4_address_is_refused(address: ipaddress.IPv6Address) -> None:
+    """Every IPv6 form that carries packets to a loopback, private or link-local IPv4 address is as
+    internal as that address: NAT64 (well-known and local-use), 6to4, IPv4-compatible, -mapped and
+    -translated, Teredo (whose client address is the inverted low 32 bits)."""
+    refusal = webhooks.not_public(hook_url(address))
+    assert refusal is not None and "not a public address" in refusal, (str(address), refusal)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(bits(0, 2**118 - 1))
+def test_site_local_ipv6_is_refused(rest: int) -> None:
+    """fec0::/10, the deprecated site-local range, is as internal as any private range."""
+    address = ipaddress.IPv6Address(0xFEC0 << 112 | rest)
+    assert webhooks.not_public(hook_url(address)) is not None, str(address)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(public_v4)
+def test_nat64_and_6to4_of_a_public_ipv4_address_are_accepted(v4: ipaddress.IPv4Address) -> None:
+    """The check is of the address reached, not of the form: a public IPv4 address behind the
+    well-known NAT64 prefix or 6to4 is a legitimate target (an IPv6-only network reaching the world)."""
+    for address in (ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | int(v4)),
+                    ipaddress.IPv6Address(0x2002 << 112 | int(v4) << 80 | 1)):
+        assert webhooks.not_public(hook_url(address)) is None, (str(address), str(v4))
+
+
+class Resolver:
+    """A stand-in for `socket.getaddrinfo`: `name` resolves to each of `answers` in turn (the last one
+    from then on; an exception in the list is raised, a list is several addresses); other names resolve
+    normally."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str,
+                 answers: list[str | list[str] | Exception]) -> None:
+        self.name, self.answers, self.lookups = name, answers, 0
+        self.real = socket.getaddrinfo
+        monkeypatch.setattr(socket, "getaddrinfo", self)
+
+    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name != self.name:
+            return self.real(host, port, *args, **kwargs)
+        answer = self.answers[min(self.lookups, len(self.answers) - 1)]
+        self.lookups += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return [info for address in ([answer] if isinstance(answer, str) else answer)
+                for info in self.real(address, port, *args, **kwargs)]
+
+
+def attempt_to(url: str) -> webhooks.Attempt:
+    return webhooks.Attempt("d-1", "t-1", "h-1", url, "whsec_test", "opened", b'{"event":"opened"}', 1)
+
+
+def test_dns_rebinding_between_check_and_send_does_not_reach_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that resolves to a public address when checked and to 127.0.0.1 a moment later: the send
+    goes to the address that was checked (or nowhere), and nothing connects to the local listener."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        resolver = Resolver(monkeypatch, "rebind.example", ["93.184.216.34", "127.0.0.1"])
+        status, error = webhooks.send(attempt_to(f"http://rebind.example:{port}/hook"), 2.0)
+        listener.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            listener.accept()  # a connection the send made would be waiting here
+        assert resolver.lookups == 1  # resolved once, and the connection used that answer
+        assert status is None and error is not None  # 93.184.216.34 does not listen on that port
+
+
+@contextmanager
+def receiver(tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, list[dict[str, str]]]]:
+    """A local HTTP server (HTTPS with `tls`) answering 200 to POSTs; its port and the headers of each
+    request it got."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_send_connects_to_the_address_it_resolved_and_keeps_the_host_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned to the address resolved once, the request still names its host: the receiver sees the
+    webhook's host name in `Host`, as a virtual host needs (private targets allowed, as on a closed
+    network; a second lookup would fail)."""
+    with receiver() as (port, seen):
+        resolver = Resolver(monkeypatch, "hooks.example", ["127.0.0.1", socket.gaierror(socket.EAI_NONAME, "gone")])
+        status, error = webhooks.send(attempt_to(f"http://hooks.example:{port}/hook"), 5.0, private_targets=True)
+        assert (status, error) == (200, None)
+        assert resolver.lookups == 1
+        assert [h["Host"] for h in seen] == [f"hooks.example:{port}"]
+
+
+def test_an_address_that_refuses_the_connection_gives_way_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a connection by name would, the send tries the checked addresses in the resolver's order: a
+    name whose first address does not answer (an IPv6 address on an IPv4-only host) is still reached."""
+    with receiver() as (port, seen):
+        Resolver(monkeypatch, "hooks.example", [["127.0.0.2", "127.0.0.1"]])  # nothing listens on 127.0.0.2
+        status, error = webhooks.send(attempt_to(f"http://hooks.example:{port}/hook"), 5.0, private_targets=True)
+    assert (status, error) == (200, None) and len(seen) == 1
+
+
+def certificate_authority(tmp: Path, name: str) -> tuple[Path, Path, Path]:
+    """A self-signed CA and a certificate it issued for `name`: (CA file, certificate file, key file)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+
+    def issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey,
+              ca: bool) -> x509.Certificate:
+        made = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=1))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            made = made.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+                                      critical=True)
+        else:
+            made = made.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+        return made.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    files = tmp / "ca.pem", tmp / f"{name}.pem", tmp / f"{name}.key"
+    files[0].write_bytes(issue("Test CA", ca_key, "Test CA", ca_key, True).public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(issue(name, key, "Test CA", ca_key, False).public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return files
+
+
+@pytest.mark.parametrize("certified", ["hooks.example", "other.example"])
+def test_a_pinned_https_send_verifies_the_certificate_for_the_host_name(
+        certified: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connected to the resolved address, TLS still asks for the webhook's host name (SNI) and accepts
+    only a certificate for that name: a certificate for another name fails the send."""
+    ca, certificate, key = certificate_authority(tmp_path, certified)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    names: list[str | None] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    context.sni_callback = lambda _socket, name, _context: names.append(name)
+    with receiver(context) as (port, seen):
+        Resolver(monkeypatch, "hooks.example", ["127.0.0.1", socket.gaierror(socket.EAI_NONAME, "gone")])
+        status, error = webhooks.send(attempt_to(f"https://hooks.example:{port}/hook"), 5.0, private_targets=True)
+    assert names == ["hooks.example"]
+    if certified == "hooks.example":
+        assert (status, error) == (200, None) and [h["Host"] for h in seen] == [f"hooks.example:{port}"]
+    else:
+        assert status is None and error is not None and "CERTIFICATE_VERIFY_FAILED" in error and not seen
