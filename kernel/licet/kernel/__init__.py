@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     )
     from licet.kernel.errors import InvalidRequest, KernelFault, LicetError, PolicyError
     from licet.kernel.ids import uuid7
-    from licet.kernel.keys import PublicKey, Signer, parse_public_key, parse_signer
+    from licet.kernel.keys import KeyPeriod, PublicKey, Signer, parse_key_history, parse_public_key, parse_signer
     from licet.kernel.policy import Policy, load_policy
     from licet.kernel.redecision import redecide
     from licet.kernel.report import Check, all_ok
@@ -36,6 +36,7 @@ _HOME = {
     "Decision": "licet.kernel.decision",
     "InvalidRequest": "licet.kernel.errors",
     "KernelFault": "licet.kernel.errors",
+    "KeyPeriod": "licet.kernel.keys",
     "LicetError": "licet.kernel.errors",
     "NormalisedRequest": "licet.kernel.requests",
     "Policy": "licet.kernel.policy",
@@ -52,6 +53,7 @@ _HOME = {
     "issue_certificate": "licet.kernel.certificate",
     "load_policy": "licet.kernel.policy",
     "normalise_request": "licet.kernel.requests",
+    "parse_key_history": "licet.kernel.keys",
     "parse_public_key": "licet.kernel.keys",
     "parse_signer": "licet.kernel.keys",
     "recorded_request": "licet.kernel.requests",
@@ -78,6 +80,7 @@ __all__ = [
     "Decision",
     "InvalidRequest",
     "KernelFault",
+    "KeyPeriod",
     "LicetError",
     "NormalisedRequest",
     "Policy",
@@ -94,6 +97,7 @@ __all__ = [
     "issue_certificate",
     "load_policy",
     "normalise_request",
+    "parse_key_history",
     "parse_public_key",
     "parse_signer",
     "recorded_request",

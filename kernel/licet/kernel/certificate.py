@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from licet.kernel.canonical import canonical_json
-from licet.kernel.keys import PublicKey, Signer
+from licet.kernel.errors import LicetError
+from licet.kernel.keys import KeyPeriod, PublicKey, Signer, parse_rfc3339, rfc3339
 from licet.kernel.report import Check
 
 if TYPE_CHECKING:  # verifying needs no solver: deciding (and Z3) is imported only by those who decide
@@ -22,12 +23,6 @@ def theorem_hash(policy_hash: str, request_hash: str, decision: str, proof: Any)
     """The hash binding what was decided: policy, request, outcome and proof."""
     body = canonical_json([policy_hash, request_hash, decision, proof])
     return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-def _rfc3339(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("issued_at must be timezone-aware")
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def issue_certificate(decision: Decision, *, signer: Signer, tenant: str, issued_at: datetime,
@@ -43,7 +38,7 @@ def issue_certificate(decision: Decision, *, signer: Signer, tenant: str, issued
         "version": CERTIFICATE_VERSION,
         "id": certificate_id,
         "tenant": tenant,
-        "issued_at": _rfc3339(issued_at),
+        "issued_at": rfc3339(issued_at),
         "key_id": signer.key_id,
         "policy": {"id": decision.policy_id, "version": decision.policy_version,
                    "hash": decision.policy_hash},
@@ -64,14 +59,38 @@ def issue_certificate(decision: Decision, *, signer: Signer, tenant: str, issued
     return body
 
 
+def _named_key(certificate: Mapping[str, Any], public_keys: Iterable[PublicKey | KeyPeriod],
+               ) -> PublicKey | KeyPeriod | None:
+    """The key the certificate's `key_id` names; a period given for it wins over the bare key, so a
+    bound supplied anywhere is applied (fail closed)."""
+    named = [key for key in public_keys if key.key_id == str(certificate["key_id"])]
+    return next((key for key in named if isinstance(key, KeyPeriod)), named[0] if named else None)
+
+
+def _check_key_period(certificate: Mapping[str, Any], period: KeyPeriod) -> Check:
+    """Whether the certificate's `issued_at` lies inside the period of the key that signed it."""
+    try:
+        issued = parse_rfc3339(certificate.get("issued_at"), "issued_at")
+    except LicetError as exc:
+        return Check("key-period", False, f"cannot place the certificate in its key's period: {exc}")
+    where = f"key {period.key_id} signs in {period.describe()}"
+    if period.covers(issued):
+        return Check("key-period", True, f"issued {rfc3339(issued)}; {where}")
+    late = period.not_after is not None and issued >= period.not_after
+    return Check("key-period", False, f"issued {rfc3339(issued)}, " + (
+        "after the key was retired" if late else "before the key began to sign") + f"; {where}")
+
+
 def certificate_leaf(certificate: Mapping[str, Any]) -> bytes:
     """The bytes a certificate contributes to the evidence log: its canonical JSON."""
     return canonical_json(dict(certificate))
 
 
 def verify_certificate(certificate: Mapping[str, Any],
-                       public_keys: Iterable[PublicKey]) -> list[Check]:
-    """Check a certificate's signature (by a known key id) and its theorem hash."""
+                       public_keys: Iterable[PublicKey | KeyPeriod]) -> list[Check]:
+    """Check a certificate's signature (by the key its `key_id` names among `public_keys`) and its
+    theorem and request hashes. A key given as a `KeyPeriod` also checks that the certificate was
+    issued inside the key's period (`key-period`): what a retired key signs later is refused."""
     checks: list[Check] = []
     if not isinstance(certificate, Mapping):
         return [Check("format", False, "a certificate is a JSON object")]
@@ -84,13 +103,13 @@ def verify_certificate(certificate: Mapping[str, Any],
         return [Check("format", False, detail)]
     checks.append(Check("format", True, CERTIFICATE_VERSION))
 
-    keys = {key.key_id: key for key in public_keys}
-    key = keys.get(str(certificate["key_id"]))
+    period = _named_key(certificate, public_keys)
     body = {k: v for k, v in certificate.items() if k != "signature"}
-    if key is None:
+    if period is None:
         checks.append(Check("signature", False,
                             f"no public key with id {certificate['key_id']!r} was supplied"))
     else:
+        key = period.public_key if isinstance(period, KeyPeriod) else period
         try:
             signature = base64.b64decode(str(certificate["signature"]), validate=True)
             ok = key.verify(canonical_json(body), signature)
@@ -98,6 +117,8 @@ def verify_certificate(certificate: Mapping[str, Any],
             ok = False
         checks.append(Check("signature", ok, f"Ed25519 by {key.key_id}" if ok else
                             "the signature does not match the certificate's content"))
+        if isinstance(period, KeyPeriod):
+            checks.append(_check_key_period(certificate, period))
 
     policy = certificate.get("policy")
     policy_hash = policy.get("hash") if isinstance(policy, Mapping) else None

@@ -1,11 +1,15 @@
-"""Ed25519 signing keys and their ids. Keys come from random seeds supplied by the caller."""
+"""Ed25519 signing keys and their ids, and the periods in which a deployment's keys sign (its key
+history). Keys come from random seeds supplied by the caller."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -112,3 +116,94 @@ def parse_public_key(text: str) -> PublicKey:
             raise LicetError("public key file: key_id does not match the key")
         return key
     return PublicKey(_decode_b64(stripped, "public key", 32))
+
+
+def rfc3339(moment: datetime) -> str:
+    """`moment` as certificates write times: UTC, microseconds, `Z` (`2026-01-01T00:00:00.000000Z`)."""
+    if moment.tzinfo is None:
+        raise ValueError("a time must be timezone-aware")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: object, what: str) -> datetime:
+    """A timezone-aware time from RFC 3339 text; `LicetError` naming `what` otherwise."""
+    if not isinstance(text, str):
+        raise LicetError(f"{what}: not a time string")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise LicetError(f"{what}: {text[:40]!r} is not an RFC 3339 time") from exc
+    if moment.tzinfo is None:
+        raise LicetError(f"{what}: {text[:40]!r} has no time zone")
+    return moment
+
+
+@dataclass(frozen=True)
+class KeyPeriod:
+    """A public key and the half-open interval `[not_before, not_after)` in which it signs. `None`
+    leaves that side open: no `not_before` for a key that signed before any history was kept, no
+    `not_after` for the key that signs now. A retired key still verifies what it signed inside its
+    period, and nothing it signed outside it."""
+
+    public_key: PublicKey
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.not_before is not None and self.not_after is not None and self.not_after <= self.not_before:
+            raise LicetError(f"key {self.key_id}: not_after must be later than not_before")
+
+    @property
+    def key_id(self) -> str:
+        """The key's id."""
+        return self.public_key.key_id
+
+    def covers(self, moment: datetime) -> bool:
+        """Whether the key may sign at `moment` (`not_before` included, `not_after` excluded)."""
+        return (self.not_before is None or self.not_before <= moment) and (
+            self.not_after is None or moment < self.not_after)
+
+    def describe(self) -> str:
+        """The period as `[start, end)`, `…` for an open side."""
+        start = rfc3339(self.not_before) if self.not_before else "…"
+        end = rfc3339(self.not_after) if self.not_after else "…"
+        return f"[{start}, {end})"
+
+    def to_json(self) -> dict[str, str | None]:
+        """The public key file's fields, with `not_before` and `not_after` (RFC 3339 or null)."""
+        return {**self.public_key.to_json(),
+                "not_before": rfc3339(self.not_before) if self.not_before else None,
+                "not_after": rfc3339(self.not_after) if self.not_after else None}
+
+
+def _optional_time(entry: Mapping[str, Any], name: str, where: str) -> datetime | None:
+    value = entry.get(name)
+    return None if value is None else parse_rfc3339(value, f"{where}.{name}")
+
+
+def parse_key_period(entry: Any, where: str = "key") -> KeyPeriod:
+    """A `KeyPeriod` from its JSON (`KeyPeriod.to_json`: `public_key`, optional `key_id`, which must
+    match, and `not_before`/`not_after`, RFC 3339 or null); `LicetError` naming the field."""
+    if not isinstance(entry, Mapping):
+        raise LicetError(f"{where}: not a JSON object")
+    key = PublicKey(_decode_b64(str(entry.get("public_key", "")), f"{where}.public_key", 32))
+    if entry.get("key_id") not in (None, key.key_id):
+        raise LicetError(f"{where}.key_id: {str(entry.get('key_id'))[:40]!r} is not the id of its public key")
+    try:
+        return KeyPeriod(key, _optional_time(entry, "not_before", where), _optional_time(entry, "not_after", where))
+    except LicetError as exc:
+        raise LicetError(f"{where}: {exc}") from exc
+
+
+def parse_key_history(entries: Any, where: str = "history") -> tuple[KeyPeriod, ...]:
+    """Every `KeyPeriod` of a published key history (a JSON list); a key listed twice is refused,
+    since two periods of one key would leave which one applies to the verifier's guess."""
+    if not isinstance(entries, list):
+        raise LicetError(f"{where}: not a JSON list")
+    periods = tuple(parse_key_period(entry, f"{where}[{i}]") for i, entry in enumerate(entries))
+    seen: set[str] = set()
+    for i, period in enumerate(periods):
+        if period.key_id in seen:
+            raise LicetError(f"{where}[{i}]: key {period.key_id} is listed twice")
+        seen.add(period.key_id)
+    return periods
