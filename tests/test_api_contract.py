@@ -242,8 +242,10 @@ def test_evidence_keys_has_the_shape_the_sdk_reads(document: dict[str, Any]) -> 
     schemas = document["components"]["schemas"]
     response = document["paths"]["/v1/evidence/keys"]["get"]["responses"]["200"]
     keys = schemas[response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
-    assert set(keys["required"]) == {"certificate_keys", "log"}
+    assert set(keys["required"]) == {"certificate_keys", "log", "history"}
     assert set(schemas["PublicKey"]["required"]) == {"type", "key_id", "public_key"}
+    assert set(schemas["KeyPeriod"]["required"]) == {"type", "key_id", "public_key", "not_before", "not_after",
+                                                     "status", "log_verifier_key"}
     assert set(schemas["LogKey"]["required"]) == {"origin", "verifier_key"}
 
 

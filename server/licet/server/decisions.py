@@ -136,7 +136,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
     extra: dict[str, Any] = {}
     if decision.outcome == "require_approval" and ask.approval_id is not None:
         decision, extra = _present(tx, ask, ask.approval_id, decision, certificate_id, decide, chain)
-    certificate = kernel.issue_certificate(decision, signer=services.signer, tenant=tenant, issued_at=now,
+    certificate = kernel.issue_certificate(decision, signer=services.signer_at(now), tenant=tenant, issued_at=now,
                                            certificate_id=certificate_id)
     leaf = kernel.certificate_leaf(certificate)
     index = services.transparency_log(tx.store).append(leaf)

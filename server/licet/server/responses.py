@@ -237,11 +237,27 @@ class LogKey(Model):
     verifier_key: str = Field(description="The C2SP note verifier key `<name>+<hex key hash>+<base64 key>`.")
 
 
+class KeyPeriod(PublicKey):
+    not_before: Timestamp | None = Field(description="When the key starts signing (null: since before key "
+                                                     "history was kept).")
+    not_after: Timestamp | None = Field(description="When the key stopped (or stops) signing, excluded "
+                                                    "(null: it signs until a rotation).")
+    status: Literal["pending", "current", "retired"] = Field(
+        description="Relative to now: published ahead of its period, signing, or retired (verifies only what "
+                    "was issued inside its period).")
+    log_verifier_key: str = Field(description="The same key as the tenant log's C2SP note verifier key: "
+                                              "it signed the log's checkpoints in its period.")
+
+
 class EvidenceKeys(Model):
     """What an offline verifier trusts: the keys that sign certificates, and the tenant log's checkpoint key."""
 
-    certificate_keys: list[PublicKey]
-    log: LogKey
+    certificate_keys: list[PublicKey] = Field(description="Every key that signs, signed or will sign certificates "
+                                                          "(the one signing now first); `history` gives their periods.")
+    log: LogKey = Field(description="The tenant log's origin and the verifier key of the key signing now.")
+    history: list[KeyPeriod] = Field(description="Every key of the deployment, oldest first, with the period in "
+                                                 "which it signs certificates and checkpoints (a verifier "
+                                                 "refuses a certificate issued outside its key's period).")
 
 
 # ------------------------------------------------------------------------------------------ policies

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
+from datetime import datetime
 from pathlib import Path
 from threading import Lock
 
@@ -15,8 +16,10 @@ from licet.kernel.log import TransparencyLog
 from licet.kernel.note import NoteSigner
 from licet.server.db import Database
 from licet.server.history import Coverage
+from licet.server.keyring import KeyringError, KeyringFile
 from licet.server.logstore import DatabaseLogStore, SignedHeads
 from licet.server.settings import Settings
+from licet.server.time import utcnow
 
 POLICY_CACHE_SIZE = 256
 
@@ -25,9 +28,9 @@ class StartupError(RuntimeError):
     """The server cannot start safely (e.g. no signing key in production)."""
 
 
-def load_signing_key(settings: Settings) -> kernel.Signer:
-    """The deployment's Ed25519 key. Embedded mode creates a random one (0600) on first run;
-    production refuses to start without one."""
+def load_signing_keys(settings: Settings) -> KeyringFile:
+    """The deployment's signing keys (server/keyring.py: one key, or a keyring after rotations).
+    Embedded mode creates a random key (0600) on first run; production refuses to start without one."""
     path = settings.key_file
     if not path.exists():
         if settings.mode == "production":
@@ -36,9 +39,9 @@ def load_signing_key(settings: Settings) -> kernel.Signer:
         path.parent.mkdir(parents=True, exist_ok=True)
         _create_private(path, json.dumps(kernel.Signer(os.urandom(32)).to_json(), indent=2) + "\n")
     try:
-        return kernel.parse_signer(path.read_text())
-    except (OSError, ValueError, kernel.LicetError) as exc:
-        raise StartupError(f"signing key {path}: {exc}") from exc
+        return KeyringFile(path)
+    except KeyringError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 def _create_private(path: Path, content: str) -> None:
@@ -83,7 +86,7 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
-        self.signer = load_signing_key(settings)
+        self.keys = load_signing_keys(settings)
         self.policies = PolicyCache()
         self._logs: dict[str, TransparencyLog] = {}
         # A border kept from a transaction that rolled back may describe entries that were never
@@ -105,6 +108,11 @@ class Services:
         """The origin line of a tenant's log."""
         return tenant_origin(self.settings.deployment, tenant_id)
 
+    def signer_at(self, moment: datetime) -> kernel.Signer:
+        """The key that signs what is issued at `moment` (certificates, approval events)."""
+        return self.keys.signer_at(moment)
+
     def note_signer(self, tenant_id: str) -> NoteSigner:
-        """The checkpoint signer of a tenant's log (the deployment key, named by the origin)."""
-        return NoteSigner(self.origin(tenant_id), self.signer)
+        """The checkpoint signer of a tenant's log: the deployment key signing now, named by the origin
+        (a checkpoint carries no time, so the key of the moment of signing is the one that signs)."""
+        return NoteSigner(self.origin(tenant_id), self.signer_at(utcnow()))

@@ -129,11 +129,12 @@ def signed_event(services: Services, tenant: str, row: ApprovalRecord, event: st
                  details: dict[str, Any], now: datetime) -> dict[str, Any]:
     """An approval state change as a signed record: RFC 8785 canonical JSON signed with Ed25519 by the
     certificate key, exactly like a certificate (the signature covers every other field)."""
+    signer = services.signer_at(now)
     body: dict[str, Any] = {
         "version": EVENT_VERSION, "id": kernel.uuid7(now, os.urandom(10)), "tenant": tenant,
-        "issued_at": rfc3339(now), "key_id": services.signer.key_id, "approval": row.id, "event": event,
+        "issued_at": rfc3339(now), "key_id": signer.key_id, "approval": row.id, "event": event,
         "state": row.state, "actor": actor, "request_hash": row.request_hash, "details": details}
-    body["signature"] = base64.b64encode(services.signer.sign(canonical_json(body))).decode()
+    body["signature"] = base64.b64encode(signer.sign(canonical_json(body))).decode()
     return body
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.sql.expression import UnaryExpression
 from licet.kernel.bundle import BundleError, make_bundle
 from licet.kernel.checkpoint import parse_checkpoint
 from licet.kernel.log import LogError, TransparencyLog
+from licet.kernel.note import NoteVerifier
 from licet.server import listings, responses
 from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, require
@@ -382,8 +383,15 @@ async def entries(request: Request, caller: Annotated[Caller, require("evidence.
 @router.get("/evidence/keys", summary="The public keys that verify certificates and checkpoints",
             response_model=responses.EvidenceKeys)
 async def keys(request: Request, caller: Annotated[Caller, require("evidence.read")]) -> dict[str, Any]:
-    """What an offline verifier needs to trust."""
+    """What an offline verifier needs to trust: every key the deployment signed with, signs with or
+    will sign with (server/keyring.py), each with its period."""
     services = services_of(request)
-    return {"certificate_keys": [services.signer.public_key.to_json()],
-            "log": {"origin": services.origin(caller.tenant_id),
-                    "verifier_key": services.note_signer(caller.tenant_id).verifier.vkey()}}
+    now, origin = utcnow(), services.origin(caller.tenant_id)
+    keyring = services.keys.keyring(recheck=True)  # one stat: a rotation is published at once
+    history = [{**entry.period.to_json(), "status": entry.status(now),
+                "log_verifier_key": NoteVerifier(origin, entry.period.public_key).vkey()} for entry in keyring.entries]
+    signing = keyring.entry_at(now).period.public_key
+    others = [period.public_key for period in reversed(keyring.history) if period.public_key != signing]
+    return {"certificate_keys": [key.to_json() for key in (signing, *others)],
+            "log": {"origin": origin, "verifier_key": NoteVerifier(origin, signing).vkey()},
+            "history": history}
