@@ -29,6 +29,7 @@ from licet.cli_inputs import (
     read_json,
     read_text,
 )
+from licet.cli_keys import keys_app
 from licet.cli_log import bundle_checks, log_app
 from licet.cli_mcp import mcp_app
 from licet.cli_policy import policy_app
@@ -39,6 +40,7 @@ from licet.output import BAD_INPUT, PIPED, console, escape, exit_for, fail, prin
 
 if TYPE_CHECKING:
     from licet.kernel.delegation import Grant
+    from licet.sdk.types import TrustedKeys
 
 
 app = LicetTyper(
@@ -49,6 +51,7 @@ app = LicetTyper(
 )
 app.add_typer(policy_app, name="policy")
 app.add_typer(log_app, name="log")
+app.add_typer(keys_app, name="keys")
 plan_app = LicetTyper(help="Verify multi-step plans.", no_args_is_help=True)
 app.add_typer(plan_app, name="plan")
 delegation_app = LicetTyper(help="Check delegation grants.", no_args_is_help=True)
@@ -284,13 +287,28 @@ def _public_keys(values: list[str]) -> list[kernel.PublicKey]:
     return [file_or_inline(value, "public key", kernel.parse_public_key) for value in values]
 
 
+def _published_keys(path: Path) -> TrustedKeys:
+    from licet.sdk.errors import LicetError as SdkError
+    from licet.sdk.types import TrustedKeys
+
+    try:
+        return TrustedKeys.from_json(read_json(path, "keys"))
+    except SdkError as exc:
+        raise fail(f"{path}: {exc}") from exc
+
+
 @app.command()
 def verify(
     certificate: Annotated[Path, typer.Argument(metavar="CERTIFICATE", help="Certificate file, or - for stdin.")],
     public_key: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option("--public-key", metavar="KEY", help="Public key file or base64 (repeatable: rotated keys)."),
-    ],
+    ] = None,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option("--keys", metavar="FILE", help="Keys published by GET /v1/evidence/keys, saved: every "
+                     "certificate and log key with its period (a certificate issued outside it fails)."),
+    ] = None,
     policy: Annotated[Path | None, typer.Option(metavar="FILE", help="Policy file: also re-decide.")] = None,
     bundle: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Evidence bundle: also check log inclusion.")
@@ -304,11 +322,15 @@ def verify(
     """Verify a certificate offline: signature, theorem hash, optionally re-decision and log inclusion.
 
     Exit 0 if every check passes, 1 if one fails."""
+    if not public_key and keys_file is None:
+        raise fail("give the keys to trust: --public-key, or --keys with the saved answer of GET /v1/evidence/keys")
     cert = read_json(certificate, "certificate")
-    keys = _public_keys(public_key)
-    checks = kernel.verify_certificate(cert, keys)
+    keys = _public_keys(public_key or [])
+    published = _published_keys(keys_file) if keys_file is not None else None
+    checks = kernel.verify_certificate(cert, [*keys, *(published.certificate_periods if published else ())])
     if bundle is not None:
-        checks += bundle_checks(cert, bundle, log_key or [], keys)
+        checks += bundle_checks(cert, bundle, log_key or [], [*keys, *(published.log_keys if published else ())],
+                                origin=published.log_origin if published else None)
     if policy is not None:
         checks.append(kernel.redecide(cert, load_policy_file(policy)))
     print_checks(checks, json_out)

@@ -35,7 +35,7 @@ from licet.kernel.checkpoint import (
     verify_checkpoint,
 )
 from licet.kernel.errors import LicetError
-from licet.kernel.keys import PublicKey, parse_public_key, parse_signer
+from licet.kernel.keys import parse_public_key, parse_signer
 from licet.kernel.log import AuditReport, TransparencyLog, audit_log
 from licet.kernel.note import NoteError, NoteSigner, parse_signer_key, parse_verifier_key
 from licet.kernel.report import Check
@@ -135,12 +135,13 @@ def bundle_checks(
     certificate: Any,
     bundle: Path,
     log_key_values: Sequence[str],
-    public_keys: Sequence[PublicKey] = (),
+    public_keys: Sequence[LogKey] = (),
     *,
     origin: str | None = None,
 ) -> list[Check]:
     """The log checks of `licet verify --bundle`: reads the bundle file and the `--log-key`
-    values (falling back to the certificate public keys) and runs `kernel.bundle.verify_bundle`."""
+    values (falling back to the certificate public keys and published log keys) and runs
+    `kernel.bundle.verify_bundle`."""
     if not isinstance(certificate, dict):
         return [Check("bundle", False, "the certificate is not a JSON object")]
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from licet.kernel.errors import LicetError as KernelError
-from licet.kernel.keys import PublicKey, parse_public_key
+from licet.kernel.keys import KeyPeriod, PublicKey, parse_key_history, parse_public_key
 from licet.kernel.note import NoteVerifier, parse_verifier_key
 from licet.sdk.errors import LicetError
 
@@ -75,11 +75,25 @@ class TrustedKeys:
     certificate_keys: tuple[PublicKey, ...]
     log_origin: str
     log_key: NoteVerifier
+    history: tuple[KeyPeriod, ...] = ()
+    """Every key with the period in which it signs; when given, certificates are checked against it."""
+
+    @property
+    def log_keys(self) -> tuple[NoteVerifier, ...]:
+        """The log's verifier keys: the one signing now and every key of the history, under the log's
+        origin (a checkpoint carries no time, so any published log key verifies it)."""
+        return (self.log_key, *(NoteVerifier(self.log_origin, period.public_key) for period in self.history))
+
+    @property
+    def certificate_periods(self) -> tuple[PublicKey | KeyPeriod, ...]:
+        """What verifies certificates: the history's periods, or the bare keys of a server without one."""
+        return self.history or self.certificate_keys
 
     @classmethod
     def from_json(cls, body: Any) -> TrustedKeys:
         """From the JSON of `GET /v1/evidence/keys` (`{"certificate_keys": [public key], "log":
-        {"origin", "verifier_key"}}`); a `LicetError` naming the field that is missing or malformed."""
+        {"origin", "verifier_key"}, "history": [key period]}`, `history` optional); a `LicetError`
+        naming the field that is missing or malformed."""
         body = _read("body", lambda b: b if isinstance(b, Mapping) else None, body)
         listed = _read("certificate_keys", lambda k: k if isinstance(k, list) and k else None,
                        body.get("certificate_keys"))
@@ -89,7 +103,8 @@ class TrustedKeys:
         origin = _read("log.origin", lambda o: o if isinstance(o, str) and o else None, log.get("origin"))
         verifier = _read("log.verifier_key", lambda v: parse_verifier_key(v) if isinstance(v, str) else None,
                          log.get("verifier_key"))
-        return cls(keys, origin, verifier)
+        history = () if body.get("history") is None else _read("history", parse_key_history, body["history"])
+        return cls(keys, origin, verifier, history)
 
 
 def _read(where: str, read: Callable[[Any], Any], value: Any) -> Any:

@@ -13,12 +13,14 @@ from licet.kernel.report import Check, all_ok
 from licet.sdk.types import TrustedKeys
 
 
-def verify_certificate(certificate: Mapping[str, Any], public_keys: TrustedKeys | Iterable[kernel.PublicKey], *,
+def verify_certificate(certificate: Mapping[str, Any],
+                       public_keys: TrustedKeys | Iterable[kernel.PublicKey | kernel.KeyPeriod], *,
                        policy: kernel.Policy | None = None) -> list[Check]:
     """Each check of a certificate: format, signature (by one of `public_keys`, or of the trusted
-    keys' certificate keys), theorem and request hashes, and with `policy` a re-decision that must
-    reach the same outcome."""
-    keys = public_keys.certificate_keys if isinstance(public_keys, TrustedKeys) else public_keys
+    keys' certificate keys), with the trusted keys' history that it was issued inside its key's
+    period, theorem and request hashes, and with `policy` a re-decision that must reach the same
+    outcome."""
+    keys = public_keys.certificate_periods if isinstance(public_keys, TrustedKeys) else public_keys
     checks = kernel.verify_certificate(certificate, keys)
     if policy is not None:
         checks.append(kernel.redecide(certificate, policy))
@@ -28,9 +30,9 @@ def verify_certificate(certificate: Mapping[str, Any], public_keys: TrustedKeys 
 def verify_bundle(certificate: Mapping[str, Any], bundle: str, log_keys: TrustedKeys | Sequence[LogKey], *,
                   origin: str | None = None) -> list[Check]:
     """Each check that `certificate` is in its tenant's log under the bundle's signed checkpoint (signed
-    by one of `log_keys`, or the trusted keys' log key; the log's origin is theirs unless given)."""
+    by one of `log_keys`, or one of the trusted keys' log keys; the log's origin is theirs unless given)."""
     if isinstance(log_keys, TrustedKeys):
-        return _verify_bundle(certificate, bundle, [log_keys.log_key], origin=origin or log_keys.log_origin)
+        return _verify_bundle(certificate, bundle, log_keys.log_keys, origin=origin or log_keys.log_origin)
     return _verify_bundle(certificate, bundle, log_keys, origin=origin)
 
 
