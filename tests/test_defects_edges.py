@@ -4,6 +4,7 @@ send, policies whose approvals nobody can give, and request headers of any size.
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import ipaddress
 import socket
@@ -15,11 +16,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from licet.server.approvals import webhooks
+from tests.conftest import PAYMENTS
+from tests.server_harness import Tenant
+from tests.test_server_hostile import error_of
+
+LARGE_TRANSFER = {"action": "payments.transfer", "resource": "/accounts/acc-1",
+                  "args": {"amount": 2000, "currency": "EUR"}}
 
 # --- Webhook targets ---------------------------------------------------------------------------------
 
@@ -254,3 +262,97 @@ def test_a_pinned_https_send_verifies_the_certificate_for_the_host_name(
         assert (status, error) == (200, None) and [h["Host"] for h in seen] == [f"hooks.example:{port}"]
     else:
         assert status is None and error is not None and "CERTIFICATE_VERIFY_FAILED" in error and not seen
+
+
+# --- Policies whose approvals nobody can give -------------------------------------------------------
+
+# The payments policy with its large-transfer approval (rules[2]) asked of a role nobody has, and
+# the budget invariant (invariants[0]) asking a role people have but may not vote with.
+UNAPPROVABLE_RULE = PAYMENTS.replace("approval: {quorum: 2, role: approver, ttl: 15m}",
+                                     "approval: {quorum: 2, role: treasurer, ttl: 15m}")
+UNAPPROVABLE_INVARIANT = PAYMENTS.replace(
+    "{id: daily-budget, kind: budget, action: [payments.transfer], sum: args.amount, limit: 5000, window: 24h}",
+    "{id: daily-budget, kind: budget, action: [payments.transfer], sum: args.amount, limit: 5000, window: 24h,"
+    " effect: require_approval, approval: {role: auditor}}")
+
+
+def stored_version(owner: httpx.Client, source: str) -> tuple[str, int]:
+    """`source` stored as a new (inactive) version: its policy id and number."""
+    created = owner.post("/v1/policies", json={"source": source})
+    assert created.status_code == 201, created.text
+    return created.json()["policy"]["id"], created.json()["version"]["number"]
+
+
+def active_version(owner: httpx.Client, policy_id: str) -> int | None:
+    versions = owner.get(f"/v1/policies/{policy_id}").json()["versions"]
+    return next((v["number"] for v in versions if v["active"]), None)
+
+
+@pytest.mark.parametrize(("source", "rule", "role", "field", "line"), [
+    (UNAPPROVABLE_RULE, "large-transfer", "treasurer", "rules[2].approval.role", 18),
+    (UNAPPROVABLE_INVARIANT, "daily-budget", "auditor", "invariants[0].approval.role", 28)])
+def test_a_policy_whose_approvals_nobody_can_give_is_not_activated(
+        tenant: Tenant, source: str, rule: str, role: str, field: str, line: int) -> None:
+    """Validation warns that the role is held by no person who may vote and that activation is refused;
+    the version may be stored as a draft, and activating it is refused naming the rule, the role and
+    where it is, while the version before stays active and keeps deciding."""
+    agent = tenant.server.client(tenant.key())
+    with tenant.owner_session() as owner:
+        policy_id = owner.get("/v1/policies").json()["policies"][0]["id"]
+        before = active_version(owner, policy_id)
+        validated = owner.post("/v1/policies/validate", json={"source": source})
+        assert validated.status_code == 200, validated.text
+        warning = next(w for w in validated.json()["never_applying"] if w["rule"] == rule)
+        assert f"approval role {role!r} is held by no person who may vote" in warning["reason"]
+        assert "refuses to activate" in warning["reason"]
+        _, number = stored_version(owner, source)
+        refused = owner.post(f"/v1/policies/{policy_id}/versions/{number}/activate", json={"reason": "test"})
+        error = error_of(refused, 422, "unapprovable_policy")
+        assert error["field"] == field and (error["rule"], error["role"]) == (rule, role)
+        assert rule in error["message"] and role in error["message"] and error["line"] == line
+        assert active_version(owner, policy_id) == before
+        audit = owner.get("/v1/audit", params={"limit": 5}).json()["events"]
+        assert not any(e["action"] == "policy.activate" and e["details"].get("number") == number for e in audit)
+    assert agent.post("/v1/decide", json=LARGE_TRANSFER).json()["decision"] == "require_approval"
+    agent.close()
+
+
+def test_rolling_back_to_a_version_whose_approvals_nobody_can_give_is_refused(tenant: Tenant) -> None:
+    """A version activated before activation checked this (here: made active in the database) is not
+    made active again by a roll-back either."""
+    with tenant.owner_session() as owner:
+        policy_id, unapprovable = stored_version(owner, UNAPPROVABLE_RULE)
+        force_active(tenant, policy_id, unapprovable)
+        _, fixed = stored_version(owner, PAYMENTS)
+        assert owner.post(f"/v1/policies/{policy_id}/versions/{fixed}/activate",
+                          json={"reason": "fixed"}).status_code == 200
+        refused = owner.post("/v1/policies/rollback", json={"reason": "back"})
+        assert error_of(refused, 422, "unapprovable_policy")["field"] == "rules[2].approval.role"
+        assert active_version(owner, policy_id) == fixed
+
+
+def force_active(tenant: Tenant, policy_id: str, number: int) -> None:
+    """Make a stored version the tenant's active one in the database, as an activation before this
+    check would have (an activation row and the tenant's pointer)."""
+    from sqlalchemy import insert, select, update
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from licet.server.models import PolicyActivation, PolicyVersion
+    from licet.server.models import Tenant as TenantRow
+    from licet.server.time import utcnow
+
+    async def run() -> None:
+        engine = create_async_engine(tenant.server.database_url)
+        try:
+            async with engine.begin() as connection:
+                version_id = (await connection.execute(select(PolicyVersion.id).where(
+                    PolicyVersion.policy_id == policy_id, PolicyVersion.number == number))).scalar_one()
+                await connection.execute(update(TenantRow).where(TenantRow.id == tenant.id).values(
+                    active_version_id=version_id))
+                await connection.execute(insert(PolicyActivation).values(
+                    tenant_id=tenant.id, version_id=version_id, at=utcnow(), by="test", reason="before",
+                    rollback=False))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

@@ -1270,15 +1270,23 @@ def permits_more(child: Policy, parent: Policy, *, budget: Budget = DEFAULT_BUDG
     return Widening(found.answer, found.examples[0] if found.examples else None, found.reason)
 
 
-def approval_role_warnings(policy: Policy, voters: Iterable[str]) -> list[NeverApplies]:
+def unapprovable(policy: Policy, voters: Iterable[str]) -> list[tuple[Rule | Invariant, str]]:
     """require_approval rules and invariants naming a role no person who may vote can hold
-    (`voters`: the roles that may vote on approvals); their requests could never be approved."""
+    (`voters`: the roles that may vote on approvals), each with that role: their requests could never
+    be approved."""
     allowed = set(voters)
     items: tuple[Rule | Invariant, ...] = (*policy.rules, *policy.invariants)
-    return [NeverApplies("policy", rule.id, f"approval role {rule.approval.role!r} is held by no person "
-                                            f"who may vote (roles that may: {', '.join(sorted(allowed))})")
-            for rule in items
-            if rule.approval is not None and rule.approval.role is not None and rule.approval.role not in allowed]
+    return [(item, item.approval.role) for item in items
+            if item.approval is not None and item.approval.role is not None and item.approval.role not in allowed]
+
+
+def approval_role_warnings(policy: Policy, voters: Iterable[str]) -> list[NeverApplies]:
+    """`unapprovable` as warnings (the server refuses to activate such a policy)."""
+    allowed = set(voters)
+    return [NeverApplies("policy", item.id, f"approval role {role!r} is held by no person who may vote (roles "
+                                            f"that may: {', '.join(sorted(allowed))}); the server refuses to "
+                                            "activate the policy")
+            for item, role in unapprovable(policy, allowed)]
 
 
 def check_policy(policy: Policy, voters: Iterable[str]) -> list[NeverApplies]:
@@ -1288,7 +1296,7 @@ def check_policy(policy: Policy, voters: Iterable[str]) -> list[NeverApplies]:
 
 
 __all__ = ["Budget", "Example", "NeverApplies", "PolicyDiff", "QueryAnswer", "Widening", "check_policy",
-           "diff", "never_applying_rules", "permits_more", "query"]
+           "diff", "never_applying_rules", "permits_more", "query", "unapprovable"]
 
 
 Capability = dict[str, bool]  # {"valid", "permit", "approval"}

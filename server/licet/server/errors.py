@@ -85,6 +85,9 @@ ERRORS: dict[str, ErrorCode] = {
                                  "holds a witness request."),
     "delegation_too_deep": ErrorCode((422,), "The delegation chain is longer than the server follows."),
     "reason_required": ErrorCode((422,), "A denial needs a reason."),
+    "unapprovable_policy": ErrorCode((422,), "A require_approval rule or invariant of the version asks for "
+                                     "approval by a role no person who may vote holds, so it is not activated; "
+                                     "`field`, `line` and `column` say where, `rule` and `role` name them."),
     "weak_password": ErrorCode((422,), "The new password is too short or too easy to guess."),
     "webhook_target_not_public": ErrorCode((422,), "The webhook URL resolves to a private address "
                                            "(LICET_WEBHOOK_PRIVATE_TARGETS allows it)."),

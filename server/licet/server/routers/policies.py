@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from licet import kernel
-from licet.kernel.analysis import check_policy, diff, query
+from licet.kernel.analysis import check_policy, diff, query, unapprovable
 from licet.kernel.document import load_document
 from licet.kernel.errors import PolicyError
 from licet.server import audit, replay, responses
@@ -22,6 +22,7 @@ from licet.server.models import PolicyActivation, PolicyRecord, PolicyVersion, T
 from licet.server.roles import PERMISSIONS
 from licet.server.routers import INT32_MAX, JsonObject, Text
 from licet.server.routers.decide import services_of
+from licet.server.services import Services
 from licet.server.time import utcnow
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
@@ -271,8 +272,29 @@ async def query_policy(body: QueryBody, request: Request, caller: Annotated[Call
     return {"version_id": found.id, **answer.to_json()}
 
 
-async def _activate(session: AsyncSession, caller: Caller, version: PolicyVersion, reason: str, *,
-                    rollback: bool = False) -> dict[str, Any]:
+def _refuse_unapprovable(policy: kernel.Policy, source: str) -> None:
+    """Refuse a version (`policy`, loaded from `source`) with a require_approval rule or invariant whose
+    role no person who may vote holds: its requests would wait for a vote nobody can cast until they
+    expire. The first such rule is named with its role and where its `approval.role` is."""
+    found = unapprovable(policy, PERMISSIONS["approvals.vote"])
+    if not found:
+        return
+    item, role = found[0]
+    document = load_document(source, "source")
+    field = next((f"{section}[{index}].approval.role" for section in ("rules", "invariants")
+                  for index, entry in enumerate(document.value.get(section) or [])
+                  if isinstance(entry, dict) and entry.get("id") == item.id), "source")
+    where = document.error(field, "")
+    voters = ", ".join(sorted(PERMISSIONS["approvals.vote"]))
+    raise ApiError(422, "unapprovable_policy", f"rule {item.id!r} asks for approval by role {role!r}, which no "
+                   f"person who may vote holds (roles that may: {voters}): its requests could never be approved, "
+                   "so this version is not activated", field,
+                   {"rule": item.id, "role": role, "line": where.line, "column": where.column})
+
+
+async def _activate(session: AsyncSession, services: Services, caller: Caller, version: PolicyVersion,
+                    reason: str, *, rollback: bool = False) -> dict[str, Any]:
+    _refuse_unapprovable(services.policies.load(version.id, version.source), version.source)
     now = utcnow()
     await session.execute(update(Tenant).where(Tenant.id == caller.tenant_id).values(active_version_id=version.id))
     if version.activated_at is None:
@@ -286,22 +308,24 @@ async def _activate(session: AsyncSession, caller: Caller, version: PolicyVersio
 
 
 @router.post("/{policy_id}/versions/{number}/activate", summary="Make a version the tenant's active policy",
-             responses=raises("not_found"), response_model=responses.Activation)
+             responses=raises("not_found", "unapprovable_policy"), response_model=responses.Activation)
 async def activate(policy_id: Text, number: VersionNumber, body: ActivateBody, request: Request,
                    caller: Annotated[Caller, require("policies.activate", step_up=True)]) -> dict[str, Any]:
     """Decisions already running finish on the version they started with; new ones use this one."""
-    async with services_of(request).db.write() as session:
+    services = services_of(request)
+    async with services.db.write() as session:
         await _policy(session, caller.tenant_id, policy_id)
         version = await _version(session, caller.tenant_id, policy_id, number)
-        return await _activate(session, caller, version, body.reason)
+        return await _activate(session, services, caller, version, body.reason)
 
 
 @router.post("/rollback", summary="Re-activate the version that was active before the current one",
-             responses=raises("nothing_to_roll_back"), response_model=responses.Activation)
+             responses=raises("nothing_to_roll_back", "unapprovable_policy"), response_model=responses.Activation)
 async def rollback(body: ActivateBody, request: Request,
                    caller: Annotated[Caller, require("policies.activate", step_up=True)]) -> dict[str, Any]:
     """Walks back through the activations, one per call (activations push, rollbacks pop)."""
-    async with services_of(request).db.write() as session:
+    services = services_of(request)
+    async with services.db.write() as session:
         history = (await session.execute(select(PolicyActivation.version_id, PolicyActivation.rollback).where(
             PolicyActivation.tenant_id == caller.tenant_id).order_by(PolicyActivation.id))).all()
         stack: list[str] = []
@@ -313,4 +337,4 @@ async def rollback(body: ActivateBody, request: Request,
         if len(stack) < 2:
             raise ApiError(409, "nothing_to_roll_back", "no earlier active version")
         version = (await session.execute(select(PolicyVersion).where(PolicyVersion.id == stack[-2]))).scalar_one()
-        return await _activate(session, caller, version, body.reason or "rollback", rollback=True)
+        return await _activate(session, services, caller, version, body.reason or "rollback", rollback=True)
