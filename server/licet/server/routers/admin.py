@@ -227,7 +227,8 @@ async def _managed_user(session: AsyncSession, caller: Caller, user_id: str) -> 
              responses=raises("not_found", "own_account"), response_model=responses.UserState)
 async def disable_user(user_id: Text, request: Request,
                        caller: Annotated[Caller, require("users.manage", step_up=True)]) -> dict[str, Any]:
-    """They can no longer sign in; every session of theirs is revoked. Not one's own account."""
+    """They can no longer sign in; every session and unused invitation of theirs is revoked. Not one's
+    own account."""
     return await _set_disabled(request, caller, user_id, disabled=True)
 
 
@@ -248,6 +249,7 @@ async def _set_disabled(request: Request, caller: Caller, user_id: str, *, disab
         revoked = 0
         if disabled and user.disabled_at is None:
             user.disabled_at = now
+            await invitations.void_pending(session, user.id)
             revoked = (await session.execute(update(UserSession).where(
                 UserSession.user_id == user.id, UserSession.revoked_at.is_(None)).values(
                 revoked_at=now))).rowcount  # type: ignore[attr-defined]

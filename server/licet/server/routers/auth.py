@@ -180,9 +180,11 @@ async def _failed(services: Services, who: throttle.Subject, attempts: int, acto
 
 
 @router.post("/invitations/accept", summary="Accept an invitation: set a password and sign in",
-             responses=raises("invalid_invitation", "weak_password"), response_model=responses.SignedIn)
+             responses=raises("invalid_invitation", "account_disabled", "weak_password"),
+             response_model=responses.SignedIn)
 async def accept_invitation(body: InvitationBody, request: Request, _: Annotated[None, public()]) -> JSONResponse:
-    """Single use and expiring; the password must be long and hard to guess."""
+    """Single use and expiring; the password must be long and hard to guess; not while the account is
+    disabled."""
     services = services_of(request)
     digest = sessions.token_hash(body.token)
     async with services.db.read() as db:
@@ -192,6 +194,7 @@ async def accept_invitation(body: InvitationBody, request: Request, _: Annotated
         raise ApiError(400, "invalid_invitation", "the invitation is unknown, used or expired: ask for a new one",
                        "token")
     user: User = found[1]
+    _refuse_disabled(user)
     try:
         passwords.check_strength(body.password, services.settings.password_min_length,
                                  user_inputs=(user.email, user.display_name))
@@ -204,6 +207,7 @@ async def accept_invitation(body: InvitationBody, request: Request, _: Annotated
         if claimed.rowcount != 1:  # type: ignore[attr-defined]  # a concurrent accept took it
             raise ApiError(400, "invalid_invitation", "the invitation was used already", "token")
         user = (await db.execute(select(User).where(User.id == user.id))).scalar_one()
+        _refuse_disabled(user)  # disabled while the password was hashed
         user.password_hash = hashed
         # A reset by an administrator: whoever held the old password is signed out everywhere.
         revoked = (await db.execute(update(UserSession).where(
@@ -213,6 +217,13 @@ async def accept_invitation(body: InvitationBody, request: Request, _: Annotated
         await audit.record(db, _caller(user, issued.record.id), "auth.invitation_accepted", user.id,
                            sessions_revoked=revoked)
     return _signed_in(services, issued, body.use_cookie, methods, 201)
+
+
+def _refuse_disabled(user: User) -> None:
+    # Disabling voids the invitations it finds; one issued since (an admin's reset) waits for /enable.
+    if user.disabled_at is not None:
+        raise ApiError(409, "account_disabled", "the account is disabled: an admin must enable it before this "
+                       "invitation can be accepted", "token")
 
 
 @router.post("/login", summary="Sign in with email and password",
