@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select
@@ -26,7 +26,7 @@ from licet.kernel.delegation import Grant, decide_delegated, load_grant
 from licet.server import approvals
 from licet.server.errors import ApiError, not_found
 from licet.server.history import record_event, session_state
-from licet.server.identity import Caller, KeyCredential
+from licet.server.identity import Caller, KeyCredential, live_key
 from licet.server.logstore import DatabaseLogStore, lock_head
 from licet.server.models import (
     ApiKey,
@@ -115,7 +115,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
     chain: list[Grant] = []
     if ask.delegation is not None:
         chain = _chain(session, tenant, ask.delegation)
-        principal = _issuer_principal(session, tenant, chain[0].issuer)
+        principal = _issuer_principal(session, tenant, chain[0].issuer, now)
     request = {"principal": principal, "action": ask.action, "resource": ask.resource, "args": ask.args,
                "context": {"authenticated": True, "mfa": ask.caller.mfa, "source_ip": ask.source_ip or ""}}
     # Most requests touch no invariant: then there is no session state to read.
@@ -268,10 +268,11 @@ def _chain(session: Session, tenant: str, leaf_id: str) -> list[Grant]:
     return chain[::-1]
 
 
-def _issuer_principal(session: Session, tenant: str, issuer: str) -> dict[str, Any]:
-    # The issuer's identity as the server knows it (its newest live key); never the agent's claim.
+def _issuer_principal(session: Session, tenant: str, issuer: str, now: datetime) -> dict[str, Any]:
+    # The issuer's identity as the server knows it (its newest key that would authenticate now: neither
+    # revoked nor expired); never the agent's claim. With none, no roles or attributes (fail closed).
     key = session.execute(select(ApiKey).where(
-        ApiKey.tenant_id == tenant, ApiKey.principal_id == issuer, ApiKey.revoked_at.is_(None),
+        ApiKey.tenant_id == tenant, ApiKey.principal_id == issuer, live_key(now),
     ).order_by(ApiKey.created_at.desc()).limit(1)).scalar()
     if key is None:
         return {"id": issuer, "tenant": tenant, "roles": []}

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import ColumnElement, Connection, bindparam, or_, select
 
 from licet.server.auth import sessions
 from licet.server.errors import ApiError
@@ -105,6 +105,13 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 async def _key_caller(services: Any, token: str) -> Caller:
     return _key_row_caller(await services.db.first(_KEY_BY_HASH, {"hash": key_hash(token)}))
+
+
+def live_key(now: datetime) -> ColumnElement[bool]:
+    """The API keys that authenticate at `now` (the SQL form of `_key_row_caller`'s checks): not
+    revoked (or still in a rotation's grace period) and not expired."""
+    return (or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now)
+            & or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
 
 
 def _key_row_caller(key: Any) -> Caller:
