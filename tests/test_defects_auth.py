@@ -1,12 +1,15 @@
 """Regression tests for the sign-in and key defects of issue 22, over real HTTP on SQLite and
-PostgreSQL: invitations of a disabled account, and delegations of an expired key.
+PostgreSQL: invitations of a disabled account, delegations of an expired key, and rotating a key twice (one
+after the other, and concurrently).
 
 The servers are separate processes, so time is moved the way tests/test_auth.py moves it: by
 rewriting the stored instant (here, a key's expiry) in the test server's database."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -78,3 +81,44 @@ def test_a_delegation_does_not_outlive_its_issuers_expired_key(server: Server) -
         reply = h.post("/v1/decide", json=delegated).json()
         assert reply["decision"] == "deny", reply
         assert reply["certificate"]["request"]["principal"] == {"id": "agent:boss", "tenant": tenant.id, "roles": []}
+
+
+# --- rotating a key twice --------------------------------------------------------------------------
+
+
+def successors(tenant: Tenant, key_id: str) -> list[dict[str, Any]]:
+    """The keys created by rotating `key_id` (named after it and created after it)."""
+    with tenant.owner_session() as owner:
+        keys = owner.get("/v1/keys").json()["keys"]
+    old = next(k for k in keys if k["id"] == key_id)
+    return [k for k in keys if k["name"] == old["name"] and k["id"] != key_id]
+
+
+def test_a_rotated_key_cannot_be_rotated_again(tenant: Tenant) -> None:
+    with tenant.owner_session() as owner:
+        key_id = owner.post("/v1/keys", json={"name": "once", "role": "agent", "principal_id": "agent:once"}).json()[
+            "key"]["id"]
+        rotated = owner.post(f"/v1/keys/{key_id}/rotate", json={"grace_seconds": 3600})
+        assert rotated.status_code == 201, rotated.text
+        again = owner.post(f"/v1/keys/{key_id}/rotate", json={"grace_seconds": 3600})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "key_rotated", again.text
+        assert rotated.json()["key"]["id"] in again.json()["error"]["message"]
+    assert [k["id"] for k in successors(tenant, key_id)] == [rotated.json()["key"]["id"]]
+
+
+async def _rotate_concurrently(url: str, token: str, key_id: str, times: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers={"Authorization": f"Bearer {token}"}) as client:
+        return await asyncio.gather(*(client.post(f"/v1/keys/{key_id}/rotate", json={"grace_seconds": 60})
+                                      for _ in range(times)))
+
+
+def test_concurrent_rotations_of_a_key_make_one_successor(tenant: Tenant) -> None:
+    with tenant.owner_session() as owner:
+        key_id = owner.post("/v1/keys", json={"name": "raced", "role": "agent", "principal_id": "agent:raced"}).json()[
+            "key"]["id"]
+    replies = asyncio.run(_rotate_concurrently(tenant.server.url, tenant.owner_person().token, key_id, 8))
+    codes = sorted(r.status_code for r in replies)
+    assert codes == [201] + [409] * 7, [r.text for r in replies]
+    assert {r.json()["error"]["code"] for r in replies if r.status_code == 409} == {"key_rotated"}
+    winner = next(r.json()["key"]["id"] for r in replies if r.status_code == 201)
+    assert [k["id"] for k in successors(tenant, key_id)] == [winner]

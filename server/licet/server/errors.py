@@ -61,6 +61,8 @@ ERRORS: dict[str, ErrorCode] = {
     "no_active_policy": ErrorCode((409,), "The tenant has no active policy version to compare with or query."),
     "nothing_to_roll_back": ErrorCode((409,), "No earlier active version to roll back to."),
     "key_revoked": ErrorCode((409,), "A revoked API key cannot be rotated."),
+    "key_rotated": ErrorCode((409,), "The API key was rotated already (once only): rotate its successor, named in "
+                             "the message."),
     "account_disabled": ErrorCode((409,), "The account is disabled: an admin must enable it before its invitation "
                                   "can be accepted."),
     "own_account": ErrorCode((409,), "One cannot disable, enable or change the role of one's own account."),

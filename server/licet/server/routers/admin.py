@@ -156,21 +156,33 @@ async def revoke_key(key_id: Text, request: Request, caller: Annotated[Caller, r
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201, summary="Replace a key with a new secret, same scope",
-             responses=raises("not_found", "key_revoked"), response_model=responses.RotatedApiKey)
+             responses=raises("not_found", "key_rotated", "key_revoked"), response_model=responses.RotatedApiKey)
 async def rotate_key(key_id: Text, body: RotateBody, request: Request,
                      caller: Annotated[Caller, require("keys.manage", step_up=True)]) -> dict[str, Any]:
-    """The old key keeps working for `grace_seconds` (default: not at all)."""
+    """The old key keeps working for `grace_seconds` (default: not at all). A key is rotated once: its
+    successor is the one to rotate next."""
     async with services_of(request).db.write() as session:
         old = await _key(session, caller, key_id)
+        if old.rotated_to is not None:
+            raise _rotated_already(old.rotated_to)
         if old.revoked_at is not None and old.revoked_at <= utcnow():
             raise ApiError(409, "key_revoked", "a revoked key cannot be rotated")
         new, token = await create_key(session, caller, KeyBody(
             name=old.name, role=old.role, principal_id=old.principal_id, principal_roles=old.principal_roles,
             attributes=old.attributes, expires_at=old.expires_at))
-        old.revoked_at = utcnow() + timedelta(seconds=body.grace_seconds)
-        old.rotated_to = new.id
+        # Claimed only if still unrotated: of concurrent rotations (on PostgreSQL the row lock makes the
+        # later ones re-read it), one finds it so and the others roll back with their successors.
+        claimed = await session.execute(update(ApiKey).where(ApiKey.id == old.id, ApiKey.rotated_to.is_(None)).values(
+            revoked_at=utcnow() + timedelta(seconds=body.grace_seconds), rotated_to=new.id))
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            await session.refresh(old, ["rotated_to"])
+            raise _rotated_already(old.rotated_to)
         await audit.record(session, caller, "key.rotate", old.id, new_key=new.id, grace_seconds=body.grace_seconds)
     return {"key": _key_json(new), "secret": token, "old_key": _key_json(old)}
+
+
+def _rotated_already(successor: str | None) -> ApiError:
+    return ApiError(409, "key_rotated", f"this key was rotated already, to {successor}: rotate that one instead")
 
 
 @router.post("/users", responses=raises("conflict"), status_code=201, summary="Add a person to the tenant",
