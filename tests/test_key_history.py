@@ -250,6 +250,15 @@ def test_after_two_rotations_old_and_new_evidence_verify_from_what_the_server_pu
     assert "key-period" not in failed(kernel.verify_certificate(forged, [first_signer.public_key]))
 
 
+def test_verify_without_keys_or_with_a_malformed_keys_file_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "cert.json").write_text("{}")
+    (tmp_path / "keys.json").write_text(json.dumps({"certificate_keys": [], "log": {}}))
+    bare = licet("verify", str(tmp_path / "cert.json"))
+    assert bare.exit_code == 2 and "--keys" in bare.stderr
+    malformed = licet("verify", str(tmp_path / "cert.json"), "--keys", str(tmp_path / "keys.json"))
+    assert malformed.exit_code == 2 and "certificate_keys" in malformed.stderr
+
+
 def test_trusted_keys_name_a_malformed_history_field() -> None:
     signer = kernel.Signer(os.urandom(32))
     body = {"certificate_keys": [signer.public_key.to_json()],
