@@ -45,6 +45,7 @@ def serve(
     """Run the platform: migrate the database, load (or on first run create) the signing key, serve."""
     import uvicorn
 
+    from licet.server import request_heads
     from licet.server.services import Services, StartupError
     from licet.server.settings import MissingRelyingParty
 
@@ -66,15 +67,18 @@ def serve(
     # from uvicorn's own forwarded-header handling. The server logs each request itself (JSON lines),
     # so uvicorn's access log is off.
     os.environ["LICET_DASHBOARD_ORIGINS"] = ",".join(dashboard_origins(settings, host, port))
+    # Request heads are bounded here, in the server, not only by a proxy in front of it. uvicorn calls
+    # `http` with the protocol's arguments, as it would the class.
+    http: Any = request_heads.protocol(settings.max_header_bytes, settings.max_headers)
     if workers > 1:  # worker processes build their settings from the environment
         if data_dir is not None:
             os.environ["LICET_DATA_DIR"] = str(data_dir)
         os.environ["LICET_RP_ID"], os.environ["LICET_RP_ORIGINS"] = settings.rp_id, json.dumps(settings.rp_origins)
         uvicorn.run("licet.cli_server:platform_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", proxy_headers=False, access_log=False)
+                    log_level="warning", proxy_headers=False, access_log=False, http=http)
     else:
         uvicorn.run(platform_app(settings), host=host, port=port, log_level="warning", proxy_headers=False,
-                    access_log=False)
+                    access_log=False, http=http)
 
 
 def dashboard_origins(settings: Any, host: str, port: int) -> list[str]:

@@ -266,17 +266,17 @@ def wait_until_ready(process: subprocess.Popen[bytes], url: str, why: Callable[[
         time.sleep(0.2)
 
 
-def launch(database_url: str, data_dir: Path, log: Path,
-           extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def launch(database_url: str, data_dir: Path, log: Path, extra_env: dict[str, str] | None = None,
+           args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:
     """`licet serve` on a free port, as an operator starts it (`extra_env` on top of the environment
-    below); returns once `/readyz` answers."""
+    below, `args` after the port); returns once `/readyz` answers."""
     port = free_port()
     # Every test signs in from 127.0.0.1: the per-address lock is tested on its own (test_auth.py); the
     # tests' own origin, plain-HTTP cookies and local webhook receivers are the deployment's here.
     env = {**os.environ, "LICET_DATABASE_URL": database_url, "LICET_DATA_DIR": str(data_dir),
            "LICET_LOG_JSON": "true", "LICET_SOURCE_LOCK_FAILURES": "100000", "LICET_RP_ID": RP_ID,
            "LICET_RP_ORIGINS": json.dumps([ORIGIN]), "LICET_COOKIE_SECURE": "false", **(extra_env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--port", str(port)], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "licet", "serve", "--port", str(port), *args], env=env,
                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_until_ready(process, url, lambda: f"licet serve did not start: {log.read_text()}")

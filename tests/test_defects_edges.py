@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import http.server
 import ipaddress
+import json
 import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from licet.server.approvals import webhooks
 from tests.conftest import PAYMENTS
-from tests.server_harness import Tenant
+from tests.server_harness import Tenant, launch, pg_database
 from tests.test_server_hostile import error_of
 
 LARGE_TRANSFER = {"action": "payments.transfer", "resource": "/accounts/acc-1",
@@ -356,3 +357,117 @@ def force_active(tenant: Tenant, policy_id: str, number: int) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+# --- Request heads of any size ----------------------------------------------------------------------
+
+@contextmanager
+def serving(tmp: Path, database_url: str | None = None, args: tuple[str, ...] = (), **env: str) -> Iterator[str]:
+    """`licet serve` (on SQLite unless `database_url` says otherwise, with `args`) with `env` on top of
+    the test environment; its URL."""
+    process, url = launch(database_url or f"sqlite+aiosqlite:///{tmp / 'licet.db'}", tmp / "data",
+                          tmp / "server.log", env, args)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with the default limits."""
+    with serving(tmp_path_factory.mktemp("heads")) as url:
+        yield url
+
+
+def exchange(url: str, head: bytes) -> bytes:
+    """`head` (a request line and header fields, without the blank line) sent over a fresh TCP
+    connection; whatever the server answered before it closed (b"" if it closed or reset at once)."""
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    with socket.create_connection((host, port), timeout=30) as connection:
+        with suppress(OSError):  # closed while we were still sending: the server stopped reading
+            connection.sendall(head + b"\r\nConnection: close\r\n\r\n")
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def requests_seen(url: str, route: str) -> float:
+    """How many requests the application has answered on `route` (its Prometheus histogram)."""
+    metrics = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("licet_http_request_seconds_count{") and f'route="{route}"' in line)
+
+
+def refused_431(answer: bytes) -> dict[str, Any]:
+    """The error of a 431 answer (checked: status, closing the connection, the error document)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "HTTP/1.1 431 Request Header Fields Too Large", answer[:300]
+    fields = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    assert fields["connection"] == "close" and fields["content-type"] == "application/json"
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert error["code"] == "headers_too_large", error
+    return error
+
+
+def test_a_multi_megabyte_header_is_refused_before_the_application(plain_server: str) -> None:
+    """A 2 MB header: refused with 431 (or the connection closed while it is still being sent), and
+    the application never sees the request."""
+    before = requests_seen(plain_server, "/healthz")
+    answer = exchange(plain_server, b"GET /healthz HTTP/1.1\r\nHost: licet\r\nX-Big: " + b"a" * (2 << 20))
+    assert answer == b"" or refused_431(answer), answer[:300]
+    assert requests_seen(plain_server, "/healthz") == before
+
+
+def test_a_head_over_the_byte_limit_gets_431(plain_server: str) -> None:
+    """Just over the default 16 KiB, in one header or spread over many: 431 with the error document."""
+    before = requests_seen(plain_server, "/healthz")
+    one = refused_431(exchange(plain_server, b"GET /healthz HTTP/1.1\r\nHost: licet\r\nCookie: " + b"c" * 17_000))
+    assert "16384" in one["message"]
+    many = b"".join(b"X-Part-%d: %s\r\n" % (i, b"p" * 300) for i in range(60))  # 60 fields, about 19 KiB
+    refused_431(exchange(plain_server, b"GET /healthz HTTP/1.1\r\nHost: licet\r\n" + many[:-2]))
+    assert requests_seen(plain_server, "/healthz") == before
+
+
+def test_too_many_header_fields_get_431(plain_server: str) -> None:
+    """More than 100 header fields, however small: 431."""
+    fields = b"\r\n".join(b"X-F%d: 1" % i for i in range(101))
+    error = refused_431(exchange(plain_server, b"GET /healthz HTTP/1.1\r\nHost: licet\r\n" + fields))
+    assert "100" in error["message"]
+
+
+def test_ordinary_requests_with_large_cookies_are_answered(plain_server: str) -> None:
+    """A browser's head well within the limits (an 8 KiB cookie, 60 fields) and a keep-alive
+    connection's requests one after another are answered as before."""
+    headers = {"Cookie": "licet_session=" + "s" * 8000, **{f"X-Field-{i}": "v" for i in range(58)}}
+    with httpx.Client(base_url=plain_server, timeout=30) as client:
+        for _ in range(3):
+            assert client.get("/healthz", headers=headers).status_code == 200
+        assert client.post("/v1/policies/validate", content=b"x" * 100_000).status_code == 401  # bodies aren't heads
+
+
+def test_the_limits_are_settings(tmp_path: Path) -> None:
+    """LICET_MAX_HEADER_BYTES and LICET_MAX_HEADERS set the limits."""
+    with serving(tmp_path, LICET_MAX_HEADER_BYTES="2048", LICET_MAX_HEADERS="10") as url:
+        assert httpx.get(f"{url}/healthz", headers={"X-Small": "a" * 1500}, timeout=30).status_code == 200
+        refused_431(exchange(url, b"GET /healthz HTTP/1.1\r\nHost: licet\r\nX-Big: " + b"a" * 2100))
+        refused_431(exchange(url, b"GET /healthz HTTP/1.1\r\nHost: licet\r\n" + b"\r\n".join(
+            b"X-F%d: 1" % i for i in range(11))))
+
+
+def test_the_limits_hold_in_every_worker_process(tmp_path: Path) -> None:
+    """`licet serve --workers 2` on PostgreSQL, as docker-compose.prod.yml runs it: the worker
+    processes (started afresh, their protocol handed over pickled) bound request heads too."""
+    with pg_database("licet_heads_workers") as database_url, serving(tmp_path, database_url, ("--workers", "2"),
+                                                                      LICET_MAX_HEADERS="10") as url:
+        for _ in range(4):  # new connections, spread over both workers
+            refused_431(exchange(url, b"GET /healthz HTTP/1.1\r\nHost: licet\r\nX-Big: " + b"a" * 17_000))
+            refused_431(exchange(url, b"GET /healthz HTTP/1.1\r\nHost: licet\r\n" + b"\r\n".join(
+                b"X-F%d: 1" % i for i in range(11))))
+            assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200

@@ -98,6 +98,10 @@ ERRORS: dict[str, ErrorCode] = {
     # 429
     "too_many_attempts": ErrorCode((429,), "Too many failed sign-ins for the account or the address; "
                                    "`retry_after` says how many seconds to wait."),
+    # 431
+    "headers_too_large": ErrorCode((431,), "The request's head (target and header fields) is longer "
+                                   "(LICET_MAX_HEADER_BYTES) or has more fields (LICET_MAX_HEADERS) than the "
+                                   "server reads; answered before any route runs, and the connection is closed."),
     # 5xx: nothing was permitted, unless the code says the outcome is unknown
     "internal": ErrorCode((500,), "An unexpected server error before any decision or vote was committed; "
                           "nothing was permitted."),

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     signing_key_file: Path | None = None
     deployment: str = "licet.localhost"  # prefix of every tenant's log origin line
     max_body_bytes: int = 1 << 20
+    # A request's head: its target plus header names and values, and its number of header fields; more
+    # is refused with 431 before the application sees it (server/request_heads.py).
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
     max_plan_steps: int = 10_000
     idempotency_ttl_seconds: int = 24 * 3600
     trusted_proxies: list[str] = []
@@ -101,7 +105,8 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 8
     webhook_backoff_seconds: float = 5.0  # the first retry's delay; doubled each attempt, capped at an hour
 
-    @field_validator("max_body_bytes", "max_plan_steps", "session_idle_seconds", "session_absolute_seconds",
+    @field_validator("max_body_bytes", "max_header_bytes", "max_headers", "max_plan_steps", "session_idle_seconds",
+                     "session_absolute_seconds",
                      "mfa_pending_seconds", "step_up_seconds", "invitation_ttl_seconds", "password_min_length",
                      "login_lock_failures", "source_lock_failures", "login_lock_seconds", "approval_quorum",
                      "approval_ttl_seconds", "approval_deny_quorum", "broker_visibility_timeout",
