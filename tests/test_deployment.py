@@ -164,14 +164,14 @@ def test_compose_services_and_their_order() -> None:
         assert "@postgres:5432/" in env["LICET_DATABASE_URL"]
         assert services[name]["build"] in (".", {"context": "."})
 
-    # the signing key: a compose secret (mounted read-only) at the path the API reads it from
-    secrets = api["secrets"]
-    assert len(secrets) == 1
-    secret = secrets[0] if isinstance(secrets[0], dict) else {"source": secrets[0]}
-    target = secret.get("target", secret["source"])
-    mounted = target if target.startswith("/") else f"/run/secrets/{target}"
-    assert environment(api)["LICET_SIGNING_KEY_FILE"] == mounted
-    assert secret["source"] in compose["secrets"]
+    # the signing key and the secrets key: compose secrets (mounted read-only) at the paths the API reads
+    mounted = set()
+    for listed in api["secrets"]:
+        secret = listed if isinstance(listed, dict) else {"source": listed}
+        target = secret.get("target", secret["source"])
+        mounted.add(target if target.startswith("/") else f"/run/secrets/{target}")
+        assert secret["source"] in compose["secrets"]
+    assert mounted == {environment(api)["LICET_SIGNING_KEY_FILE"], environment(api)["LICET_SECRETS_KEY_FILE"]}
 
 
 def test_compose_references_resolve() -> None:
@@ -309,10 +309,14 @@ def production(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iter
         env: dict[str, dict[str, str]] = {}
         for service in ("migrate", "api"):
             compose_env = {k: interpolate(v, SHELL_VARIABLES) for k, v in environment(services[service]).items()}
-            # only what is specific to this machine changes: the database's address and the key's path
-            assert {"LICET_DATABASE_URL", "LICET_SIGNING_KEY_FILE"} <= set(compose_env)
-            compose_env.update(LICET_DATABASE_URL=url, LICET_SIGNING_KEY_FILE=str(tmp / "secrets" / "signing.key"))
+            # only what is specific to this machine changes: the database's address and the keys' paths
+            assert {"LICET_DATABASE_URL", "LICET_SIGNING_KEY_FILE", "LICET_SECRETS_KEY_FILE"} <= set(compose_env)
+            compose_env.update(LICET_DATABASE_URL=url, LICET_SIGNING_KEY_FILE=str(tmp / "secrets" / "signing.key"),
+                               LICET_SECRETS_KEY_FILE=str(tmp / "secrets" / "secrets.key"))
             env[service] = cli_env(**compose_env)
+        (tmp / "secrets").mkdir()
+        sealing = licet("secrets", "keygen", "--out", str(tmp / "secrets" / "secrets.key"))
+        assert sealing.returncode == 0, sealing.stdout + sealing.stderr
         migrate = project_argv([interpolate(a, SHELL_VARIABLES) for a in as_argv(services["migrate"]["command"])])
         assert migrate is not None
         started = time.perf_counter()

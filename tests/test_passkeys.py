@@ -210,7 +210,8 @@ def test_production_refuses_to_start_without_a_relying_party(tmp_path: Path) -> 
     assert made.returncode == 0, made.stderr
     for configured, missing in (({}, ["LICET_RP_ID", "LICET_RP_ORIGINS"]),
                                 ({"LICET_RP_ID": "licet.example.com"}, ["LICET_RP_ORIGINS"])):
-        env = cli_env(LICET_MODE="production", LICET_SIGNING_KEY_FILE=str(key), **configured)
+        env = cli_env(LICET_MODE="production", LICET_SIGNING_KEY_FILE=str(key),
+                      LICET_SECRETS_KEY=base64.b64encode(os.urandom(32)).decode(), **configured)
         try:
             result = subprocess.run([sys.executable, "-m", "licet", "serve", "--port", str(free_port()), "--data-dir",
                                      str(tmp_path / "data")], capture_output=True, text=True, env=env, timeout=90)

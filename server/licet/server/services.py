@@ -18,6 +18,7 @@ from licet.server.db import Database
 from licet.server.history import Coverage
 from licet.server.keyring import KeyringError, KeyringFile
 from licet.server.logstore import DatabaseLogStore, SignedHeads
+from licet.server.sealing import SecretBox, SecretsKeyError, load_box
 from licet.server.settings import Settings
 from licet.server.time import utcnow
 
@@ -48,6 +49,14 @@ def _create_private(path: Path, content: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(content)
+
+
+def load_secrets_key(settings: Settings) -> SecretBox:
+    """The key that seals TOTP and webhook secrets in the database (server/sealing.py)."""
+    try:
+        return load_box(settings)
+    except SecretsKeyError as exc:
+        raise StartupError(str(exc)) from exc
 
 
 class PolicyCache:
@@ -87,6 +96,7 @@ class Services:
         self.settings = settings
         self.db = Database(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
         self.keys = load_signing_keys(settings)
+        self.secrets = load_secrets_key(settings)
         self.policies = PolicyCache()
         self._logs: dict[str, TransparencyLog] = {}
         # A border kept from a transaction that rolled back may describe entries that were never

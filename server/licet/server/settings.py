@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("licet-data")
     database_url: str = ""
     signing_key_file: Path | None = None
+    # The key-encryption key that seals TOTP and webhook secrets in the database (server/sealing.py,
+    # docs/secrets.md): inline (base64 of 32 bytes) or a file holding it; production requires one of them.
+    secrets_key: SecretStr | None = None
+    secrets_key_file: Path | None = None
     deployment: str = "licet.localhost"  # prefix of every tenant's log origin line
     max_body_bytes: int = 1 << 20
     # A request's head: its target plus header names and values, and its number of header fields; more
@@ -167,3 +171,9 @@ class Settings(BaseSettings):
     def key_file(self) -> Path:
         """Where the deployment's Ed25519 signing key lives."""
         return self.signing_key_file or self.data_dir / "signing.key"
+
+    @property
+    def secrets_key_path(self) -> Path:
+        """Where the key-encryption key lives when it is not given inline: the embedded default is a
+        file beside the signing key, created on first use."""
+        return self.secrets_key_file or self.data_dir / "secrets.key"
