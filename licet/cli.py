@@ -33,6 +33,7 @@ from licet.cli_keys import keys_app
 from licet.cli_log import bundle_checks, log_app
 from licet.cli_mcp import mcp_app
 from licet.cli_policy import policy_app
+from licet.cli_secrets import secrets_app
 from licet.cli_server import EXAMPLES, beat, demo_code, demo_people, migrate, serve, tenant_app, worker
 from licet.cli_typer import LicetTyper
 from licet.kernel.proof_text import counterexample_value_text
@@ -58,6 +59,7 @@ delegation_app = LicetTyper(help="Check delegation grants.", no_args_is_help=Tru
 app.add_typer(delegation_app, name="delegation")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(mcp_app, name="mcp")
+app.add_typer(secrets_app, name="secrets")
 app.command()(serve)
 app.command("demo-code")(demo_code)
 app.command("demo-people")(demo_people)
