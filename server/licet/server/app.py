@@ -20,6 +20,7 @@ from licet.server import contract, errors, responses
 from licet.server.logstore import StoreBehindSignedHead, check_signed_heads
 from licet.server.observability import BodyLimit, Metrics, RequestObserver, UnexpectedErrors, configure_logging
 from licet.server.routers import admin, approvals, auth, capabilities, decide, delegations, evidence, policies
+from licet.server.sealing import UnsealError, seal_legacy
 from licet.server.services import Services, StartupError
 from licet.server.settings import Settings
 from licet.server.workers.dispatch import make_dispatcher
@@ -74,6 +75,21 @@ async def refuse_a_store_behind_its_signed_heads(services: Services) -> None:
         raise StartupError(str(exc)) from exc
 
 
+async def seal_secrets_at_rest(services: Services) -> None:
+    """Seal the TOTP and webhook secrets still stored in plaintext (written before they were sealed);
+    `StartupError` if stored secrets are sealed under another key than this process holds: serving
+    would leave their people unable to sign in and their webhooks unsigned."""
+    log = structlog.get_logger("licet.startup")
+    try:
+        async with services.db.write() as session:
+            sealed = await session.run_sync(seal_legacy, services.secrets)
+    except UnsealError as exc:
+        log.error("refusing to serve", reason=str(exc))
+        raise StartupError(str(exc)) from exc
+    if sealed:
+        log.info("sealed plaintext secrets", key_id=services.secrets.kid, **sealed)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A Licet API server for `settings` (default: from the environment)."""
     settings = settings or Settings()
@@ -83,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await refuse_a_store_behind_its_signed_heads(app.state.services)
+        await seal_secrets_at_rest(app.state.services)
         await app.state.dispatcher.start()  # approval jobs: Celery, or the in-process worker
         # What exists now (modules, routes, SQLAlchemy's and the kernel's caches) lives as long as the
         # process: kept out of the cyclic collector, a full collection no longer walks it, which

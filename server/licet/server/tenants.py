@@ -151,8 +151,8 @@ async def _ensure_person(services: Services, tenant: str, email: str, name: str,
             user = User(id=str(uuid.uuid4()), tenant_id=tenant, email=email, display_name=name, role=role,
                         created_at=utcnow())
             session.add(user)
-        user.password_hash, user.totp_secret, user.totp_enabled_at, user.totp_last_step = (
-            hashed, secret, utcnow(), None)
+        user.password_hash, user.totp_enabled_at, user.totp_last_step = hashed, utcnow(), None
+        user.totp_secret = services.secrets.seal(secret, User.totp_secret, user.id)
     uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=f"Licet ({tenant})")
     return {"email": email, "role": role, "password": password, "totp_secret": secret, "otpauth_uri": uri}
 

@@ -268,7 +268,9 @@ async def create_webhook(body: WebhookBody, request: Request,  # a webhook recei
             raise ApiError(422, "webhook_target_not_public", f"url: {refusal} (LICET_WEBHOOK_PRIVATE_TARGETS "
                            "allows it on a closed network)", "url")
     secret = "whsec_" + secrets.token_urlsafe(32)
-    hook = Webhook(id=str(uuid.uuid4()), tenant_id=caller.tenant_id, url=body.url, secret=secret,
+    hook_id = str(uuid.uuid4())
+    sealed = services_of(request).secrets.seal(secret, Webhook.secret, hook_id)  # kept only sealed
+    hook = Webhook(id=hook_id, tenant_id=caller.tenant_id, url=body.url, secret=sealed,
                    events=sorted(set(body.events)), created_at=utcnow(), created_by=caller.principal_id)
     async with services_of(request).db.write() as session:
         session.add(hook)

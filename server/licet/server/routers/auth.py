@@ -27,6 +27,7 @@ from licet.server.models import BackupCode, Invitation, Passkey, Tenant, User, U
 from licet.server.roles import permissions_of
 from licet.server.routers import JsonObject, Text
 from licet.server.routers.decide import client_ip, services_of
+from licet.server.sealing import SecretBox
 from licet.server.services import Services
 from licet.server.time import duration, utcnow
 
@@ -291,7 +292,7 @@ async def mfa_totp(body: CodeBody, request: Request,
     attempts = await _count_attempt(services, who)
     async with services.db.write() as db:
         user = await _user(db, signed_in)
-        method = await _spend_code(db, user, body.code)
+        method = await _spend_code(db, user, body.code, services.secrets)
         if method is not None:
             await throttle.succeeded(db, who)
     if method is None:
@@ -301,10 +302,12 @@ async def mfa_totp(body: CodeBody, request: Request,
     return await _pass_mfa(services, request, signed_in, method)
 
 
-async def _spend_code(db: AsyncSession, user: User, code: str) -> str | None:
-    """Spend `code` as a TOTP code or a backup code of `user`; which it was, or None."""
+async def _spend_code(db: AsyncSession, user: User, code: str, box: SecretBox) -> str | None:
+    """Spend `code` as a TOTP code or a backup code of `user`; which it was, or None. A TOTP secret that
+    does not open (`UnsealError`) fails the request: nothing is signed in."""
     if user.totp_enabled_at is not None and user.totp_secret is not None:
-        step = totp.matching_step(user.totp_secret, code, utcnow(), user.totp_last_step)
+        secret = box.open(user.totp_secret, User.totp_secret, user.id)
+        step = totp.matching_step(secret, code, utcnow(), user.totp_last_step)
         if step is not None:
             spent = await db.execute(update(User).where(
                 User.id == user.id, (User.totp_last_step.is_(None)) | (User.totp_last_step < step)).values(
@@ -523,7 +526,8 @@ async def totp_enrol(request: Request, signed_in: Annotated[SignedIn, person()])
         user = await _user(db, signed_in)
         _fresh_mfa(services, signed_in, await _methods(db, user), "replacing TOTP")
         secret = totp.new_secret()
-        user.totp_pending_secret = secret  # the current secret (if any) keeps working until confirmation
+        # The current secret (if any) keeps working until confirmation.
+        user.totp_pending_secret = services.secrets.seal(secret, User.totp_pending_secret, user.id)
         await audit.record(db, _caller(user, signed_in.session_id), "auth.totp_enrol_started", user.id)
     uri = totp.provisioning_uri(secret, user.email, f"{services.settings.rp_name} ({user.tenant_id})")
     return {"secret": secret, "otpauth_uri": uri, "qr_svg": totp.qr_svg(uri)}
@@ -539,10 +543,13 @@ async def totp_confirm(body: CodeBody, request: Request, signed_in: Annotated[Si
         user = await _user(db, signed_in)
         if user.totp_pending_secret is None:
             raise ApiError(409, "no_enrolment", "no TOTP enrolment is waiting: POST /v1/auth/totp/enrol first")
-        step = totp.matching_step(user.totp_pending_secret, body.code, utcnow(), None)
+        secret = services.secrets.open(user.totp_pending_secret, User.totp_pending_secret, user.id)
+        step = totp.matching_step(secret, body.code, utcnow(), None)
         if step is None:
             raise ApiError(401, "invalid_code", _BAD_CODE, "code")
-        user.totp_secret, user.totp_pending_secret = user.totp_pending_secret, None
+        # Sealed again for its new column: a value is bound to the column it was sealed for.
+        user.totp_secret = services.secrets.seal(secret, User.totp_secret, user.id)
+        user.totp_pending_secret = None
         user.totp_enabled_at, user.totp_last_step = utcnow(), step
         codes = await _replace_backup_codes(db, user)
         record = (await db.execute(select(UserSession).where(UserSession.id == signed_in.session_id))).scalar_one()

@@ -4,11 +4,14 @@ embedded server's in-process worker."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 from licet.server import approvals
 from licet.server.approvals import Job, webhooks
 from licet.server.auth import housekeeping
+from licet.server.models import Webhook
+from licet.server.sealing import UnsealError
 from licet.server.services import Services
 from licet.server.time import utcnow
 
@@ -24,9 +27,18 @@ async def run_job(services: Services, job: Job) -> list[Job]:
         return []
     if isinstance(claimed, Job):
         return [claimed]
-    # The network call happens outside any transaction: no lock is held while a receiver is slow.
-    status, error = await asyncio.to_thread(webhooks.send, claimed, services.settings.webhook_timeout_seconds,
-                                            private_targets=services.settings.webhook_private_targets)
+    # The secret is stored sealed (server/sealing.py) and opened only here, for this send. One that does
+    # not open is a failed attempt, retried and then audited: nothing is ever sent unsigned.
+    status: int | None
+    error: str | None
+    try:
+        attempt = replace(claimed, secret=services.secrets.open(claimed.secret, Webhook.secret, claimed.webhook_id))
+    except UnsealError as exc:
+        status, error = None, f"not sent: {exc}"
+    else:
+        # The network call happens outside any transaction: no lock is held while a receiver is slow.
+        status, error = await asyncio.to_thread(webhooks.send, attempt, services.settings.webhook_timeout_seconds,
+                                                private_targets=services.settings.webhook_private_targets)
     return await services.db.run_write(webhooks.settle, services, claimed, status, error)
 
 
