@@ -22,6 +22,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from licet.server.errors import error_body
 
+# Bytes a head takes on the wire beyond its target and fields' names and values: the request line's
+# method, version and spaces (and the blank line) here, ": " and CRLF per field below. The incomplete
+# head's byte count allows them, so the two counts agree on what fits.
+REQUEST_LINE_ALLOWANCE = 64
+FIELD_ALLOWANCE = 4
+
 
 class _HeadRefused(Exception):
     """Raised inside a parser callback to stop parsing a refused head."""
@@ -34,6 +40,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, max_header_bytes: int, max_headers: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_header_bytes, self.max_headers = max_header_bytes, max_headers
+        self._max_received = max_header_bytes + REQUEST_LINE_ALLOWANCE + FIELD_ALLOWANCE * max_headers
         self._received = 0  # bytes received since the current head began, while it is incomplete
         self._parsed = 0  # bytes of the current head's target and fields, as parsed
         self._in_body = False  # between the end of a head and the end of its message
@@ -45,7 +52,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().data_received(data)
         # Still no end of the head: refuse it before buffering more (the parser keeps a header's
         # value in memory until the field ends).
-        if not self._in_body and not self._refused and self._received > self.max_header_bytes:
+        if not self._in_body and not self._refused and self._received > self._max_received:
             self._refuse(f"the request head is longer than {self.max_header_bytes} bytes")
 
     def on_message_begin(self) -> None:
