@@ -335,3 +335,24 @@ def test_rotation_moves_every_secret_to_the_new_key_and_a_wrong_key_stops_the_se
 def sealed_rows(tenant: Tenant, hook: dict[str, Any], *people: Person) -> list[tuple[Any, str]]:
     owner = tenant.owner_person()
     return [(User.totp_secret, p.user_id) for p in (owner, *people)] + [(Webhook.secret, hook["id"])]
+
+
+def test_a_database_holding_sealed_secrets_is_not_downgraded_below_0009(tmp_path: Path) -> None:
+    """Code from before 0009 would take the sealed text for the secret: the downgrade stops at 0009 with
+    the sealed value untouched."""
+    from licet.server import migrations
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'licet.db'}"
+    migrations.upgrade(url)
+    box, user = SecretBox(os.urandom(32)), str(uuid.uuid4())
+    sql(url, "INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', '2026-01-01 00:00:00')")
+    sql(url, "INSERT INTO users (id, tenant_id, email, display_name, role, created_at, totp_secret) VALUES "
+             "(:id, 'acme', 'ana@acme.example', 'Ana', 'approver', '2026-01-01 00:00:00', :secret)",
+        id=user, secret=(sealed := box.seal(pyotp.random_base32(), User.totp_secret, user)))
+    with pytest.raises(RuntimeError, match=r"users\.totp_secret holds 1 sealed secrets .* refused"):
+        migrations.downgrade(url, "0008")
+    assert sql(url, "SELECT version_num FROM alembic_version") == [("0009",)]
+    assert stored(url, User.totp_secret, user) == sealed
+    sql(url, "UPDATE users SET totp_secret = NULL")
+    migrations.downgrade(url, "0008")  # nothing sealed: it goes down
+    assert sql(url, "SELECT version_num FROM alembic_version") == [("0008",)]
