@@ -1,5 +1,6 @@
 """Regression tests for the sign-in and key defects of issue 22, over real HTTP on SQLite and
-PostgreSQL: invitations of a disabled account, delegations of an expired key, and rotating a key twice (one
+PostgreSQL: invitations of a disabled account, Idempotency-Key for a person's session (and the
+migration of the keys stored before), delegations of an expired key, and rotating a key twice (one
 after the other, and concurrently).
 
 The servers are separate processes, so time is moved the way tests/test_auth.py moves it: by
@@ -12,11 +13,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import Connection, insert, text
 
+from licet.server import migrations
+from licet.server.models import IdempotencyRecord
+from licet.server.models import Tenant as TenantRow
 from tests.server_harness import Server, Tenant
 from tests.test_auth import sql
+from tests.test_migrations import database_url, on_database
+
+__all__ = ["database_url"]  # the fixture, on SQLite and PostgreSQL
 
 PASSWORD = "tangerine-orbit-42-glass"
+
+
+def transfer(amount: int) -> dict[str, Any]:
+    return {"action": "payments.transfer", "resource": "/accounts/acc-1", "args": {"amount": amount, "currency": "EUR"}}
 
 
 def accept(server: Server, token: str) -> httpx.Response:
@@ -44,6 +56,27 @@ def test_disabling_voids_invitations_and_a_disabled_account_accepts_none(server:
         assert owner.post(f"/v1/users/{user_id}/enable").status_code == 200
     assert accept(server, pending).status_code == 400, "enabling the account does not revive a voided invitation"
     assert accept(server, reset).status_code == 201, "an invitation issued after the disabling works once enabled"
+
+
+# --- Idempotency-Key for a person's session --------------------------------------------------------
+
+
+def test_idempotency_key_holds_for_a_persons_session(tenant: Tenant) -> None:
+    with tenant.owner_session() as owner:
+        first = owner.post("/v1/decide", json=transfer(1000), headers={"Idempotency-Key": "s-1"})
+        assert first.status_code == 200 and first.json()["decision"] == "permit", first.text
+        again = owner.post("/v1/decide", json=transfer(1000), headers={"Idempotency-Key": "s-1"})
+        assert again.status_code == 200 and again.json()["replayed"] is True, again.text
+        assert again.json()["certificate"] == first.json()["certificate"]
+        assert owner.get("/v1/evidence/checkpoint").json()["size"] == 1, "the retry was decided again"
+        other = owner.post("/v1/decide", json=transfer(999), headers={"Idempotency-Key": "s-1"})
+        assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict", other.text
+        # The daily budget (5000) was spent once: four more transfers of 1000 fit, a fifth does not.
+        outcomes = [owner.post("/v1/decide", json=transfer(1000)).json()["decision"] for _ in range(5)]
+        assert outcomes == ["permit"] * 4 + ["forbid"]
+    # The key is the person's own: an API key using the same Idempotency-Key is another caller.
+    with tenant.server.client(tenant.key()) as agent:
+        assert agent.post("/v1/decide", json=transfer(1), headers={"Idempotency-Key": "s-1"}).json()["replayed"] is False
 
 
 # --- delegations of an expired key -----------------------------------------------------------------
@@ -122,3 +155,29 @@ def test_concurrent_rotations_of_a_key_make_one_successor(tenant: Tenant) -> Non
     assert {r.json()["error"]["code"] for r in replies if r.status_code == 409} == {"key_rotated"}
     winner = next(r.json()["key"]["id"] for r in replies if r.status_code == 201)
     assert [k["id"] for k in successors(tenant, key_id)] == [winner]
+
+
+# --- the migration of stored Idempotency-Keys ------------------------------------------------------
+
+
+def test_stored_idempotency_keys_keep_their_api_key_across_the_migration(database_url: str) -> None:
+    migrations.upgrade(database_url, "0009")
+    now = datetime.now(UTC)
+
+    def old_rows(conn: Connection) -> None:
+        conn.execute(insert(TenantRow).values(id="acme", name="Acme", created_at=now))
+        conn.execute(text("INSERT INTO idempotency_keys (tenant_id, api_key_id, key, fingerprint, certificate_id, "
+                          "created_at) VALUES ('acme', 'k-1', 'retry-1', 'f', 'c', :t)"), {"t": now})
+
+    def principals(conn: Connection) -> list[str]:
+        return list(conn.execute(text("SELECT principal FROM idempotency_keys ORDER BY principal")).scalars())
+
+    on_database(database_url, old_rows, commit=True)
+    migrations.upgrade(database_url)
+    assert on_database(database_url, principals) == ["key:k-1"]
+    on_database(database_url, lambda conn: conn.execute(insert(IdempotencyRecord).values(
+        tenant_id="acme", principal="user:u-1", key="retry-1", fingerprint="f", certificate_id="c", created_at=now)),
+        commit=True)
+    migrations.downgrade(database_url, "0009")
+    assert on_database(database_url, lambda conn: list(conn.execute(text(
+        "SELECT api_key_id FROM idempotency_keys")).scalars())) == ["k-1"]

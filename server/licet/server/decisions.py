@@ -152,9 +152,9 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
     if decision.outcome == "require_approval":
         row, reused = approvals.open_or_reuse(tx, ask.caller, decision, certificate_id, chain)
         extra = {"approval": {**approvals.summary(row), "reused": reused}}
-    if ask.idempotency_key is not None and ask.caller.key_id is not None:
+    if ask.idempotency_key is not None:
         session.execute(insert(IdempotencyRecord).values(
-            tenant_id=tenant, api_key_id=ask.caller.key_id, key=ask.idempotency_key,
+            tenant_id=tenant, principal=idempotency_principal(ask.caller), key=ask.idempotency_key,
             fingerprint=ask.fingerprint(), certificate_id=certificate["id"], created_at=now))
     return response(certificate, leaf, index, replayed=False, extra=extra, jobs=tuple(tx.jobs))
 
@@ -206,9 +206,19 @@ def response(certificate: dict[str, Any], leaf: bytes, index: int, *, replayed: 
     return Recorded(certificate["decision"], head[:-1].encode() + b', "certificate": ' + leaf + b"}", jobs)
 
 
+def idempotency_principal(caller: Caller) -> str:
+    """Whose Idempotency-Keys a caller uses: its API key's, or the signed-in person's."""
+    if caller.key_id is not None:
+        return f"key:{caller.key_id}"
+    if caller.user_id is not None:
+        return f"user:{caller.user_id}"
+    raise ValueError("a caller is an API key or a person")
+
+
 def _replay(session: Session, ask: DecideInput, ttl_seconds: int) -> Recorded | None:
     same_key = (IdempotencyRecord.tenant_id == ask.caller.tenant_id) & (
-        IdempotencyRecord.api_key_id == ask.caller.key_id) & (IdempotencyRecord.key == ask.idempotency_key)
+        IdempotencyRecord.principal == idempotency_principal(ask.caller)) & (
+        IdempotencyRecord.key == ask.idempotency_key)
     found = session.execute(select(IdempotencyRecord).where(same_key)).scalar()
     if found is None:
         return None

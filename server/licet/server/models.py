@@ -53,9 +53,10 @@ class User(Base):
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
     password_hash: Mapped[str | None] = mapped_column(String(200), default=None)  # argon2, via passlib
-    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    # TOTP secrets are sealed at rest (server/sealing.py): `v1:<key id>:<base64>`, about 100 characters.
+    totp_secret: Mapped[str | None] = mapped_column(String(255), default=None)
     totp_enabled_at: Mapped[datetime | None] = mapped_column(default=None)  # None while enrolment is unconfirmed
-    totp_pending_secret: Mapped[str | None] = mapped_column(String(64), default=None)  # enrolled, not yet confirmed
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(255), default=None)  # enrolled, not yet confirmed
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)  # codes at or before are spent
 
 
@@ -154,10 +155,14 @@ class CertificateRule(Base):
 
 
 class IdempotencyRecord(Base):
+    """A decision made with an Idempotency-Key, per caller: each API key and each person (whatever
+    session they use) has keys of its own."""
+
     __tablename__ = "idempotency_keys"
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
-    api_key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # `key:<API key id>` or `user:<user id>` (not the policy principal, which several keys may share)
+    principal: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     certificate_id: Mapped[str] = mapped_column(String(36))
@@ -436,14 +441,14 @@ class ApprovalSettings(Base):
 
 class Webhook(Base):
     """Where a tenant's approval events are posted; the secret signs each body (HMAC-SHA256), so it is
-    kept as is (it is the tenant's shared secret with its receiver, not a credential to Licet)."""
+    kept, sealed at rest (server/sealing.py), not hashed: the server needs it back to sign."""
 
     __tablename__ = "webhooks"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     url: Mapped[str] = mapped_column(String(2000))
-    secret: Mapped[str] = mapped_column(String(100))
+    secret: Mapped[str] = mapped_column(String(255))
     events: Mapped[list[Any]]
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(200))
