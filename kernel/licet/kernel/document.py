@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,7 +89,7 @@ def _code_points(text: str, where: str, doc_error: Any, node: yaml.Node) -> str:
 def _scalar(node: yaml.ScalarNode, where: str, doc_error: Any, breaks: dict[int, str]) -> Any:
     # YAML 1.2 core schema: only true/false are booleans, so `no` or `on` stay strings.
     tag, text = node.tag, _code_points(node.value.translate(breaks), where, doc_error, node)
-    if node.style is not None and node.style in "'\"":
+    if node.style in ("'", '"'):  # libyaml gives plain scalars the style '', PyYAML None
         return text
     if tag.endswith(":bool"):
         return _BOOLS.get(text.lower(), text)
@@ -97,7 +99,12 @@ def _scalar(node: yaml.ScalarNode, where: str, doc_error: Any, breaks: dict[int,
         except ValueError:
             return text
     if tag.endswith(":float"):
-        value = float(text.replace("_", ""))
+        try:
+            value = float(text.replace("_", ""))
+        except ValueError:  # YAML 1.1's .inf and .nan, or a base-60 1:30.5: not finite, or a string (1.2)
+            if text.lstrip("+-").lower() in (".inf", ".nan"):
+                raise doc_error(where, f"number {text!r} is not finite") from None
+            return text
         if not math.isfinite(value):
             raise doc_error(where, f"number {text!r} is not finite")
         return value
@@ -109,6 +116,34 @@ def _scalar(node: yaml.ScalarNode, where: str, doc_error: Any, breaks: dict[int,
 
 
 MAX_DEPTH = 64
+
+
+# Where libyaml and PyYAML were seen to differ (tests/test_document_parsers.py): libyaml accepts tabs
+# PyYAML refuses, reads tags, a byte-order mark, document markers, directives and explicit keys ("? ")
+# elsewhere, and puts some nodes at other columns. A document holding any of these is read by PyYAML.
+_PYYAML_ONLY = re.compile(r"[\t\r\ufeff%!]|^(?:---|\.\.\.)|(?:^|[\s\[{,])\?(?:\s|$)", re.MULTILINE)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The document's node tree. libyaml (C, when PyYAML was built with it) composes a large policy
+    about nine times faster than PyYAML's Python parser, which stays the reference: libyaml reads only
+    documents free of the constructs where the two differ, and a document it refuses (it also refuses
+    the surrogate-pair escapes JSON writes for characters beyond the BMP) is composed again by PyYAML,
+    whose answer and error messages are the ones given. Both nest at most 1 000 levels deep, so
+    neither recurses without bound."""
+    if yaml.__with_libyaml__ and not _PYYAML_ONLY.search(text):
+        with contextlib.suppress(yaml.YAMLError, UnicodeError):
+            return _compose_with(yaml.CSafeLoader, text)
+    return _compose_with(yaml.SafeLoader, text)
+
+
+def _compose_with(loader_class: Any, text: str) -> yaml.Node | None:
+    loader = loader_class(text)
+    try:
+        node: yaml.Node | None = loader.get_single_node()
+        return node
+    finally:
+        loader.dispose()
 
 
 def load_document(text: str, file: str) -> Located:
@@ -159,11 +194,7 @@ def load_document(text: str, file: str) -> Located:
 
     shielded, breaks = _shield_breaks(text)
     try:
-        loader = yaml.SafeLoader(shielded)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
+        root = _compose(shielded)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
