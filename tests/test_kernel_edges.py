@@ -518,6 +518,9 @@ def test_negative_and_out_of_range_indices_are_refused(size: int) -> None:
     with pytest.raises(ProofError) as caught:
         root_from_inclusion_proof(0, -1, HASHES[0], [])
     assert str(caught.value) == "negative leaf index or tree size (0, -1)"
+    with pytest.raises(ProofError) as caught:  # an empty tree has no leaf to prove, and it is not negative
+        root_from_inclusion_proof(0, 0, HASHES[0], [])
+    assert str(caught.value) == "leaf index 0 is outside a tree of size 0"
 
 
 def test_proof_objects_verify_and_compute_roots() -> None:
