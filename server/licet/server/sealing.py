@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from licet.server.models import User, Webhook
@@ -178,7 +178,10 @@ def seal_legacy(session: Session, box: SecretBox) -> dict[str, int]:
     column had sealed now."""
     sealed: dict[str, int] = {}
     strangers: dict[str, int] = {}
+    tables = inspect(session.connection())
     for column in SEALED_COLUMNS:
+        if not tables.has_table(column.table.name):  # not migrated yet: it holds no secret
+            continue
         for row_id, stored in _stored(session, column):
             if not is_sealed(stored):
                 # Not replaced: another process starting beside this one sealed it first.
