@@ -75,7 +75,7 @@ class History:
             lock_head(connection, self.tenant)
             # as a decision does: read the state (storing what was unseen), then record the event
             session_state(session, self.tenant, principal, policy, at, self.services.coverage)
-            record_event(connection, self.tenant, principal, at, kernel.normalise_request(event), policy)
+            record_event(session, self.tenant, principal, at, kernel.normalise_request(event), policy)
             if roll_back:
                 raise _RolledBack
 
@@ -175,7 +175,7 @@ def test_stored_events_are_never_percent_decoded_again(sqlite_services: tuple[as
     assert decided.resource == "/pub/%2e%2e/admin/x"
 
     def write(session: Session) -> None:  # recorded without computing contributions (an older policy)
-        record_event(session.connection(), tenant, "agent-1", at, decided, POLICIES[2])
+        record_event(session, tenant, "agent-1", at, decided, POLICIES[2])
 
     runner.run(services.db.run_write(write))
     for state in runner.run(history.state("agent-1", policy, at + 1)):

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from sqlalchemy import Connection, Engine, Executable, Row, create_engine, event
 from sqlalchemy.exc import DBAPIError, InvalidRequestError
@@ -141,6 +141,36 @@ def _committed(session: Session) -> None:
         callback()
 
 
+@runtime_checkable
+class DeferredWrites(Protocol):
+    """Rows a write transaction keeps in memory and writes together just before it commits."""
+
+    def write(self, connection: Connection) -> None:
+        """Write what was kept (and forget it)."""
+
+
+_STATE = "licet.transaction_state"
+S = TypeVar("S")
+
+
+def transaction_state(session: Session, kind: Callable[[], S]) -> S:
+    """The write transaction's object of this `kind` (made on first use): what it read once and may
+    reuse, or rows it keeps (`DeferredWrites`) to write just before it commits, or before the savepoint
+    of a unit ends when a group's units are isolated (see the module's docstring). It is dropped with
+    a unit that fails and when the transaction ends."""
+    kept = session.info.setdefault(_STATE, {})
+    found = kept.get(kind)
+    if found is None:
+        found = kept[kind] = kind()
+    return cast(S, found)
+
+
+def _write_deferred(session: Session) -> None:
+    for state in session.info.get(_STATE, {}).values():
+        if isinstance(state, DeferredWrites):
+            state.write(session.connection())
+
+
 class _UnitFailed(Exception):
     """A unit of a group raised (not the transaction around it)."""
 
@@ -154,22 +184,29 @@ def _run_units(session: Session, group: list[_Unit], rolled_back: Callable[[], N
     Not `isolated`: a unit that raises ends the run (`_UnitFailed`) and so rolls the transaction back.
     `isolated`: each unit runs in a savepoint; one that raises is rolled back to it, with what it asked
     to run after the commit, and only it fails."""
-    for unit in group:
-        if not isolated:
+    if not isolated:
+        for unit in group:
             try:
                 unit.outcome = (True, unit.fn(session, *unit.args))
             except Exception as exc:
                 raise _UnitFailed(unit, exc) from exc
-            continue
+        try:
+            _write_deferred(session)
+        except Exception as exc:  # whose rows failed is not known here: isolated, each unit writes its own
+            raise _UnitFailed(group[-1], exc) from exc
+        return
+    for unit in group:
         waiting = session.info.setdefault(_AFTER_COMMIT, [])
         kept = len(waiting)
         try:
             with session.begin_nested():
                 unit.outcome = (True, unit.fn(session, *unit.args))
+                _write_deferred(session)
         except Exception as exc:  # its own outcome, which the awaiting request raises
             if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 raise  # the connection is lost, and the transaction with it: no savepoint contains that
             del waiting[kept:]
+            session.info.pop(_STATE, None)  # what it read and kept may describe writes now undone
             unit.outcome = (False, exc)
             rolled_back()  # what the process cached may describe the writes just undone
 
@@ -212,6 +249,7 @@ def _transaction(session: Session, group: list[_Unit], telling_rollbacks: Callab
         raise
     finally:
         session.info.pop(_AFTER_COMMIT, None)  # what a rolled-back transaction asked for goes with it
+        session.info.pop(_STATE, None)
         session.close()
 
 
@@ -428,12 +466,15 @@ class Database:
                 try:
                     async with session.begin():
                         yield session
+                        await session.run_sync(_write_deferred)
                         await session.flush()
                         committing = True  # what fails from here on is the COMMIT itself, as the block ends
                 except Exception as exc:
                     if committing and _commit_was_sent(exc):
                         raise OutcomeUnknown(exc) from exc
                     raise
+                finally:
+                    session.info.pop(_STATE, None)
                 _committed(session.sync_session)
 
     @asynccontextmanager

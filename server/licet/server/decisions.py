@@ -24,10 +24,11 @@ from licet import kernel
 from licet.kernel.decision import Decision, PresentedApproval
 from licet.kernel.delegation import Grant, decide_delegated, load_grant
 from licet.server import approvals
+from licet.server.db import transaction_state
 from licet.server.errors import ApiError, not_found
 from licet.server.history import record_event, session_state
 from licet.server.identity import Caller, KeyCredential, live_key
-from licet.server.logstore import DatabaseLogStore, lock_head
+from licet.server.logstore import locked_store, pending_appends
 from licet.server.models import (
     ApiKey,
     AuditEvent,
@@ -44,11 +45,9 @@ MAX_CHAIN = 32
 # The hot path's statements, built once (SQLAlchemy then only binds values to its cached compilation).
 _tables = Base.metadata.tables
 _tenants, _versions = _tables["tenants"], _tables["policy_versions"]
-_certificates = _tables["certificates"]
+_certificates, _certificate_rules = _tables["certificates"], _tables["certificate_rules"]
 _ACTIVE_VERSION = select(_tenants.c.active_version_id).where(_tenants.c.id == bindparam("tenant"))
 _VERSION_SOURCE = select(_versions.c.source).where(_versions.c.id == bindparam("version"))
-_INSERT_CERTIFICATE = insert(_certificates)
-_INSERT_RULES = insert(_tables["certificate_rules"])
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,25 @@ class DecideInput:
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class _ReadOnce:
+    """What the decisions of one write transaction read once: the rows of the API keys they were
+    asked with, and each tenant's active version (read under its log lock, which the transaction
+    holds to its end). The units of a group were all submitted before its transaction began
+    (server/db.py), so a key revoked or a version activated before any of them was asked is seen."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, Any] = {}
+        self.versions: dict[str, str | None] = {}
+
+
 def active_policy(session: Session, services: Services, tenant: str) -> kernel.Policy:
-    """The tenant's active policy; 409 if none is active (nothing can be permitted then)."""
+    """The tenant's active policy; 409 if none is active (nothing can be permitted then). Call it
+    holding the tenant's log lock."""
     connection = session.connection()
-    version_id = connection.execute(_ACTIVE_VERSION, {"tenant": tenant}).scalar()
+    versions = transaction_state(session, _ReadOnce).versions
+    if tenant not in versions:
+        versions[tenant] = connection.execute(_ACTIVE_VERSION, {"tenant": tenant}).scalar()
+    version_id = versions[tenant]
     if version_id is None:
         raise ApiError(409, "no_active_policy", "this tenant has no active policy: nothing can be permitted")
     policy = services.policies.get(version_id)
@@ -91,8 +105,11 @@ def decide_as(session: Session, services: Services, credential: Caller | KeyCred
     transaction. A refused key is returned, not raised: nothing was written, and the decisions
     committed together with this one (server/db.py) go on."""
     if isinstance(credential, KeyCredential):
+        keys = transaction_state(session, _ReadOnce).keys
+        if credential.digest not in keys:
+            keys[credential.digest] = credential.row(session.connection())
         try:
-            credential = credential.caller(session.connection())
+            credential = credential.admitted(keys[credential.digest])
         except ApiError as refused:
             return refused
     return decide_and_record(session, services, ask(credential))
@@ -102,8 +119,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
     """Decide `ask` under the tenant's active policy and record the certificate; the response body.
     The policy is read under the append lock, so an activation applies from the next decision on."""
     tenant = ask.caller.tenant_id
-    connection = session.connection()
-    size = lock_head(connection, tenant)
+    store = locked_store(session, tenant)
     policy = active_policy(session, services, tenant)
     if ask.idempotency_key is not None:
         replay = _replay(session, ask, services.settings.idempotency_ttl_seconds)
@@ -132,7 +148,7 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
     decision = decide()
     certificate_id = kernel.uuid7(now, os.urandom(10))
     # Approvals change state in this same transaction (and log head lock): opened, consumed, refused.
-    tx = approvals.Tx(session, services, tenant, DatabaseLogStore(connection, tenant, size), now)
+    tx = approvals.Tx(session, services, tenant, store, now)
     extra: dict[str, Any] = {}
     if decision.outcome == "require_approval" and ask.approval_id is not None:
         decision, extra = _present(tx, ask, ask.approval_id, decision, certificate_id, decide, chain)
@@ -140,15 +156,15 @@ def decide_and_record(session: Session, services: Services, ask: DecideInput) ->
                                            certificate_id=certificate_id)
     leaf = kernel.certificate_leaf(certificate)
     index = services.transparency_log(tx.store).append(leaf)
-    connection.execute(_INSERT_CERTIFICATE, {
+    pending = pending_appends(session)
+    pending.add(_certificates, [{
         "id": certificate["id"], "tenant_id": tenant, "log_index": index, "principal_id": str(principal["id"]),
         "action": decision.request.action, "outcome": decision.outcome, "request_hash": decision.request_hash,
-        "issued_at": now, "body": leaf.decode()})
-    if decision.rules:
-        connection.execute(_INSERT_RULES, [{"tenant_id": tenant, "rule": rule, "log_index": index}
-                                           for rule in sorted(set(decision.rules))])
+        "issued_at": now, "body": leaf.decode()}])
+    pending.add(_certificate_rules, [{"tenant_id": tenant, "rule": rule, "log_index": index}
+                                     for rule in sorted(set(decision.rules))])
     if decision.outcome == "permit":
-        record_event(connection, tenant, str(principal["id"]), at, decision.request, policy)
+        record_event(session, tenant, str(principal["id"]), at, decision.request, policy)
     if decision.outcome == "require_approval":
         row, reused = approvals.open_or_reuse(tx, ask.caller, decision, certificate_id, chain)
         extra = {"approval": {**approvals.summary(row), "reused": reused}}
@@ -228,6 +244,7 @@ def _replay(session: Session, ask: DecideInput, ttl_seconds: int) -> Recorded | 
     if found.fingerprint != ask.fingerprint():
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used with a different request",
                        "Idempotency-Key")
+    pending_appends(session).write(session.connection())  # the certificate may be one this transaction holds
     record = session.execute(select(CertificateRecord).where(
         CertificateRecord.id == found.certificate_id)).scalar_one()
     certificate = json.loads(record.body)

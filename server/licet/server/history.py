@@ -22,13 +22,13 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from licet import kernel
-from licet.server.db import after_commit
+from licet.server.db import after_commit, transaction_state
 from licet.server.models import Base
 
 _tables = Base.metadata.tables
 _events, _contributions = _tables["session_events"], _tables["session_contributions"]
 _PRINCIPAL = and_(_events.c.tenant_id == bindparam("tenant"), _events.c.principal_id == bindparam("principal"))
-_INSERT_EVENT = insert(_events).returning(_events.c.id)
+_INSERT_EVENTS = insert(_events).returning(_events.c.id, sort_by_parameter_order=True)
 _INSERT_CONTRIBUTIONS = insert(_contributions)
 _STORED = select(_contributions.c.time, _contributions.c.contributions).where(
     _contributions.c.tenant_id == bindparam("tenant"), _contributions.c.principal_id == bindparam("principal"),
@@ -81,15 +81,52 @@ class Coverage:
                 self._marks.popitem(last=False)
 
 
-def record_event(connection: Connection, tenant: str, principal: str, at: float, event: kernel.NormalisedRequest,
+@dataclass
+class _Window:
+    since: float  # the window read starts after this time
+    events: list[tuple[float, dict[str, Any]]]  # (time, stored contributions) of the relevant events in it
+
+
+class SessionWrites:
+    """The events a write transaction records, written together just before it commits
+    (`db.transaction_state`), and the principals' histories it read under the tenant's log lock, kept up
+    to date with those events. While the lock is held nobody else records the tenant's events, so a
+    second decision of a principal in the same transaction reads nothing again."""
+
+    def __init__(self) -> None:
+        self.windows: dict[tuple[str, str, str], _Window] = {}  # (tenant, principal, policy hash)
+        self.pending: list[tuple[dict[str, Any], dict[str, Any] | None]] = []  # (event row, contributions row)
+
+    def record(self, tenant: str, principal: str, at: float, event: kernel.NormalisedRequest,
+               policy: kernel.Policy) -> None:
+        """Keep an event and its contributions under `policy`, for `write` and for later reads."""
+        row = {"tenant_id": tenant, "principal_id": principal, "time": at, "event": event.to_json()}
+        contributions = None
+        if policy.invariants:
+            stored = kernel.event_contributions(policy, event)
+            contributions = _contribution_row(policy, tenant, principal, 0, at, stored)
+            window = self.windows.get((tenant, principal, policy.hash))
+            if window is not None and stored:
+                window.events.append((at, stored))
+        self.pending.append((row, contributions))
+
+    def write(self, connection: Connection) -> None:
+        """Insert the events kept (one statement), then their contributions (one more)."""
+        if not self.pending:
+            return
+        ids = connection.execute(_INSERT_EVENTS, [row for row, _ in self.pending]).scalars().all()
+        rows = [{**contributions, "event_id": event_id}
+                for (_, contributions), event_id in zip(self.pending, ids, strict=True) if contributions]
+        if rows:
+            connection.execute(_INSERT_CONTRIBUTIONS, rows)
+        self.pending.clear()
+
+
+def record_event(session: Session, tenant: str, principal: str, at: float, event: kernel.NormalisedRequest,
                  policy: kernel.Policy) -> None:
     """Keep a permitted request (normalised, as decided) as history, with its contributions under the
-    policy that permitted it."""
-    event_id = connection.execute(_INSERT_EVENT, {
-        "tenant_id": tenant, "principal_id": principal, "time": at, "event": event.to_json()}).scalar_one()
-    if policy.invariants:
-        connection.execute(_INSERT_CONTRIBUTIONS, _contribution_row(
-            policy, tenant, principal, event_id, at, kernel.event_contributions(policy, event)))
+    policy that permitted it; written when the write transaction commits (`SessionWrites`)."""
+    transaction_state(session, SessionWrites).record(tenant, principal, at, event, policy)
 
 
 def session_state(session: Session, tenant: str, principal: str, policy: kernel.Policy, at: float,
@@ -99,9 +136,24 @@ def session_state(session: Session, tenant: str, principal: str, policy: kernel.
     committed; without it (a read) they are computed and dropped, and the whole window is looked through."""
     if not policy.invariants:
         return {"summary": {}}
-    connection = session.connection()
     windows = [inv.window_seconds for inv in policy.invariants]
     since = at - max(w for w in windows if w is not None) if all(w is not None for w in windows) else -1.0
+    if coverage is None:
+        return {"summary": kernel.summary_from_contributions(policy, _read(session, tenant, principal, policy,
+                                                                           since, None), at)}
+    writes = transaction_state(session, SessionWrites)
+    window = writes.windows.get((tenant, principal, policy.hash))
+    if window is None or window.since > since:  # a clock stepping back widens the window
+        writes.write(session.connection())  # what the read must see
+        window = writes.windows[(tenant, principal, policy.hash)] = _Window(
+            since, _read(session, tenant, principal, policy, since, coverage))
+    return {"summary": kernel.summary_from_contributions(policy, window.events, at)}
+
+
+def _read(session: Session, tenant: str, principal: str, policy: kernel.Policy, since: float,
+          coverage: Coverage | None) -> list[tuple[float, dict[str, Any]]]:
+    # The relevant events of the window from the database (see `session_state`).
+    connection = session.connection()
     where = {"tenant": tenant, "principal": principal, "since": since, "policy": policy.hash}
     events: list[tuple[float, dict[str, Any]]] = [(t, c) for t, c in connection.execute(_STORED, where)]
     covered = coverage.get(tenant, principal, policy.hash) if coverage is not None else None
@@ -120,7 +172,7 @@ def session_state(session: Session, tenant: str, principal: str, policy: kernel.
         if last is not None:
             after_commit(session, functools.partial(coverage.mark, tenant, principal, policy.hash,
                                                     Covered(int(last), since)))
-    return {"summary": kernel.summary_from_contributions(policy, events, at)}
+    return events
 
 
 def _contribution_row(policy: kernel.Policy, tenant: str, principal: str, event_id: int, time: float,

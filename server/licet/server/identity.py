@@ -131,15 +131,16 @@ class KeyCredential:
     digest: str  # the key's hash, as stored
     permission: str
 
-    def caller(self, connection: Connection) -> Caller:
-        """The key's caller as the transaction sees it; 401 or 403 as `require` would answer."""
-        return self._admitted(connection.execute(_KEY_BY_HASH, {"hash": self.digest}).first())
+    def row(self, connection: Connection) -> Any:
+        """The key's row as the transaction sees it (None if there is none), for `admitted`."""
+        return connection.execute(_KEY_BY_HASH, {"hash": self.digest}).first()
 
     async def check(self, services: Any) -> Caller:
-        """The same answer outside any transaction (for a request that never reaches one)."""
-        return self._admitted(await services.db.first(_KEY_BY_HASH, {"hash": self.digest}))
+        """The caller outside any transaction (for a request that never reaches one)."""
+        return self.admitted(await services.db.first(_KEY_BY_HASH, {"hash": self.digest}))
 
-    def _admitted(self, row: Any) -> Caller:
+    def admitted(self, row: Any) -> Caller:
+        """The caller of the key's `row`; 401 or 403 as `require` would answer."""
         caller = _key_row_caller(row)
         _check_role(caller, self.permission)
         return caller

@@ -20,12 +20,15 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import BindParameter, Connection, bindparam, func, insert, inspect, select, text, tuple_, update
+from sqlalchemy import BindParameter, Connection, Table, bindparam, func, insert, inspect, select, text, tuple_, update
+from sqlalchemy.orm import Session
 
 from licet.kernel.checkpoint import parse_checkpoint
 from licet.kernel.log import CompletedNode, LogConflict, LogError, MemoryLogStore, TransparencyLog
 from licet.kernel.merkle import NodeId
+from licet.server.db import transaction_state
 from licet.server.models import Base, LogCheckpoint, LogHead, LogLeaf, LogNode
 from licet.server.time import utcnow
 
@@ -41,7 +44,6 @@ _MOVE_HEAD = update(_heads).where(_heads.c.tenant_id == _TENANT, _heads.c.size =
     size=bindparam("end"))
 _LEAF_HASHES = select(_leaves.c.idx, _leaves.c.hash).where(
     _leaves.c.tenant_id == _TENANT, _leaves.c.idx.in_(bindparam("ids", expanding=True)))
-_INSERT_LEAVES, _INSERT_NODES = insert(_leaves), insert(_nodes)
 # PostgreSQL with synchronous_commit off acknowledges a COMMIT before its WAL is on disk; this
 # transaction waits for it (and so for every earlier commit's WAL). `local` and stricter settings
 # already wait, and stay as they are.
@@ -68,16 +70,91 @@ def lock_head(connection: Connection, tenant_id: str) -> int:
     return int(size)
 
 
-class DatabaseLogStore:
-    """One tenant's log in the server database (implements `kernel.log.LogStore`)."""
+class PendingAppends:
+    """The log appends of one write transaction, and the certificate rows that go with them, kept in
+    memory and written with one statement per table just before the transaction commits
+    (`db.transaction_state`): the decisions committed together (server/db.py) then cost a few statements
+    per group, not several each, while the tenant's log is locked. Nothing in a write transaction reads
+    these rows except through `DatabaseLogStore`, which writes them first (`write`)."""
 
-    def __init__(self, connection: Connection, tenant_id: str, size: int | None = None) -> None:
+    TABLES = (_leaves, _nodes, _tables["certificates"], _tables["certificate_rules"])  # in foreign-key order
+
+    def __init__(self) -> None:
+        self.heads: dict[str, tuple[int, int]] = {}  # tenant: (size stored, size once written)
+        self.rows: dict[Table, list[dict[str, Any]]] = {table: [] for table in self.TABLES}
+
+    def lock(self, connection: Connection, tenant_id: str) -> int:
+        """`lock_head`, once per transaction; the log's size with the appends pending."""
+        if tenant_id not in self.heads:
+            size = lock_head(connection, tenant_id)
+            self.heads[tenant_id] = (size, size)
+        return self.heads[tenant_id][1]
+
+    def append(self, tenant_id: str, start: int, leaves: Sequence[bytes], nodes: Sequence[CompletedNode]) -> None:
+        """Keep leaves and the subtrees they complete; `LogConflict` unless the log (with what is
+        pending) has exactly `start` leaves."""
+        if tenant_id not in self.heads:
+            raise LogError(f"an append to the log of tenant {tenant_id} without its lock")
+        stored, size = self.heads[tenant_id]
+        if size != start:
+            raise LogConflict(f"append at {start} but the log has {size} entries")
+        hashes = [value for level, _index, value in nodes if level == 0]
+        if len(hashes) != len(leaves):
+            raise LogError(f"{len(leaves)} leaves but {len(hashes)} leaf hashes")
+        self.rows[_leaves].extend({"tenant_id": tenant_id, "idx": start + i, "hash": h, "data": leaf}
+                                  for i, (h, leaf) in enumerate(zip(hashes, leaves, strict=True)))
+        self.rows[_nodes].extend({"tenant_id": tenant_id, "level": level, "idx": index, "hash": value}
+                                 for level, index, value in nodes if level)
+        self.heads[tenant_id] = (stored, start + len(leaves))
+
+    def add(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Keep rows of another of `TABLES` (a certificate and its rules)."""
+        self.rows[table].extend(rows)
+
+    def write(self, connection: Connection) -> None:
+        """Move each head, checking it is where it was locked; then insert the rows kept."""
+        for tenant, (stored, size) in self.heads.items():
+            if size == stored:
+                continue
+            moved = connection.execute(_MOVE_HEAD, {"tenant": tenant, "start": stored, "end": size})
+            if moved.rowcount != 1:
+                raise LogConflict(f"append at {stored} but the log of tenant {tenant} has another size")
+            self.heads[tenant] = (size, size)
+        for table, rows in self.rows.items():
+            if rows:
+                connection.execute(insert(table), rows)
+                rows.clear()
+
+
+def pending_appends(session: Session) -> PendingAppends:
+    """The appends of this write transaction (`PendingAppends`)."""
+    return transaction_state(session, PendingAppends)
+
+
+def locked_store(session: Session, tenant_id: str) -> DatabaseLogStore:
+    """The tenant's log in this write transaction, its append lock taken (once per transaction); its
+    appends are written just before the transaction commits."""
+    pending = pending_appends(session)
+    connection = session.connection()
+    pending.lock(connection, tenant_id)
+    return DatabaseLogStore(connection, tenant_id, pending=pending)
+
+
+class DatabaseLogStore:
+    """One tenant's log in the server database (implements `kernel.log.LogStore`): its appends go
+    straight to the database, or with `pending` (`locked_store`) wait for the transaction's commit."""
+
+    def __init__(self, connection: Connection, tenant_id: str, size: int | None = None, *,
+                 pending: PendingAppends | None = None) -> None:
         self.connection = connection
         self.tenant_id = tenant_id
         self._size = size  # known when the caller holds the append lock (`lock_head`)
+        self._pending = pending
 
     def size(self) -> int:
-        """Number of leaves stored."""
+        """Number of leaves stored (pending appends included)."""
+        if self._pending is not None and self.tenant_id in self._pending.heads:
+            return self._pending.heads[self.tenant_id][1]
         if self._size is not None:
             return self._size
         found = self.connection.execute(_HEAD_SIZE, {"tenant": self.tenant_id}).scalar()
@@ -85,27 +162,28 @@ class DatabaseLogStore:
 
     def append(self, start: int, leaves: Sequence[bytes], nodes: Sequence[CompletedNode]) -> None:
         """Store a batch; `LogConflict` unless the log has exactly `start` leaves."""
-        hashes = [value for level, _index, value in nodes if level == 0]
-        if len(hashes) != len(leaves):
-            raise LogError(f"{len(leaves)} leaves but {len(hashes)} leaf hashes")
-        moved = self.connection.execute(_MOVE_HEAD, {"tenant": self.tenant_id, "start": start,
-                                                     "end": start + len(leaves)})
-        if moved.rowcount != 1:
+        if self._pending is not None:
+            self._pending.append(self.tenant_id, start, leaves, nodes)
+            return
+        now = PendingAppends()
+        now.heads[self.tenant_id] = (start, start)  # `write` checks the stored head is there
+        try:
+            now.append(self.tenant_id, start, leaves, nodes)
+            now.write(self.connection)
+        except LogConflict:
             self._size = None
-            raise LogConflict(f"append at {start} but the log has {self.size()} entries")
+            raise
         if self._size is not None:
             self._size = start + len(leaves)
-        tenant = self.tenant_id
-        self.connection.execute(_INSERT_LEAVES, [
-            {"tenant_id": tenant, "idx": start + i, "hash": h, "data": leaf}
-            for i, (h, leaf) in enumerate(zip(hashes, leaves, strict=True))])
-        upper = [{"tenant_id": tenant, "level": level, "idx": index, "hash": value}
-                 for level, index, value in nodes if level]
-        if upper:
-            self.connection.execute(_INSERT_NODES, upper)
+
+    def _written(self) -> None:
+        # Reads see the appends pending in this transaction.
+        if self._pending is not None:
+            self._pending.write(self.connection)
 
     def read_nodes(self, ids: Sequence[NodeId]) -> list[bytes]:
         """The hashes of these complete subtrees, in order (two queries, whatever the count)."""
+        self._written()
         found: dict[NodeId, bytes] = {}
         leaves = [index for level, index in ids if level == 0]
         if leaves:
@@ -123,6 +201,7 @@ class DatabaseLogStore:
 
     def read_level(self, level: int, start: int, end: int) -> list[bytes]:
         """The stored hashes of nodes `start..end-1` of one level."""
+        self._written()
         if level == 0:
             query = select(_leaves.c.hash).where(_leaves.c.tenant_id == self.tenant_id, _leaves.c.idx >= start,
                                                  _leaves.c.idx < end).order_by(_leaves.c.idx)
@@ -133,6 +212,7 @@ class DatabaseLogStore:
 
     def read_entries(self, start: int, end: int) -> list[tuple[bytes, bytes]]:
         """`(leaf hash, leaf)` of entries `start..end-1`."""
+        self._written()
         rows = self.connection.execute(select(_leaves.c.hash, _leaves.c.data).where(
             _leaves.c.tenant_id == self.tenant_id, _leaves.c.idx >= start, _leaves.c.idx < end,
         ).order_by(_leaves.c.idx))

@@ -29,7 +29,7 @@ from licet.kernel.delegation import Grant
 from licet.kernel.policy import Approval as ApprovalSpec
 from licet.server.errors import ApiError, not_found
 from licet.server.identity import Caller
-from licet.server.logstore import DatabaseLogStore, lock_head
+from licet.server.logstore import DatabaseLogStore, locked_store
 from licet.server.models import (
     ApiKey,
     ApprovalRecord,
@@ -77,9 +77,7 @@ class Tx:
     @classmethod
     def begin(cls, session: Session, services: Services, tenant: str, now: datetime | None = None) -> Tx:
         """Take the tenant's append lock (so events and decisions are ordered in its log)."""
-        connection = session.connection()
-        size = lock_head(connection, tenant)
-        return cls(session, services, tenant, DatabaseLogStore(connection, tenant, size), now or utcnow())
+        return cls(session, services, tenant, locked_store(session, tenant), now or utcnow())
 
 
 @dataclass(frozen=True)

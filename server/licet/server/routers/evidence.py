@@ -31,7 +31,7 @@ from licet.server import listings, responses
 from licet.server.errors import ApiError, not_found, raises
 from licet.server.identity import Caller, require
 from licet.server.listings import glob_to_like, utc_bound
-from licet.server.logstore import DatabaseLogStore, lock_head
+from licet.server.logstore import DatabaseLogStore, locked_store
 from licet.server.models import CertificateRecord, CertificateRule, LogCheckpoint
 from licet.server.routers import INT64_MAX, QueryDateTime, Text
 from licet.server.routers.decide import services_of
@@ -57,8 +57,7 @@ def _fresh_checkpoint(session: Session, services: Services, tenant: str, coverin
     kept = store.latest_checkpoint()
     if kept is not None and kept[0] >= covering:
         return kept[1]
-    lock_head(session.connection(), tenant)
-    log = TransparencyLog(store, services.origin(tenant))
+    log = TransparencyLog(locked_store(session, tenant), services.origin(tenant))
     services.signed_heads.check(tenant, log)  # never sign a head contradicting one signed before
     return log.sign_checkpoint(services.note_signer(tenant))
 
