@@ -53,14 +53,14 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from tests.server_harness import fresh_pg_database, launch  # the test suite's way to start a server
+from tests.server_harness import Server, fresh_pg_database, launch  # the test suite's way to start a server
 
 BUDGET = {"p50_ms": 3.0, "per_second": 500}
 console = Console(width=150)
 
 
-async def _provision(database_url: str, data_dir: Path) -> str:
-    """A tenant with the payments example active; an agent key's secret."""
+async def _provision(database_url: str, data_dir: Path) -> dict[str, Any]:
+    """The demo tenant, with the payments example active (`seed_demo`'s keys)."""
     from licet.server.migrations import upgrade_async
     from licet.server.services import Services
     from licet.server.settings import Settings
@@ -72,7 +72,21 @@ async def _provision(database_url: str, data_dir: Path) -> str:
         seeded = await seed_demo(services, ROOT / "examples")
     finally:
         await services.db.dispose()
-    return str(seeded["agent_key"])
+    return seeded
+
+
+def _more_tenants(server: Server, demo_owner_key: str, count: int) -> list[str]:
+    """`count` more tenants with the demo tenant's active policy, through the public API; their agent
+    keys' secrets."""
+    with server.client(demo_owner_key) as demo:
+        active = demo.get("/v1/policies").json()["active"]
+        source = demo.get(f"/v1/policies/{active['policy_id']}/versions/{active['number']}").json()["source"]
+    keys = []
+    for _ in range(count):
+        tenant = server.new_tenant()
+        tenant.activate(source)
+        keys.append(tenant.key("agent", "agent:payments-bot", ["payments-agent"]))
+    return keys
 
 
 async def _analyse(database_url: str) -> None:
@@ -100,17 +114,17 @@ def _requests(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-async def _load(url: str, key: str, clients: int, requests: list[dict[str, Any]]) -> dict[str, Any]:
+async def _load(url: str, keys: list[str], clients: int, requests: list[dict[str, Any]]) -> dict[str, Any]:
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
-    queue = iter(requests)
+    queue = iter(enumerate(requests))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits,
-                                 timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         async def worker() -> None:
-            for body in queue:
+            for i, body in queue:
                 started = time.perf_counter()
-                reply = await client.post("/v1/decide", json=body)
+                reply = await client.post("/v1/decide", json=body,
+                                          headers={"Authorization": f"Bearer {keys[i % len(keys)]}"})
                 latencies.append(time.perf_counter() - started)
                 if reply.status_code != 200:
                     raise RuntimeError(f"{reply.status_code}: {reply.text[:300]}")
@@ -130,12 +144,15 @@ async def _load(url: str, key: str, clients: int, requests: list[dict[str, Any]]
 # thread, and prints one JSON line of figures at the end.
 WRK_SCRIPT = r"""
 local bodies = {%(bodies)s}
+local keys = {%(keys)s}
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) sent = 0; outcomes = {}; failed = 0; failure = "" end
 function request()
   sent = sent + 1
-  return wrk.format("POST", "/v1/decide", nil, bodies[(sent - 1) %% #bodies + 1])
+  local headers = {["Authorization"] = "Bearer " .. keys[(sent - 1) %% #keys + 1],
+                   ["Content-Type"] = "application/json"}
+  return wrk.format("POST", "/v1/decide", headers, bodies[(sent - 1) %% #bodies + 1])
 end
 function response(status, headers, body)
   if status ~= 200 then
@@ -167,13 +184,13 @@ def _lua_string(text: str) -> str:
     return f"[==[{text}]==]"
 
 
-def _wrk(url: str, key: str, clients: int, requests: list[dict[str, Any]], seconds: int,
+def _wrk(url: str, keys: list[str], clients: int, requests: list[dict[str, Any]], seconds: int,
          work: Path) -> dict[str, Any]:
     script = work / "decide.lua"
-    script.write_text(WRK_SCRIPT % {"bodies": ", ".join(_lua_string(json.dumps(r)) for r in requests)})
+    script.write_text(WRK_SCRIPT % {"bodies": ", ".join(_lua_string(json.dumps(r)) for r in requests),
+                                    "keys": ", ".join(_lua_string(k) for k in keys)})
     finished = subprocess.run(
-        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "60s", "-s", str(script),
-         "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json", url],
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "60s", "-s", str(script), url],
         capture_output=True, text=True, check=True)
     line = next((ln for ln in finished.stdout.splitlines() if ln.startswith("LICET ")), None)
     if line is None:
@@ -203,19 +220,23 @@ async def _checkpoints(url: str, key: str, rounds: int) -> dict[str, float]:
 
 
 def run_backend(backend: str, client: str, clients: list[int], per_level: int, seconds: int,
-                warmup: int, synchronous: str = "NORMAL", checkpoints: int = 0) -> list[dict[str, Any]]:
-    """Figures for one backend at each concurrency level (and of signing checkpoints, if asked)."""
+                warmup: int, synchronous: str = "NORMAL", checkpoints: int = 0, workers: int = 1,
+                tenants: int = 1) -> list[dict[str, Any]]:
+    """Figures for one backend at each concurrency level (and of signing checkpoints, if asked), the
+    load spread over `tenants` tenants (one agent key each) and served by `workers` processes."""
     work = Path(tempfile.mkdtemp(prefix=f"licet-bench-{backend}-"))
     try:
         data_dir = work / "data"
         database_url = (fresh_pg_database("licet_bench_http") if backend == "postgresql"
                         else f"sqlite+aiosqlite:///{data_dir / 'licet.db'}")
         data_dir.mkdir(parents=True)
-        key = asyncio.run(_provision(database_url, data_dir))
+        seeded = asyncio.run(_provision(database_url, data_dir))
         process, url = launch(database_url, data_dir, work / "server.log",
-                              {"LICET_SQLITE_SYNCHRONOUS": synchronous})
+                              {"LICET_SQLITE_SYNCHRONOUS": synchronous}, ("--workers", str(workers)))
         try:
-            asyncio.run(_load(url, key, 4, _requests(warmup, seed=0)))
+            server = Server(backend, url, database_url, data_dir, process)
+            keys = [str(seeded["agent_key"]), *_more_tenants(server, str(seeded["owner_key"]), tenants - 1)]
+            asyncio.run(_load(url, keys, 4, _requests(warmup, seed=0)))
             if backend == "postgresql":
                 # The tables were empty a second ago and autovacuum analyses only once a minute: without
                 # statistics the planner joins session history by scanning it once per event.
@@ -223,12 +244,13 @@ def run_backend(backend: str, client: str, clients: list[int], per_level: int, s
             rows = []
             for level in clients:
                 requests = _requests(per_level, seed=level)
-                figures = (_wrk(url, key, level, requests, seconds, work) if client == "wrk"
-                           else asyncio.run(_load(url, key, level, requests)))
+                figures = (_wrk(url, keys, level, requests, seconds, work) if client == "wrk"
+                           else asyncio.run(_load(url, keys, level, requests)))
                 rows.append({"backend": backend, "synchronous": synchronous if backend == "sqlite" else "",
-                             "client": client, "clients": level, **figures})
+                             "client": client, "workers": workers, "tenants": tenants, "clients": level,
+                             **figures})
             if checkpoints:
-                signing = asyncio.run(_checkpoints(url, key, checkpoints))
+                signing = asyncio.run(_checkpoints(url, keys[0], checkpoints))
                 for row in rows:
                     row.update(signing)
             return rows
@@ -251,6 +273,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="600 requests / 5 s per level")
     parser.add_argument("--sqlite-synchronous", nargs="+", default=["NORMAL"], choices=["NORMAL", "FULL"],
                         help="SQLite: LICET_SQLITE_SYNCHRONOUS for each run (both: what durability costs)")
+    parser.add_argument("--workers", nargs="+", type=int, default=[1],
+                        help="API worker processes (`licet serve --workers N`; more than one needs PostgreSQL)")
+    parser.add_argument("--tenants", nargs="+", type=int, default=[1],
+                        help="spread the load over this many tenants, one agent key each")
     parser.add_argument("--checkpoints", type=int, default=0,
                         help="then time this many checkpoint signings, each right after a decision")
     args = parser.parse_args()
@@ -259,13 +285,16 @@ def main() -> None:
         parser.error("wrk is not installed (apt install wrk), or use --client httpx")
     rows = []
     for backend in args.backends:
-        for synchronous in args.sqlite_synchronous if backend == "sqlite" else ["NORMAL"]:
-            for client in args.client:
-                rows += run_backend(backend, client, args.clients, per_level, seconds, warmup=200,
-                                    synchronous=synchronous, checkpoints=args.checkpoints)
-    table = Table(title=f"POST /v1/decide over HTTP (uvicorn, 1 worker; {os.cpu_count()} CPUs, client on the same "
-                        "machine)")
-    columns = ["backend", "synchronous", "client", "clients", "requests", "p50 ms", "p99 ms", "decisions/s",
+        for workers in args.workers if backend == "postgresql" else [1]:
+            for tenants in args.tenants:
+                for synchronous in args.sqlite_synchronous if backend == "sqlite" else ["NORMAL"]:
+                    for client in args.client:
+                        rows += run_backend(backend, client, args.clients, per_level, seconds, warmup=200,
+                                            synchronous=synchronous, checkpoints=args.checkpoints,
+                                            workers=workers, tenants=tenants)
+    table = Table(title=f"POST /v1/decide over HTTP (uvicorn; {os.cpu_count()} CPUs, client on the same machine)")
+    columns = ["backend", "synchronous", "client", "workers", "tenants", "clients", "requests", "p50 ms", "p99 ms",
+               "decisions/s",
                "outcomes"] + (["checkpoint p50 ms", "checkpoint p99 ms"] if args.checkpoints else [])
     for column in columns:
         table.add_column(column, justify="left" if column in ("backend", "synchronous", "client", "outcomes")
@@ -274,7 +303,8 @@ def main() -> None:
         p50_ok = row["p50"] <= BUDGET["p50_ms"]
         rate_ok = row["per_second"] >= BUDGET["per_second"]
         signing = ([f"{row['checkpoint_p50']:.2f}", f"{row['checkpoint_p99']:.2f}"] if args.checkpoints else [])
-        table.add_row(row["backend"], row["synchronous"], row["client"], str(row["clients"]), str(row["n"]),
+        table.add_row(row["backend"], row["synchronous"], row["client"], str(row["workers"]), str(row["tenants"]),
+                      str(row["clients"]), str(row["n"]),
                       f"[{'green' if p50_ok else 'red'}]{row['p50']:.2f}[/]", f"{row['p99']:.2f}",
                       f"[{'green' if rate_ok else 'red'}]{row['per_second']:.0f}[/]",
                       ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())), *signing)
