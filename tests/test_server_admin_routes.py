@@ -1,13 +1,20 @@
 """Routes the dashboard's administration and delegation pages needed (issue 20): changing a person's role,
-and dry runs of issuing and revoking a delegation grant (the attenuation check and the revocation's
-cascade, shown before anything is stored). On SQLite and PostgreSQL (the `tenant` fixture)."""
+dry runs of issuing and revoking a delegation grant (the attenuation check and the revocation's cascade,
+shown before anything is stored), and a webhook's test event. On SQLite and PostgreSQL (the `tenant`
+fixture); the test event on a SQLite server of its own that may post to this machine's receiver."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.server_harness import Tenant
+import pytest
+
+from licet.server.approvals import webhooks
+from tests.server_harness import Server, Tenant, launch
+from tests.test_approvals import wait_for
+from tests.test_workers import Receiver, _start_receiver
 
 SCOPE = [{"id": "small", "effect": "permit", "action": ["payments.transfer"], "resource": ["/accounts/*"],
           "when": "args.amount <= 100"}]
@@ -122,3 +129,52 @@ def test_a_dry_run_revoke_lists_the_cascade_and_revokes_nothing(tenant: Tenant) 
         revoked = b.post(f"/v1/delegations/{gid}/revoke")
         assert revoked.json() == {"revoked": preview.json()["revoked"], "dry_run": False}
         assert h.post("/v1/decide", json=transfer(50, delegation=gid)).json()["decision"] == "deny"
+
+
+@pytest.fixture(scope="module")
+def receiving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Receiver]]:
+    """A SQLite server allowed to post webhooks to this machine, and a local receiver."""
+    tmp = tmp_path_factory.mktemp("webhook-test")
+    database_url = f"sqlite+aiosqlite:///{tmp / 'data' / 'licet.db'}"
+    process, url = launch(database_url, tmp / "data", tmp / "server.log", {"LICET_WEBHOOK_PRIVATE_TARGETS": "true"})
+    receiver, httpd = _start_receiver()
+    yield Server("sqlite", url, database_url, tmp / "data", process), receiver
+    httpd.shutdown()
+    process.terminate()
+    process.wait(10)
+
+
+def test_a_test_event_arrives_signed_and_is_listed_with_its_attempts(receiving: tuple[Server, Receiver]) -> None:
+    server, receiver = receiving
+    tenant, other = server.new_tenant(), server.new_tenant()
+    with tenant.owner_session() as owner:
+        made = owner.post("/v1/webhooks", json={"url": receiver.url + "/ok", "events": ["granted"]})
+        assert made.status_code == 201, made.text
+        hook = made.json()
+        sent = owner.post(f"/v1/webhooks/{hook['id']}/test")  # sent whatever events the webhook is for
+        assert sent.status_code == 201, sent.text
+        queued = sent.json()
+        assert (queued["event"], queued["approval_id"], queued["state"]) == ("test", None, "pending")
+        entry = receiver.wait(lambda: receiver.for_tenant(tenant.id), what="the test event")[0]
+        headers = {k.lower(): v for k, v in entry.headers.items()}
+        stamp, signed = headers[webhooks.TIMESTAMP_HEADER.lower()], headers[webhooks.SIGNATURE_HEADER.lower()]
+        assert webhooks.verify(hook["secret"], stamp, entry.body, signed)
+        assert not webhooks.verify(hook["secret"], stamp, entry.body + b" ", signed)
+        assert headers[webhooks.EVENT_HEADER.lower()] == "webhook.test"
+        assert headers[webhooks.DELIVERY_HEADER.lower()] == queued["id"]
+        assert entry.payload == {"delivery": queued["id"], "event": "webhook.test", "tenant": tenant.id,
+                                 "at": queued["created_at"], "webhook": hook["id"],
+                                 "requested_by": tenant.owner_person().principal_id}
+        listed = wait_for(lambda: [d for d in owner.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["deliveries"]
+                                   if d["state"] == "delivered"], what="the delivery settled")
+        assert [(d["id"], d["event"], d["attempts"], d["last_status"]) for d in listed] == [(queued["id"], "test", 1, 200)]
+        assert [e["details"]["delivery"] for e in _audit(tenant, "webhook.test")] == [queued["id"]]
+        assert owner.delete(f"/v1/webhooks/{hook['id']}").status_code == 200
+        removed = owner.post(f"/v1/webhooks/{hook['id']}/test")
+        assert removed.status_code == 404 and removed.json()["error"]["code"] == "not_found"
+    with other.owner_session() as stranger:
+        foreign = stranger.post(f"/v1/webhooks/{hook['id']}/test")
+        assert foreign.status_code == 404 and foreign.json()["error"]["code"] == "not_found", foreign.text
+    with tenant.person("approver").client() as approver:
+        assert approver.post(f"/v1/webhooks/{hook['id']}/test").status_code == 403
+    assert len(receiver.for_tenant(tenant.id)) == 1 and receiver.for_tenant(other.id) == []

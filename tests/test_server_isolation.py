@@ -364,6 +364,8 @@ ROUTES: dict[str, Route] = {
         Call("DELETE", f"/v1/webhooks/{a.webhook_id}", foreign=a.webhook_id)]),
     "GET /v1/webhooks/{webhook_id}/deliveries": Route("webhooks.manage", lambda a: [
         Call("GET", f"/v1/webhooks/{a.webhook_id}/deliveries", foreign=a.webhook_id)]),
+    "POST /v1/webhooks/{webhook_id}/test": Route("webhooks.manage", lambda a: [
+        Call("POST", f"/v1/webhooks/{a.webhook_id}/test", foreign=a.webhook_id)]),
     "POST /v1/users/{user_id}/invitation": Route("users.manage", lambda a: [
         Call("POST", f"/v1/users/{a.user_id}/invitation", foreign=a.user_id)]),
     "POST /v1/users/{user_id}/disable": Route("users.manage", lambda a: [

@@ -592,7 +592,7 @@ class WebhookList(Model):
 
 class Delivery(Model):
     id: str
-    approval_id: str
+    approval_id: str | None = Field(description="None for a test event (`POST /v1/webhooks/{id}/test`).")
     event: str
     state: Literal["pending", "delivered", "failed"]
     attempts: int

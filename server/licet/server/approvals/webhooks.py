@@ -33,6 +33,12 @@ DELIVERY_HEADER = "X-Licet-Delivery"  # the same on every attempt of one deliver
 EVENT_HEADER = "X-Licet-Event"
 MAX_BACKOFF_SECONDS = 3600.0
 EARLY = timedelta(milliseconds=50)  # a timer firing this much early still sends
+TEST_EVENT = "test"  # a delivery a person asked for (`POST /v1/webhooks/{id}/test`), of no approval
+
+
+def event_name(event: str) -> str:
+    """How receivers see a delivery's event (`X-Licet-Event`, the body's `event`)."""
+    return "webhook.test" if event == TEST_EVENT else f"approval.{event}"
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -177,7 +183,7 @@ def send(attempt: Attempt, timeout: float, *, private_targets: bool = False) -> 
     headers = {"Host": target.url.netloc.decode("ascii"), "Content-Type": "application/json",
                "User-Agent": "Licet-Webhooks/1", SIGNATURE_HEADER: signature(attempt.secret, stamp, attempt.body),
                TIMESTAMP_HEADER: stamp, DELIVERY_HEADER: attempt.delivery_id,
-               EVENT_HEADER: f"approval.{attempt.event}"}
+               EVENT_HEADER: event_name(attempt.event)}
     try:
         reply = _post_pinned(target, headers, attempt.body, timeout)
     except Exception as exc:  # noqa: BLE001 - any failure to send is a failed attempt, retried, never a lost job

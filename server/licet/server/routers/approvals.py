@@ -320,10 +320,42 @@ async def deliveries(webhook_id: Annotated[str, Path(max_length=36)], request: R
         if hook is None:
             raise not_found("webhook")
         rows = (await session.execute(query.order_by(WebhookDelivery.created_at.desc()).limit(limit))).scalars().all()
-    return {"deliveries": [{
-        "id": d.id, "approval_id": d.approval_id, "event": d.event, "state": d.state, "attempts": d.attempts,
-        "created_at": approvals.rfc3339(d.created_at), "next_attempt_at": approvals.rfc3339(d.next_attempt_at),
-        "delivered_at": approvals.rfc3339(d.delivered_at) if d.delivered_at else None,
-        "last_status": d.last_status, "last_error": d.last_error} for d in rows]}
+    return {"deliveries": [_delivery_json(d) for d in rows]}
+
+
+def _delivery_json(d: WebhookDelivery) -> dict[str, Any]:
+    # A test event belongs to no approval (its row holds its own id there, as each test is its own event).
+    return {"id": d.id, "approval_id": None if d.event == webhooks.TEST_EVENT else d.approval_id, "event": d.event,
+            "state": d.state, "attempts": d.attempts, "created_at": approvals.rfc3339(d.created_at),
+            "next_attempt_at": approvals.rfc3339(d.next_attempt_at),
+            "delivered_at": approvals.rfc3339(d.delivered_at) if d.delivered_at else None,
+            "last_status": d.last_status, "last_error": d.last_error}
+
+
+@router.post("/webhooks/{webhook_id}/test", status_code=201, responses=raises("not_found"),
+             summary="Send a signed test event to a webhook", response_model=responses.Delivery)
+async def send_test_event(webhook_id: Annotated[str, Path(max_length=36)], request: Request,
+                          caller: Annotated[Caller, require("webhooks.manage", step_up=True)]) -> dict[str, Any]:
+    """Queue a `webhook.test` event for the webhook: signed, sent and retried like an approval event, so it
+    shows in the webhook's deliveries with its attempts. A receiver checks its signature check with it."""
+    services = services_of(request)
+    now = utcnow()
+    delivery_id = str(uuid.uuid4())
+    async with services.db.write() as session:
+        hook = (await session.execute(select(Webhook.id).where(
+            Webhook.tenant_id == caller.tenant_id, Webhook.id == webhook_id, Webhook.disabled_at.is_(None)))).scalar()
+        if hook is None:
+            raise not_found("webhook")
+        payload = {"delivery": delivery_id, "event": webhooks.event_name(webhooks.TEST_EVENT),
+                   "tenant": caller.tenant_id, "at": approvals.rfc3339(now), "webhook": webhook_id,
+                   "requested_by": caller.principal_id}
+        row = WebhookDelivery(id=delivery_id, tenant_id=caller.tenant_id, webhook_id=webhook_id,
+                              approval_id=delivery_id, event=webhooks.TEST_EVENT, payload=payload, state="pending",
+                              attempts=0, created_at=now, next_attempt_at=now)
+        session.add(row)
+        shown = _delivery_json(row)
+        await audit.record(session, caller, "webhook.test", f"webhook:{webhook_id}", delivery=delivery_id)
+    await request.app.state.dispatcher.submit([Job("deliver", delivery_id)])
+    return shown
 
 
