@@ -39,6 +39,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -219,6 +220,43 @@ async def _checkpoints(url: str, key: str, rounds: int) -> dict[str, float]:
             "checkpoint_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000}
 
 
+def _cpu_seconds(server: set[int], database: str | None) -> tuple[float, float]:
+    """User and system CPU seconds of the `server` processes, and of the PostgreSQL backends serving
+    `database` (their process titles name it), from /proc."""
+    workers = postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if int(entry.name) in server:
+            workers += seconds
+        elif database is not None and command.startswith("postgres: ") and f" {database} " in command:
+            postgres += seconds
+    return workers, postgres
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
 def run_backend(backend: str, client: str, clients: list[int], per_level: int, seconds: int,
                 warmup: int, synchronous: str = "NORMAL", checkpoints: int = 0, workers: int = 1,
                 tenants: int = 1) -> list[dict[str, Any]]:
@@ -244,8 +282,14 @@ def run_backend(backend: str, client: str, clients: list[int], per_level: int, s
             rows = []
             for level in clients:
                 requests = _requests(per_level, seed=level)
+                cpu = functools.partial(_cpu_seconds, _descendants(process.pid),
+                                        database_url.rsplit("/", 1)[1] if backend == "postgresql" else None)
+                before = cpu()
                 figures = (_wrk(url, keys, level, requests, seconds, work) if client == "wrk"
                            else asyncio.run(_load(url, keys, level, requests)))
+                after = cpu()
+                figures["worker_cpu_ms"] = (after[0] - before[0]) * 1000 / figures["n"]
+                figures["postgres_cpu_ms"] = (after[1] - before[1]) * 1000 / figures["n"]
                 rows.append({"backend": backend, "synchronous": synchronous if backend == "sqlite" else "",
                              "client": client, "workers": workers, "tenants": tenants, "clients": level,
                              **figures})
@@ -294,7 +338,7 @@ def main() -> None:
                                             workers=workers, tenants=tenants)
     table = Table(title=f"POST /v1/decide over HTTP (uvicorn; {os.cpu_count()} CPUs, client on the same machine)")
     columns = ["backend", "synchronous", "client", "workers", "tenants", "clients", "requests", "p50 ms", "p99 ms",
-               "decisions/s",
+               "decisions/s", "worker CPU ms", "PostgreSQL CPU ms",
                "outcomes"] + (["checkpoint p50 ms", "checkpoint p99 ms"] if args.checkpoints else [])
     for column in columns:
         table.add_column(column, justify="left" if column in ("backend", "synchronous", "client", "outcomes")
@@ -306,7 +350,8 @@ def main() -> None:
         table.add_row(row["backend"], row["synchronous"], row["client"], str(row["workers"]), str(row["tenants"]),
                       str(row["clients"]), str(row["n"]),
                       f"[{'green' if p50_ok else 'red'}]{row['p50']:.2f}[/]", f"{row['p99']:.2f}",
-                      f"[{'green' if rate_ok else 'red'}]{row['per_second']:.0f}[/]",
+                      f"[{'green' if rate_ok else 'red'}]{row['per_second']:.0f}[/]", f"{row['worker_cpu_ms']:.2f}",
+                      f"{row['postgres_cpu_ms']:.2f}" if row["backend"] == "postgresql" else "",
                       ", ".join(f"{k} {v}" for k, v in sorted(row["outcomes"].items())), *signing)
     console.print(table)
     console.print(f"DESIGN.md budget on SQLite: p50 ≤ {BUDGET['p50_ms']} ms and ≥ {BUDGET['per_second']} "
