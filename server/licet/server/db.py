@@ -14,7 +14,9 @@ queue of connections on the tenant's row lock. A unit that raises rolls its grou
 group runs again with each unit in a savepoint (which costs too much to pay always): the failing one is
 rolled back to it and fails alone, so every unit commits or fails as if it had run alone. What a unit
 asks to do after the commit (`after_commit`) happens only if the group commits and the unit did not
-fail.
+fail. What a transaction reads once or keeps to write together (`transaction_state`: the log rows and
+session events of a group's decisions, written with one statement per table) lives as long as the
+transaction, and is written before it commits (before each unit's savepoint ends when isolated).
 
 A failure while committing is reported as `OutcomeUnknown`: the COMMIT may have reached the database
 before its acknowledgement was lost, so nobody may be told that nothing was recorded. The API tells the
