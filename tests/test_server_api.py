@@ -100,13 +100,18 @@ def test_policy_versions_diff_activate_and_rollback(tenant: Tenant) -> None:
         diff = owner.post(f"/v1/policies/{policy_id}/diff", json={}).json()
         assert diff["old"]["number"] == 1 and diff["new"]["number"] == 2
         assert diff["lost"] and not diff["gained"]  # v2 permits less
+        assert owner.get("/v1/policies").json()["rollback_to"] is None  # only v1 was ever active
         with tenant.server.client(agent) as client:
             assert client.post("/v1/decide", json=transfer(500)).json()["decision"] == "permit"
             owner.post(f"/v1/policies/{policy_id}/versions/2/activate", json={"reason": "tighten"})
             assert client.post("/v1/decide", json=transfer(500)).json()["decision"] == "deny"
+            listed = owner.get("/v1/policies").json()  # what a roll-back would activate, said before it is done
+            assert (listed["active"]["number"], listed["rollback_to"]["number"]) == (2, 1)
+            assert listed["rollback_to"]["active"] is False
             rolled = owner.post("/v1/policies/rollback", json={})
-            assert rolled.status_code == 200 and rolled.json()["active"]["number"] == 1
+            assert rolled.status_code == 200 and rolled.json()["active"]["id"] == listed["rollback_to"]["id"]
             assert client.post("/v1/decide", json=transfer(500)).json()["decision"] == "permit"
+        assert owner.get("/v1/policies").json()["rollback_to"] is None
         assert owner.post("/v1/policies/rollback", json={}).status_code == 409
         actions = [e["action"] for e in owner.get("/v1/audit").json()["events"]]
         assert actions[:3] == ["policy.rollback", "policy.activate", "policy.version.create"]
@@ -263,6 +268,27 @@ def test_plan_verification_uses_the_callers_session(tenant: Tenant) -> None:
         assert unsafe["verdict"] == "unsafe" and unsafe["counterexample"]["step"] == 3
         too_long = client.post("/v1/plans/verify", json={"steps": [{"action": "a.b", "resource": "/x"}] * 10_001})
         assert too_long.status_code == 413 and too_long.json()["error"]["code"] == "plan_too_long"
+
+
+def test_a_plan_is_verified_against_a_stored_draft_when_one_is_named(tenant: Tenant) -> None:
+    draft = PAYMENTS.replace("args.amount <= 10000", "args.amount <= 100")
+    plan = {"steps": [transfer(50), transfer(500)]}
+    with tenant.owner_session() as owner:
+        created = owner.post("/v1/policies", json={"source": draft})
+        assert created.status_code == 201, created.text
+        draft_id = created.json()["version"]["id"]
+        active = owner.post("/v1/plans/verify", json=plan)
+        assert active.status_code == 200 and active.json()["verdict"] == "safe", active.text
+        against = owner.post("/v1/plans/verify", json={**plan, "version_id": draft_id})
+        assert against.status_code == 200, against.text
+        assert against.json()["verdict"] == "unsafe" and against.json()["counterexample"]["step"] == 1
+        unknown = owner.post("/v1/plans/verify", json={**plan, "version_id": "00000000-0000-0000-0000-000000000000"})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found", unknown.text
+        assert owner.get("/v1/policies").json()["active"]["number"] == 1  # the draft stays a draft
+    with tenant.server.client(tenant.key()) as agent:  # an agent does not read drafts, nor probe them
+        refused = agent.post("/v1/plans/verify", json={**plan, "version_id": draft_id})
+        assert refused.status_code == 403 and refused.json()["error"]["field"] == "version_id", refused.text
+        assert agent.post("/v1/plans/verify", json=plan).json()["verdict"] == "safe"
 
 
 def test_health_readiness_and_metrics(server: Server) -> None:

@@ -188,6 +188,14 @@ def _b_plan(beta: Tenant, role: str, reply: httpx.Response) -> None:
     assert reply.status_code == 200 and reply.json()["verdict"] == "safe", reply.text
 
 
+def _b_no_such_version(beta: Tenant, role: str, reply: httpx.Response) -> None:
+    # A's version is unknown to B's people; agents may not name a stored version at all.
+    if allowed(role, "policies.read"):
+        assert_error(reply, 404, "not_found")
+    else:
+        assert_error(reply, 403, "forbidden")
+
+
 def _b_policy_is_new(beta: Tenant, role: str, reply: httpx.Response) -> None:
     assert reply.status_code == 201, reply.text
     assert reply.json()["version"]["number"] == 1
@@ -274,7 +282,9 @@ ROUTES: dict[str, Route] = {
         Call("POST", "/v1/decide/capabilities", {"actions": ["payments.transfer", a.name]}, foreign=a.name,
              check=_status(200))]),
     "POST /v1/plans/verify": Route("plans.verify", lambda a: [
-        Call("POST", "/v1/plans/verify", {"steps": [transfer(1000)] * 3}, check=_b_plan)]),
+        Call("POST", "/v1/plans/verify", {"steps": [transfer(1000)] * 3}, check=_b_plan),
+        Call("POST", "/v1/plans/verify", {"steps": [transfer(1)], "version_id": a.version_ids[0]},
+             foreign=a.version_ids[0], check=_b_no_such_version)]),
     "POST /v1/policies/validate": Route("policies.write", lambda a: [
         Call("POST", "/v1/policies/validate", {"source": PAYMENTS})]),
     "GET /v1/policies": Route("policies.read", lambda a: [Call("GET", "/v1/policies")]),

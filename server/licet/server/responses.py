@@ -313,6 +313,7 @@ class PolicyListed(PolicyName):
 class PolicyList(Model):
     policies: list[PolicyListed]
     active: PolicyVersion | None
+    rollback_to: PolicyVersion | None = Field(description="What `POST /v1/policies/rollback` would activate.")
 
 
 class PolicyDetail(PolicyName):

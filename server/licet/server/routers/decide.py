@@ -7,13 +7,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from licet import kernel
 from licet.kernel.plans import PlanTooLong, verify_plan
 from licet.server import responses
 from licet.server.decisions import DecideInput, active_policy, decide_as
-from licet.server.errors import ApiError, raises
+from licet.server.errors import ApiError, not_found, raises
 from licet.server.history import session_state
 from licet.server.identity import Caller, KeyCredential, require, require_in_write
+from licet.server.models import PolicyVersion
+from licet.server.roles import allowed
 from licet.server.routers import RequestArgs, RequestSteps, Text
 from licet.server.services import Services
 from licet.server.time import utcnow
@@ -59,6 +64,8 @@ class PlanBody(_AgentBody):
     steps: RequestSteps = Field(examples=[[
         {"action": "payments.transfer", "resource": "/accounts/acc-001",
          "args": {"amount": {"symbolic": "int", "min": 0, "max": 900}, "currency": "EUR"}}]])
+    version_id: Text | None = Field(None, max_length=36, description="Verify against this stored version (a "
+                                    "draft, say) instead of the active one; needs `policies.read`.")
 
 
 def services_of(request: Request) -> Services:
@@ -111,17 +118,31 @@ async def decide(body: DecideBody, request: Request,
     return Response(recorded.body, media_type="application/json")
 
 
+def stored_policy(session: Session, services: Services, tenant: str, version_id: str) -> kernel.Policy:
+    """One of the tenant's stored versions, active or not; 404 if the tenant has none by that id."""
+    source = session.execute(select(PolicyVersion.source).where(
+        PolicyVersion.tenant_id == tenant, PolicyVersion.id == version_id)).scalar()
+    if source is None:
+        raise not_found("policy version")
+    return services.policies.load(version_id, source)
+
+
 @router.post("/plans/verify", summary="Verify a multi-step plan before starting it",
-             responses=raises("invalid_request", "kernel_fault", "no_active_policy", "plan_too_long"),
+             responses=raises("invalid_request", "kernel_fault", "no_active_policy", "plan_too_long", "not_found"),
              response_model=responses.PlanVerdict, response_model_exclude_unset=True)
 async def plans_verify(body: PlanBody, request: Request, caller: Annotated[Caller, require("plans.verify")],
                        ) -> dict[str, Any]:
-    """Check every step for every value of its symbolic arguments, from the caller's session state.
+    """Check every step for every value of its symbolic arguments, from the caller's session state,
+    against the active version or the stored one `version_id` names (what a draft would let the plan do).
     Nothing is recorded: a plan verdict is advice, each step is still decided when it runs."""
+    if body.version_id is not None and not allowed(caller.role, "policies.read"):  # drafts are not agents' to see
+        raise ApiError(403, "forbidden", f"the {caller.role} role may not verify against a stored version "
+                       "(policies.read); leave out 'version_id' for the active one", "version_id")
     services = services_of(request)
     now = utcnow().timestamp()
     async with services.db.read() as session:
-        policy = await session.run_sync(active_policy, services, caller.tenant_id)
+        policy = await (session.run_sync(stored_policy, services, caller.tenant_id, body.version_id)
+                        if body.version_id is not None else session.run_sync(active_policy, services, caller.tenant_id))
         state = await session.run_sync(session_state, caller.tenant_id, caller.principal_id, policy, now, None)
     context = {"authenticated": True, "mfa": caller.mfa,
                "source_ip": client_ip(request, services.settings.trusted_proxies) or ""}

@@ -108,6 +108,22 @@ async def _active_id(session: AsyncSession, tenant: str) -> str | None:
     return (await session.execute(select(Tenant.active_version_id).where(Tenant.id == tenant))).scalar()
 
 
+async def _rollback_target(session: AsyncSession, tenant: str) -> PolicyVersion | None:
+    """The version a roll-back re-activates: the one active before the current one, walking back through
+    the activations (activations push, roll-backs pop); None when there is none."""
+    history = (await session.execute(select(PolicyActivation.version_id, PolicyActivation.rollback).where(
+        PolicyActivation.tenant_id == tenant).order_by(PolicyActivation.id))).all()
+    stack: list[str] = []
+    for version_id, was_rollback in history:
+        if was_rollback:
+            stack.pop()
+        else:
+            stack.append(version_id)
+    if len(stack) < 2:
+        return None
+    return (await session.execute(select(PolicyVersion).where(PolicyVersion.id == stack[-2]))).scalar_one()
+
+
 async def _policy(session: AsyncSession, tenant: str, policy_id: str) -> PolicyRecord:
     found = (await session.execute(select(PolicyRecord).where(
         PolicyRecord.tenant_id == tenant, PolicyRecord.id == policy_id))).scalar()
@@ -167,7 +183,8 @@ async def create(body: SourceBody, request: Request, caller: Annotated[Caller, r
 
 @router.get("", summary="List the tenant's policies", response_model=responses.PolicyList)
 async def list_policies(request: Request, caller: Annotated[Caller, require("policies.read")]) -> dict[str, Any]:
-    """Every policy with its newest version number and the active version."""
+    """Every policy with its newest version number, the active version and the one a roll-back would
+    re-activate (so its impact can be shown before it is done)."""
     async with services_of(request).db.read() as session:
         active = await _active_id(session, caller.tenant_id)
         rows = (await session.execute(select(PolicyRecord, func.max(PolicyVersion.number)).join(
@@ -177,7 +194,9 @@ async def list_policies(request: Request, caller: Annotated[Caller, require("pol
         if active is not None:
             found = (await session.execute(select(PolicyVersion).where(PolicyVersion.id == active))).scalar_one()
             active_version = _version_json(found, active)
-    return {"policies": [{"id": p.id, "name": p.name, "latest": n} for p, n in rows], "active": active_version}
+        target = await _rollback_target(session, caller.tenant_id)
+    return {"policies": [{"id": p.id, "name": p.name, "latest": n} for p, n in rows], "active": active_version,
+            "rollback_to": _version_json(target, active) if target is not None else None}
 
 
 @router.get("/{policy_id}", responses=raises("not_found"), summary="A policy and its versions",
@@ -326,15 +345,7 @@ async def rollback(body: ActivateBody, request: Request,
     """Walks back through the activations, one per call (activations push, rollbacks pop)."""
     services = services_of(request)
     async with services.db.write() as session:
-        history = (await session.execute(select(PolicyActivation.version_id, PolicyActivation.rollback).where(
-            PolicyActivation.tenant_id == caller.tenant_id).order_by(PolicyActivation.id))).all()
-        stack: list[str] = []
-        for version_id, was_rollback in history:
-            if was_rollback:
-                stack.pop()
-            else:
-                stack.append(version_id)
-        if len(stack) < 2:
+        version = await _rollback_target(session, caller.tenant_id)
+        if version is None:
             raise ApiError(409, "nothing_to_roll_back", "no earlier active version")
-        version = (await session.execute(select(PolicyVersion).where(PolicyVersion.id == stack[-2]))).scalar_one()
         return await _activate(session, services, caller, version, body.reason or "rollback", rollback=True)
