@@ -57,7 +57,7 @@ from rich.table import Table
 from tests.server_harness import Server, fresh_pg_database, launch  # the test suite's way to start a server
 
 BUDGET = {"p50_ms": 3.0, "per_second": 500}
-console = Console(width=150)
+console = Console(width=190)
 
 
 async def _provision(database_url: str, data_dir: Path) -> dict[str, Any]:
