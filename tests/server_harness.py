@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import PAYMENTS
 
@@ -67,6 +69,22 @@ def pg_admin(statements: list[str]) -> None:
 # Databases are named per test run too, so two runs on one machine (and one PostgreSQL) never drop
 # each other's: xdist gives its workers one id per run.
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)[:8]
+
+
+def run_sql(database_url: str, statement: str, **params: Any) -> list[Any]:
+    """One statement on a database itself, as someone with access to it would run it (not through the
+    server): what an attacker or the clock would change. The rows it returns."""
+
+    async def run() -> list[Any]:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(statement), params)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
 
 
 def fresh_pg_database(name: str) -> str:

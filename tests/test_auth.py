@@ -13,28 +13,16 @@ import httpx
 import pyotp
 import pytest
 from passlib.context import CryptContext
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from licet.server.auth import throttle
 from licet.server.settings import Settings
 from tests.authenticator import Authenticator
-from tests.server_harness import ORIGIN, RP_ID, Person, Server, Tenant
+from tests.server_harness import ORIGIN, RP_ID, Person, Server, Tenant, run_sql
 
 
 def sql(server: Server, statement: str, **params: Any) -> list[Any]:
     """Run one statement on the test server's database (what an attacker or the clock would change)."""
-
-    async def run() -> list[Any]:
-        engine = create_async_engine(server.database_url)
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(text(statement), params)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return run_sql(server.database_url, statement, **params)
 
 
 def login(server: Server, tenant: str, email: str, password: str, **extra: Any) -> httpx.Response:

@@ -6,7 +6,6 @@ rotate` moves everything to a new key, and a server with the wrong key refuses t
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -24,15 +23,22 @@ from typing import Any
 import pyotp
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from licet.server.approvals import webhooks
 from licet.server.models import User, Webhook
 from licet.server.sealing import SecretBox, SecretsKeyError, UnsealError, load_box, read_key_file, write_new_key
 from licet.server.settings import Settings
-from tests.server_harness import BACKENDS, Person, Server, Tenant, drop_pg_database, fresh_pg_database, launch
+from tests.server_harness import (
+    BACKENDS,
+    Person,
+    Server,
+    Tenant,
+    drop_pg_database,
+    fresh_pg_database,
+    launch,
+    run_sql,
+)
 from tests.test_approvals import ask, wait_for
 from tests.test_auth import login
 from tests.test_workers import Receiver, _start_receiver
@@ -200,31 +206,16 @@ def verified(entry: Any, secret: str) -> bool:
                            headers[webhooks.SIGNATURE_HEADER.lower()])
 
 
-def sql(database_url: str, statement: str, **params: Any) -> list[Any]:
-    """One statement on the database itself, as someone with access to it (not through the server)."""
-
-    async def run() -> list[Any]:
-        engine = create_async_engine(database_url)
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(text(statement), params)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
 def stored(database_url: str, column: Any, row_id: str) -> str:
     """What the database holds in `column` of the row `row_id`."""
     table, name = column.class_.__tablename__, column.key
-    return str(sql(database_url, f"SELECT {name} FROM {table} WHERE id = :id", id=row_id)[0][0])
+    return str(run_sql(database_url, f"SELECT {name} FROM {table} WHERE id = :id", id=row_id)[0][0])
 
 
 def put(database_url: str, column: Any, row_id: str, value: str) -> None:
     """Overwrite `column` of the row `row_id` in the database."""
     table, name = column.class_.__tablename__, column.key
-    sql(database_url, f"UPDATE {table} SET {name} = :value WHERE id = :id", value=value, id=row_id)
+    run_sql(database_url, f"UPDATE {table} SET {name} = :value WHERE id = :id", value=value, id=row_id)
 
 
 def test_the_database_holds_no_secret_and_sign_in_and_signed_deliveries_still_work(deployment: Deployment) -> None:
@@ -345,14 +336,14 @@ def test_a_database_holding_sealed_secrets_is_not_downgraded_below_0009(tmp_path
     url = f"sqlite+aiosqlite:///{tmp_path / 'licet.db'}"
     migrations.upgrade(url)
     box, user = SecretBox(os.urandom(32)), str(uuid.uuid4())
-    sql(url, "INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', '2026-01-01 00:00:00')")
-    sql(url, "INSERT INTO users (id, tenant_id, email, display_name, role, created_at, totp_secret) VALUES "
+    run_sql(url, "INSERT INTO tenants (id, name, created_at) VALUES ('acme', 'Acme', '2026-01-01 00:00:00')")
+    run_sql(url, "INSERT INTO users (id, tenant_id, email, display_name, role, created_at, totp_secret) VALUES "
              "(:id, 'acme', 'ana@acme.example', 'Ana', 'approver', '2026-01-01 00:00:00', :secret)",
         id=user, secret=(sealed := box.seal(pyotp.random_base32(), User.totp_secret, user)))
     with pytest.raises(RuntimeError, match=r"users\.totp_secret holds 1 sealed secrets .* refused"):
         migrations.downgrade(url, "0008")
-    assert sql(url, "SELECT version_num FROM alembic_version") == [("0009",)]
+    assert run_sql(url, "SELECT version_num FROM alembic_version") == [("0009",)]
     assert stored(url, User.totp_secret, user) == sealed
-    sql(url, "UPDATE users SET totp_secret = NULL")
+    run_sql(url, "UPDATE users SET totp_secret = NULL")
     migrations.downgrade(url, "0008")  # nothing sealed: it goes down
-    assert sql(url, "SELECT version_num FROM alembic_version") == [("0008",)]
+    assert run_sql(url, "SELECT version_num FROM alembic_version") == [("0008",)]
