@@ -2,7 +2,7 @@
 against a real `licet serve --demo` (issue 20): TOTP enrolled from the QR code (read by zxing-cpp from the
 pixels the page draws, as a phone would) and a passkey through Chromium's virtual authenticator; sessions
 and password change; an API key created, used, revoked and refused by the API at once; people, webhooks
-and approval defaults; a delegation issued after the kernel's check is shown and revoked after its cascade
+(a delivery retried, a test event sent) and approval defaults; a delegation issued after the kernel's check is shown and revoked after its cascade
 is previewed. Screenshots at 1280 and 390 px.
 
 One server for the module (`demo` from tests/test_dashboard.py)."""
@@ -330,6 +330,18 @@ def test_admin_people_keys_webhooks_and_defaults_stepping_up_in_place(browser: A
     expect(delivery.locator(".delivery-state")).to_have_text("delivered", timeout=10_000)
     expect(delivery.locator(".delivery-attempts")).to_have_text("2")  # the 500, then the retry
     expect(delivery.locator(".delivery-event")).to_have_text("opened")
+    # A test event goes the same way: its delivery row shows at once, then it arrives (the receiver's 204).
+    admin.locator("#hooks .hook", has_text=url).locator(".hook-test").click()
+    done(admin, demo, "admin", admin.locator("#admin-notice", has_text=f"Test event queued for {url}"))
+    tested = admin.locator("#deliveries .delivery-row").filter(has=admin.locator(".delivery-event", has_text="test"))
+    expect(tested).to_have_count(1)
+    deadline = time.monotonic() + 30
+    while len(answered) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert answered == [500, 204, 204], answered
+    admin.locator("#hooks .hook", has_text=url).locator(".hook-deliveries").click()
+    expect(tested.locator(".delivery-state")).to_have_text("delivered", timeout=10_000)
+    expect(tested.locator(".delivery-attempts")).to_have_text("1")
     shot(admin, "admin-webhooks")
     # Approval defaults: escalate to the owner after 10 minutes.
     admin.fill("#settings-escalate_after_seconds", "600")

@@ -1,6 +1,6 @@
 """Administration of a tenant (owners and admins): people (invite with a role, change a role, disable or
 enable, invite again), API keys (create with roles and an expiry, the secret shown once with a copy button;
-revoke; rotate), webhooks (add, remove, their deliveries and retries) and the approval defaults
+revoke; rotate), webhooks (add, remove, send a test event, their deliveries and retries) and the approval defaults
 (escalation role and timing).
 
 Every read and write is a `/v1` call as the signed-in person; the API decides who may do what (a role
@@ -100,7 +100,7 @@ def hook_row(hook: dict[str, Any]) -> HookRow:
 
 def delivery_row(delivery: dict[str, Any]) -> DeliveryRow:
     last = delivery["last_error"] or (f"HTTP {delivery['last_status']}" if delivery["last_status"] else "—")
-    return DeliveryRow(id=delivery["id"], event=delivery["event"], approval=delivery["approval_id"],
+    return DeliveryRow(id=delivery["id"], event=delivery["event"], approval=delivery["approval_id"] or "",
                        state=delivery["state"], attempts=delivery["attempts"],
                        created=shown_time(delivery["created_at"]),
                        next_attempt=shown_time(delivery["next_attempt_at"]) if delivery["state"] == "pending" else "—",
@@ -148,6 +148,7 @@ class Admin(StepUp, Session):
     error: rx.Field[str] = rx.field("")
     notice: rx.Field[str] = rx.field("")
     _held: Held | None = None
+    _deliveries_hook: str = ""  # the webhook whose deliveries are shown (kept current after each write)
 
     async def _refresh(self) -> None:
         api = self.api()
@@ -162,12 +163,23 @@ class Admin(StepUp, Session):
         self.keys = [key_row(k, now) for k in keys.body["keys"]]
         self.hooks = [hook_row(h) for h in hooks.body["webhooks"]]
         self.settings = {k: "" if v is None else str(v) for k, v in defaults.body.items()}
+        if self._deliveries_hook:
+            await self._load_deliveries()
+
+    async def _load_deliveries(self) -> None:
+        reply = await self.api().get(f"/v1/webhooks/{self._deliveries_hook}/deliveries")
+        if reply.ok:
+            self.deliveries_of = next((h["url"] for h in self.hooks if h["id"] == self._deliveries_hook),
+                                      self._deliveries_hook)
+            self.deliveries = [delivery_row(d) for d in reply.body["deliveries"]]
+        else:
+            self.error = refusal(reply)
 
     @rx.event
     async def load(self) -> None:
         if self.signed_in:
             self.error, self.notice, self.shown_label, self.shown_value = "", "", "", ""
-            self.deliveries, self.deliveries_of = [], ""
+            self.deliveries, self.deliveries_of, self._deliveries_hook = [], "", ""
             await self._refresh()
 
     async def _write(self, held: Held) -> None:
@@ -253,14 +265,17 @@ class Admin(StepUp, Session):
         await self._write(("none", "DELETE", f"/v1/webhooks/{hook_id}", None, f"Webhook to {url} removed."))
 
     @rx.event
+    async def send_test(self, hook_id: str, url: str) -> None:
+        """Queue a signed test event; the webhook's deliveries then show it (the refresh after the write)."""
+        self._deliveries_hook = hook_id
+        await self._write(("none", "POST", f"/v1/webhooks/{hook_id}/test", None,
+                           f"Test event queued for {url}: it shows below with its attempts."))
+
+    @rx.event
     async def show_deliveries(self, hook_id: str) -> None:
         self.error = ""
-        reply = await self.api().get(f"/v1/webhooks/{hook_id}/deliveries")
-        if reply.ok:
-            self.deliveries_of = next((h["url"] for h in self.hooks if h["id"] == hook_id), hook_id)
-            self.deliveries = [delivery_row(d) for d in reply.body["deliveries"]]
-        else:
-            self.error = refusal(reply)
+        self._deliveries_hook = hook_id
+        await self._load_deliveries()
 
     @rx.event
     async def save_settings(self, form: dict[str, Any]) -> None:
@@ -397,8 +412,11 @@ def _hook(row: rx.Var[HookRow]) -> rx.Component:
             rx.button("Deliveries", size="1", variant="soft", class_name="hook-deliveries",
                       on_click=Admin.show_deliveries(hook_id)),
             rx.cond(row["removed"], rx.badge("removed", color_scheme="gray", high_contrast=True),
-                    rx.button("Remove", size="1", variant="soft", color_scheme="red", class_name="hook-remove",
-                              on_click=Admin.remove_hook(hook_id, url))),
+                    rx.fragment(
+                        rx.button("Send test event", size="1", variant="soft", class_name="hook-test",
+                                  on_click=Admin.send_test(hook_id, url)),
+                        rx.button("Remove", size="1", variant="soft", color_scheme="red", class_name="hook-remove",
+                                  on_click=Admin.remove_hook(hook_id, url)))),
             align="center", wrap="wrap", width="100%",
         ),
         class_name="hook", style={"padding": "6px 0", "borderBottom": "1px solid var(--gray-a4)", "listStyle": "none"},
