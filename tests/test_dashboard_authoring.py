@@ -1,8 +1,10 @@
 """Authoring in a real browser (Debian's Chromium, Playwright) against a real `licet serve --demo`: the
 policy editor (an error shown at its line within a second of typing, fixed, saved as a version), the
 activation (the impact shown once more, a step-up asked for in place, then the agent's next decision
-uses the new version), the query page (yes with its example, no with its proof, as the API answers) and
-the plan playground (an unsafe plan shows the failing step and values `licet plan verify` prints).
+uses the new version), the roll-back (what returning to the earlier version changes, shown before it is
+done), the query page (yes with its example, no with its proof, as the API answers) and the plan
+playground (an unsafe plan shows the failing step and values `licet plan verify` prints; a plan verified
+against a draft fails where the draft forbids and passes under the active version).
 
 The tests run in file order on one server (module-scoped `demo` fixture from tests/test_dashboard.py):
 the version saved by the first is activated by the second. Screenshots go to `test-artifacts/screenshots/`."""
@@ -168,6 +170,30 @@ def test_activation_shows_the_impact_asks_for_a_step_up_and_the_next_decision_us
     page.close()
 
 
+def test_roll_back_shows_what_returning_to_the_earlier_version_changes_before_it_is_done(
+    owner: Owner, demo: Demo, payments: dict[str, Any]
+) -> None:
+    with demo.agent(demo.data["owner_key"]) as api:
+        listed = api.get("/v1/policies").json()
+        diff = api.post(f"/v1/policies/{payments['id']}/diff", json={"version": 2, "max_examples": 3}).json()
+    assert (listed["active"]["number"], listed["rollback_to"]["number"]) == (3, 2)  # after the activation test
+    assert diff["answer"] == "differs" and diff["lost"] and not diff["gained"]  # v2 permits less than v3
+    page = _open(owner, "/editor", "#policy-editor .cm-content")
+    page.click("#rollback")
+    expect(page.get_by_role("dialog")).to_contain_text("Roll back to v2?")
+    expect(page.locator("#confirm-impact")).to_contain_text("v2 permits requests the active payments-agent v3",
+                                                            timeout=60_000)
+    expect(page.locator("#confirm-impact")).to_contain_text(f"refuses requests it permits ({len(diff['lost'])} shown)")
+    expect(page.locator("#confirm-lost .example")).to_have_count(len(diff["lost"]))
+    expect(page.locator("#confirm-gained .example")).to_have_count(0)
+    shot(page, "editor-rollback-impact")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    with demo.agent(demo.data["owner_key"]) as api:
+        assert api.get("/v1/policies").json()["active"]["number"] == 3  # nothing rolled back
+    page.close()
+
+
 def _query(page: Any, action: str, resource: str, when: str) -> None:
     page.fill("#query-action", action)
     page.fill("#query-resource", resource)
@@ -273,4 +299,32 @@ def test_a_safe_plan_marks_every_step_as_passing(owner: Owner, demo: Demo) -> No
     assert active["number"] == 3  # after the activation test: v3 lets the owner read accounts
     expect(page.locator("#plan-verdict")).to_have_text("safe")
     expect(page.locator("#plan-steps .plan-step[data-state='checked']")).to_have_count(1)
+    page.close()
+
+
+def test_a_plan_verified_against_a_draft_fails_where_the_draft_forbids_and_passes_under_the_active_version(
+    owner: Owner, demo: Demo, payments: dict[str, Any]
+) -> None:
+    draft = payments["v3"].replace("\nrules:\n", "\nrules:\n  - {id: draft-no-reads, effect: forbid, "
+                                   "action: [payments.read], resource: ['/accounts/**']}\n", 1)
+    with demo.agent(demo.data["owner_key"]) as api:
+        stored = api.post("/v1/policies", json={"source": draft})
+        assert stored.status_code == 201, stored.text
+        number = stored.json()["version"]["number"]
+        assert api.get("/v1/policies").json()["active"]["number"] == 3  # the new version is only a draft
+    page = _open(owner, "/plans", "#plan-steps .plan-step")
+    page.fill("#plan-json", json.dumps([{"action": "payments.read", "resource": "/accounts/acc-001", "args": {}}]))
+    expect(page.locator("#plan-steps .plan-step")).to_have_count(1)
+    page.select_option("#plan-version", label=f"payments-agent v{number}")
+    page.click("#verify-plan")
+    expect(page.locator("#plan-verdict")).to_have_text("unsafe", timeout=30_000)
+    failing = page.locator("#plan-steps .plan-step[data-state='failing']")
+    expect(failing).to_have_attribute("data-index", "0")
+    expect(failing.locator(".reason")).to_contain_text("draft-no-reads")
+    shot(page, "plans-draft-unsafe")
+    page.select_option("#plan-version", index=0)  # the active version
+    expect(page.locator("#plan-verdict")).to_have_count(0)  # the draft's verdict no longer shows
+    page.click("#verify-plan")
+    expect(page.locator("#plan-verdict")).to_have_text("safe", timeout=30_000)
+    expect(page.locator("#plan-steps .plan-step[data-index='0']")).to_have_attribute("data-state", "checked")
     page.close()

@@ -3,8 +3,9 @@ as the person types (debounced) by `POST /v1/policies/validate`: the kernel's er
 column and the analysis warnings (rules that never apply, approval roles nobody holds) in the editor's
 gutter and in a list whose entries move the cursor there; saved as the policy's next version
 (`POST /v1/policies`). Any version can then be activated, or the active one rolled back, after the
-page shows one last time what the activation changes (the kernel's semantic diff against the active
-version); both need a fresh second factor, asked for in place.
+page shows one last time what the activation changes (the kernel's semantic diff of the version to be
+activated, or of the one a roll-back returns to, against the active version); both need a fresh second
+factor, asked for in place.
 """
 
 from __future__ import annotations
@@ -226,43 +227,61 @@ class Editor(StepUp, Session):
     async def ask_activate(self) -> AsyncIterator[None]:
         """What activating the chosen version changes against the active one, for the person to confirm."""
         number = self.activate_number
-        self.error, self.notice, self._held = "", "", ("activate", number)
-        self.confirm_title = f"Activate v{number}?"
+        async for _ in self._confirm_impact(("activate", number), f"Activate v{number}?", self.policy_id, number,
+                                            f"v{number}"):
+            yield
+
+    @rx.event
+    async def ask_rollback(self) -> AsyncIterator[None]:
+        """Roll-back re-activates the version active before the current one (the API's `rollback_to`, from
+        the activation history): what that changes is shown as for an activation."""
+        self.error, self.notice = "", ""
+        listed = await self.api().get("/v1/policies")
+        if not listed.ok:
+            self.error = refusal(listed)
+            return
+        target = listed.body["rollback_to"]
+        if target is None:
+            self.error = "Nothing to roll back to: no other version was active before the current one."
+            return
+        number = str(target["number"])
+        name = next((p["name"] for p in listed.body["policies"] if p["id"] == target["policy_id"]), "")
+        label = f"v{number}" if target["policy_id"] == self.policy_id else f"{name} v{number}"
+        async for _ in self._confirm_impact(("rollback", ""), f"Roll back to {label}?", target["policy_id"], number,
+                                            label):
+            yield
+
+    async def _confirm_impact(self, held: tuple[str, str], title: str, policy_id: str, number: str,
+                              label: str) -> AsyncIterator[None]:
+        """Open the confirmation of `held` with the semantic diff of `policy_id` v`number` (shown as `label`)
+        against the active version."""
+        self.error, self.notice, self._held = "", "", held
+        self.confirm_title = title
         self.confirm_text, self.confirm_gained, self.confirm_lost = "Comparing with the active version…", [], []
         self.confirm_open, self.confirm_busy = True, True
         yield
         try:
-            reply = await self.api().post(f"/v1/policies/{self.policy_id}/diff",
-                                          {"version": int(number), "max_examples": 3})
-            self.confirm_text = self._impact_text(reply, number)
+            reply = await self.api().post(f"/v1/policies/{policy_id}/diff", {"version": int(number), "max_examples": 3})
+            self.confirm_text = self._impact_text(reply, label)
             if reply.ok:
                 self.confirm_gained = [example_row(e) for e in reply.body["gained"]]
                 self.confirm_lost = [example_row(e) for e in reply.body["lost"]]
         finally:
             self.confirm_busy = False
 
-    def _impact_text(self, reply: Reply, number: str) -> str:
+    def _impact_text(self, reply: Reply, label: str) -> str:
         if reply.error_code == "no_active_policy":
-            return f"No version is active: from now on every decision uses v{number}."
+            return f"No version is active: from now on every decision uses {label}."
         if not reply.ok:
             return f"The impact could not be computed: {refusal(reply)}"
         body = reply.body
         old = f"the active {self.active_label}" if self.active_label else "the active version"
         if body["answer"] == "equivalent":
-            return f"v{number} permits exactly what {old} permits (proved): decisions keep their outcomes."
+            return f"{label} permits exactly what {old} permits (proved): decisions keep their outcomes."
         if body["answer"] == "unknown":
-            return f"Not established whether v{number} and {old} differ: {body.get('reason')}"
-        return (f"v{number} permits requests {old} does not ({len(body['gained'])} shown) and refuses requests "
+            return f"Not established whether {label} and {old} differ: {body.get('reason')}"
+        return (f"{label} permits requests {old} does not ({len(body['gained'])} shown) and refuses requests "
                 f"it permits ({len(body['lost'])} shown); each example was confirmed by deciding it under both.")
-
-    @rx.event
-    def ask_rollback(self) -> None:
-        """Roll-back goes to the version active before the current one (the API keeps that history)."""
-        self.error, self.notice, self._held = "", "", ("rollback", "")
-        self.confirm_title = "Roll back?"
-        self.confirm_text = (f"The version active before {self.active_label or 'the current one'} becomes active "
-                             "again; new decisions use it at once.")
-        self.confirm_gained, self.confirm_lost, self.confirm_open, self.confirm_busy = [], [], True, False
 
     @rx.event
     def cancel_confirm(self) -> None:
@@ -394,8 +413,9 @@ def editor_page() -> rx.Component:
             Session.permissions.contains("policies.activate"),
             rx.el.section(
                 rx.heading("Activate or roll back", size="4", as_="h2", id="activate-heading"),
-                rx.text("Before it is done, the page shows what the version permits differently from the active "
-                        "one. Both need a second factor within the last few minutes.", size="2",
+                rx.text("Before it is done, the page shows what the version (for a roll-back, the one active before) "
+                        "permits differently from the active one. Both need a second factor within the last few "
+                        "minutes.", size="2",
                         color_scheme="gray"),
                 rx.hstack(
                     labelled("Version", rx.el.select(version_options, id="activate-version", value=e.activate_number,

@@ -1,7 +1,7 @@
 """Plan playground (`/plans`): build a plan step by step (action, resource, args; an argument may be
 symbolic, with bounds for numbers) or paste its JSON, and verify it with `POST /v1/plans/verify` against
-the active policy, as the signed-in person (the API takes the principal, context and session state
-from the caller, and verifies against the active version only). The verdict is shown on the steps:
+the active policy or a chosen stored version (a draft, say), as the signed-in person (the API takes the
+principal, context and session state from the caller). The verdict is shown on the steps:
 the failing step highlighted with the counterexample's values, the steps that need approval marked.
 """
 
@@ -13,8 +13,10 @@ from typing import Any, TypedDict
 
 import reflex as rx
 
+from licet.dashboard.api import Reply
 from licet.dashboard.layout import error_callout, field, page
 from licet.dashboard.pages.policies import SELECT, labelled
+from licet.dashboard.pages.query import ACTIVE, VersionOption, version_options
 from licet.dashboard.state import Session, refusal
 from licet.kernel.proof_text import counterexample_value_text
 
@@ -80,9 +82,24 @@ class Plans(Session):
     busy: rx.Field[bool] = rx.field(False)
     verdict: rx.Field[str] = rx.field("")  # safe | unsafe | needs_approval ("" before any)
     verdict_text: rx.Field[str] = rx.field("")
+    versions: rx.Field[list[VersionOption]] = rx.field(default_factory=list)
+    version_id: rx.Field[str] = rx.field(ACTIVE)  # what the plan is verified against
 
     @rx.event
-    def load(self) -> None:
+    async def load(self) -> None:
+        self._show(self.plan_json, None)
+        if not self.signed_in:
+            return
+        found = await version_options(self.api())
+        if isinstance(found, Reply):
+            self.error = refusal(found)
+        else:
+            self.versions = found
+
+    @rx.event
+    def pick_version(self, version_id: str) -> None:
+        """Verify against another version: the old verdict no longer holds."""
+        self.version_id, self.verdict = version_id, ""
         self._show(self.plan_json, None)
 
     def _show(self, text: str, verdict: dict[str, Any] | None) -> None:
@@ -148,7 +165,7 @@ class Plans(Session):
 
     @rx.event
     async def verify(self) -> AsyncIterator[None]:
-        """Verify the plan against the active policy, as this person."""
+        """Verify the plan against the chosen version (by default the active one), as this person."""
         try:
             steps = plan_steps(self.plan_json)
         except ValueError as exc:
@@ -157,7 +174,8 @@ class Plans(Session):
         self.busy, self.error, self.verdict = True, "", ""
         yield
         try:
-            reply = await self.api().post("/v1/plans/verify", {"steps": steps})
+            body = {"steps": steps} if self.version_id == ACTIVE else {"steps": steps, "version_id": self.version_id}
+            reply = await self.api().post("/v1/plans/verify", body)
         finally:
             self.busy = False
         if not reply.ok:
@@ -245,7 +263,8 @@ def plans_page() -> rx.Component:
     p = Plans
     return page(
         "Plan playground",
-        rx.text("Build a plan step by step or paste its JSON, then verify it against the active policy. It is "
+        rx.text("Build a plan step by step or paste its JSON, then verify it against the active policy or another "
+                "version (a draft, say: what the plan could do once it is active). It is "
                 "verified for you: your identity, a session with your sign-in's second factor, your session's "
                 "history. Nothing is recorded.", size="2", color_scheme="gray"),
         rx.el.section(rx.heading("Add a step", size="4", as_="h2", id="builder-heading"), _builder(),
@@ -255,7 +274,12 @@ def plans_page() -> rx.Component:
             rx.text_area(value=p.plan_json, on_change=p.set_plan, id="plan-json", rows="12", width="100%",
                          aria_labelledby="json-heading",
                          style={"fontFamily": "var(--code-font-family)", "fontSize": "13px"}),
-            rx.button("Verify", on_click=p.verify, id="verify-plan", loading=p.busy, margin_top="8px"),
+            rx.hstack(
+                labelled("Verify against", rx.el.select(
+                    rx.foreach(p.versions, lambda v: rx.el.option(v["label"], value=v["id"])),
+                    id="plan-version", value=p.version_id, on_change=p.pick_version, style=SELECT)),
+                rx.button("Verify", on_click=p.verify, id="verify-plan", loading=p.busy),
+                align="end", wrap="wrap", margin_top="8px"),
             aria_labelledby="json-heading", style={"width": "100%"},
         ),
         error_callout(p.error, "plan-error"),

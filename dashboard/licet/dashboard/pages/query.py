@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 
 import reflex as rx
 
+from licet.dashboard.api import Api, Reply
 from licet.dashboard.layout import error_callout, field, page
 from licet.dashboard.pages.policies import SELECT, example_row, labelled
 from licet.dashboard.state import Session, refusal
@@ -21,6 +22,24 @@ ACTIVE = ""  # the version choice meaning "whichever is active when asked"
 class VersionOption(TypedDict):
     id: str
     label: str
+
+
+async def version_options(api: Api) -> list[VersionOption] | Reply:
+    """Every stored version to check against, "the active version" (`ACTIVE`) first; the refusal if the
+    policies cannot be listed."""
+    listed = await api.get("/v1/policies")
+    if not listed.ok:
+        return listed
+    active = listed.body["active"]
+    names = {p["id"]: p["name"] for p in listed.body["policies"]}
+    options = [VersionOption(id=ACTIVE, label=(
+        f"The active version ({names.get(active['policy_id'], '?')} v{active['number']})" if active
+        else "The active version (none yet)"))]
+    for policy_id, name in names.items():
+        got = await api.get(f"/v1/policies/{policy_id}")
+        if got.ok:
+            options += [VersionOption(id=v["id"], label=f"{name} v{v['number']}") for v in got.body["versions"]]
+    return options
 
 
 class Query(Session):
@@ -42,22 +61,11 @@ class Query(Session):
         """Every stored version, to ask against (the active one first)."""
         if not self.signed_in:
             return
-        api = self.api()
-        listed = await api.get("/v1/policies")
-        if not listed.ok:
-            self.error = refusal(listed)
+        found = await version_options(self.api())
+        if isinstance(found, Reply):
+            self.error = refusal(found)
             return
-        self.error = ""
-        active = listed.body["active"]
-        names = {p["id"]: p["name"] for p in listed.body["policies"]}
-        options = [VersionOption(id=ACTIVE, label=(
-            f"The active version ({names.get(active['policy_id'], '?')} v{active['number']})" if active
-            else "The active version (none yet)"))]
-        for policy_id, name in names.items():
-            got = await api.get(f"/v1/policies/{policy_id}")
-            if got.ok:
-                options += [VersionOption(id=v["id"], label=f"{name} v{v['number']}") for v in got.body["versions"]]
-        self.versions = options
+        self.error, self.versions = "", found
 
     @rx.event
     def pick_version(self, version_id: str) -> None:
