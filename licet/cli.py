@@ -36,6 +36,7 @@ from licet.cli_policy import policy_app
 from licet.cli_secrets import secrets_app
 from licet.cli_server import EXAMPLES, beat, demo_code, demo_people, migrate, serve, tenant_app, worker
 from licet.cli_typer import LicetTyper
+from licet.cli_witness import witness_app
 from licet.kernel.proof_text import counterexample_value_text
 from licet.output import BAD_INPUT, PIPED, console, escape, exit_for, fail, print_checks
 
@@ -60,6 +61,7 @@ app.add_typer(delegation_app, name="delegation")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(mcp_app, name="mcp")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(witness_app, name="witness")
 app.command()(serve)
 app.command("demo-code")(demo_code)
 app.command("demo-people")(demo_people)

@@ -56,10 +56,16 @@ def check_key_name(name: str) -> None:
             raise NoteError(f"key name {name!r} contains {ch!r}")
 
 
+def key_hash(name: str, key_type: int, public_key: bytes) -> int:
+    """The note key hash (key ID): SHA-256(name || 0x0A || key type || key)[:4]. The type byte
+    says what a signature by the key means (0x01 a plain note signature, 0x04 a cosignature)."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([key_type]) + public_key).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
 def ed25519_key_hash(name: str, public_key: bytes) -> int:
     """The note key hash (key ID) of an Ed25519 key: SHA-256(name || 0x0A || 0x01 || key)[:4]."""
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ED25519_TYPE]) + public_key).digest()
-    return int.from_bytes(digest[:4], "big")
+    return key_hash(name, ED25519_TYPE, public_key)
 
 
 @dataclass(frozen=True)
@@ -111,21 +117,29 @@ class NoteSigner:
         return f"{_SIGNATURE_PREFIX}{self.name} {base64.b64encode(blob).decode()}\n"
 
 
-def parse_verifier_key(text: str) -> NoteVerifier:
-    """Read a verifier key string `<name>+<hex key hash>+<base64(0x01 || public key)>`."""
-    parts = text.strip().split("+", 2)
+def read_key(text: str, key_type: int, what: str) -> tuple[str, int, bytes]:
+    """Split a key string `<name>+<hex key hash>+<base64(key type || 32-byte key)>` into its name,
+    key hash and key bytes, checking each part's spelling and the type byte. Whether the key hash
+    matches the key is the caller's check: only it knows what the key bytes are."""
+    parts = text.split("+", 2)
     if len(parts) != 3:
-        raise NoteError("verifier key: expected <name>+<hex key hash>+<base64 key>")
+        raise NoteError(f"{what}: expected <name>+<hex key hash>+<base64 key>")
     name, hash_hex, material = parts
     check_key_name(name)
     if len(hash_hex) != 8 or hash_hex != hash_hex.lower() or not _is_hex(hash_hex):
-        raise NoteError("verifier key: key hash must be 8 lower-case hex digits")
-    raw = decode_base64(material, "verifier key")
-    if len(raw) != 33 or raw[0] != ED25519_TYPE:
-        raise NoteError("verifier key: only Ed25519 keys (type 0x01, 32 bytes) are supported")
-    verifier = NoteVerifier(name, PublicKey(raw[1:]))
-    if verifier.key_hash != int(hash_hex, 16):
-        raise NoteError(f"verifier key: key hash {hash_hex} does not match the key and name")
+        raise NoteError(f"{what}: key hash must be 8 lower-case hex digits")
+    raw = decode_base64(material, what)
+    if len(raw) != 33 or raw[0] != key_type:
+        raise NoteError(f"{what}: only Ed25519 keys (type 0x{key_type:02x}, 32 bytes) are supported")
+    return name, int(hash_hex, 16), raw[1:]
+
+
+def parse_verifier_key(text: str) -> NoteVerifier:
+    """Read a verifier key string `<name>+<hex key hash>+<base64(0x01 || public key)>`."""
+    name, hash_value, raw = read_key(text.strip(), ED25519_TYPE, "verifier key")
+    verifier = NoteVerifier(name, PublicKey(raw))
+    if verifier.key_hash != hash_value:
+        raise NoteError(f"verifier key: key hash {hash_value:08x} does not match the key and name")
     return verifier
 
 
@@ -198,11 +212,13 @@ def parse_note(data: str | bytes) -> Note:
         raise NoteError("note has no signature lines (truncated, or trailing blank line)")
     if len(lines) > MAX_SIGNATURES:
         raise NoteError(f"note has {len(lines)} signatures, more than {MAX_SIGNATURES}")
-    signatures = tuple(_parse_signature_line(line, n) for n, line in enumerate(lines, 1))
+    signatures = tuple(parse_signature_line(line, n) for n, line in enumerate(lines, 1))
     return Note(text, signatures)
 
 
-def _parse_signature_line(line: str, number: int) -> NoteSignature:
+def parse_signature_line(line: str, number: int = 1) -> NoteSignature:
+    """Read one signature line `— <name> <base64(key hash || signature)>` (without its newline);
+    `number` names the line in errors."""
     where = f"signature line {number}"
     if not line.startswith(_SIGNATURE_PREFIX):
         raise NoteError(f"{where} does not start with '— ' (trailing garbage?): {line[:40]!r}")
