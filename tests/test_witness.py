@@ -12,11 +12,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -34,7 +37,8 @@ from licet.kernel.keys import Signer
 from licet.kernel.log import MemoryLogStore, TransparencyLog
 from licet.kernel.merkle import tree_hash
 from licet.kernel.note import NoteSigner, parse_note
-from licet.witness import SIZE_CONTENT_TYPE, Witness, WitnessConfigError, create_app, load_config
+from licet.witness import SIZE_CONTENT_TYPE, Refusal, Witness, WitnessConfigError, create_app, load_config
+from tests.server_harness import free_port
 
 ORIGIN = "licet.example/licet/acme"
 WITNESS_NAME = "witness.example/w1"
@@ -277,6 +281,56 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     config.write_text(config.read_text().replace('key_file = "witness.key"', 'key_file = "missing.key"'))
     with pytest.raises(WitnessConfigError, match=r"missing\.key"):
         load_config(config)
+
+
+def test_concurrent_requests_advance_the_state_once(setup: Setup) -> None:
+    """The spec's race: requests checked against the same old size must not both be cosigned (one
+    would roll the other back). Eight threads, eight sizes, one old size: exactly one wins."""
+    witness = Witness(load_config(setup.config))
+    witness.add_checkpoint(body(0, (), setup.grow(5)))
+    notes = [setup.grow(1) for _ in range(8)]
+    requests = [body(5, setup.log.consistency_proof(5, parse_checkpoint(n).size).hashes, n) for n in notes]
+
+    def submit(request: bytes) -> int | str:
+        try:
+            return witness.add_checkpoint(request)
+        except Refusal as refusal:
+            return refusal.known_size if refusal.known_size is not None else refusal.message
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(submit, requests))
+    winners = [i for i, result in enumerate(results) if isinstance(result, str) and result.startswith("— ")]
+    assert len(winners) == 1, results
+    won_size = parse_checkpoint(notes[winners[0]]).size
+    assert [r for i, r in enumerate(results) if i != winners[0]] == [won_size] * 7
+    assert parse_checkpoint(witness.state.latest(ORIGIN) or "").size == won_size
+
+
+def test_licet_witness_serve(setup: Setup) -> None:
+    """The command line: `licet witness vkey` prints the key, `licet witness serve` answers over HTTP."""
+    licet = [sys.executable, "-m", "licet"]
+    vkey = subprocess.run([*licet, "witness", "vkey", "--config", str(setup.config)], capture_output=True,
+                          text=True, timeout=120, check=True).stdout.strip()
+    assert vkey == setup.witness.vkey()
+    port = free_port()
+    server = subprocess.Popen([*licet, "witness", "serve", "--config", str(setup.config), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        note = setup.grow(3)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.post(f"http://127.0.0.1:{port}/add-checkpoint", content=body(0, (), note), timeout=5)
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert response.status_code == 200, response.text
+        assert note_cosignatures(note + response.text, [parse_witness_key(vkey)])[0].checkpoint.size == 3
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 # --- interoperability with Go's golang.org/x/mod/sumdb ---------------------------------------------
