@@ -18,6 +18,12 @@ and measures, printing figures (nothing is asserted):
   server time plus about a millisecond of client and socket;
 - **exports**: CSV and JSON lines of every decision, rows per second as the client receives them;
 - **live queue**: an agent's request opens an approval; the time until an open approvals page shows it;
+- **impact view** (issue 20): two 100-rule versions of one policy (bench/authoring.py's document, the
+  second with one permit's threshold raised), the first activated by the owner signed in in the browser.
+  The calls `/policies`' impact view makes, over localhost HTTP with the owner's API key: the semantic
+  diff (`POST /v1/policies/{id}/diff` of version 2 against the active one) and a replay page
+  (`POST .../replay`, 1 000 recorded decisions); and in the browser, a click on "Show impact" to the
+  kernel's answer shown, and to the replay summary (up to 20 pages of 1 000 of the store's decisions);
 - **frontend build**: `python -m licet.dashboard.build` in a copy of the dashboard with a fresh `.web` (npm's
   cache warm), then again when up to date, then restored from the build cache (`--no-build` skips it).
 """
@@ -48,7 +54,9 @@ import pyotp  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.authoring import source as rules_source  # noqa: E402
 from tests.server_harness import free_port, wait_until_ready  # noqa: E402
+from tests.test_dashboard import browser_fetch  # noqa: E402
 
 console = Console(width=130)
 CHROMIUM = "/usr/bin/chromium"
@@ -258,6 +266,63 @@ def browser_figures(url: str, demo: dict[str, Any], runs: int) -> dict[str, Any]
     return figures
 
 
+IMPACT_RULES = 100
+
+
+def impact_figures(url: str, demo: dict[str, Any], runs: int, api_runs: int) -> dict[str, list[float]]:
+    """The impact view of two 100-rule versions: its API calls, and its render after "Show impact".
+    Run last: it makes the bench policy the active one."""
+    from playwright.sync_api import sync_playwright
+
+    figures: dict[str, list[float]] = {"diff": [], "replay": [], "answer": [], "summary": []}
+    owner = next(p for p in demo["people"] if p["email"].startswith("owner@"))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto("/login?tenant=demo")
+        page.fill("#email", owner["email"])
+        page.fill("#password", owner["password"])
+        page.click("#sign-in")
+        page.wait_for_selector("#code")
+        page.fill("#code", pyotp.TOTP(owner["totp_secret"]).at(time.time() + 30))  # browser_figures used now()
+        page.click("#verify-code")
+        page.wait_for_selector("#active-policy", timeout=60_000)
+        first = rules_source(IMPACT_RULES, 0)
+        second = first.replace("args.amount <= 100'", "args.amount <= 150'", 1)  # rule r0, a permit, allows more
+        made = [browser_fetch(page, "POST", "/v1/policies", {"source": text}) for text in (first, second)]
+        assert all(m["status"] == 201 for m in made), made
+        policy = made[0]["body"]["policy"]["id"]
+        active = browser_fetch(page, "POST", f"/v1/policies/{policy}/versions/1/activate", {"reason": "bench"})
+        assert active["status"] == 200, active  # the sign-in's second factor is the step-up
+        page.close()
+        with httpx.Client(base_url=url, headers={"authorization": f"Bearer {demo['owner_key']}"}, timeout=120) as api:
+            premise = api.post(f"/v1/policies/{policy}/diff", json={"version": 2}).json()
+            assert premise["answer"] == "differs", premise  # each timed diff finds and confirms examples
+            calls = {"diff": ("diff", {"version": 2}),
+                     "replay": ("replay", {"version": 2, "days": 7, "limit": 1000})}
+            for name, (route, body) in calls.items():
+                for _ in range(api_runs):
+                    start = time.perf_counter()
+                    answer = api.post(f"/v1/policies/{policy}/{route}", json=body)
+                    figures[name].append(time.perf_counter() - start)
+                    assert answer.status_code == 200, answer.text
+        for _ in range(runs):
+            page = context.new_page()
+            page.goto(f"/policies?policy={policy}")
+            page.wait_for_selector("#versions .version-row[data-number='2']", timeout=60_000)
+            start = time.perf_counter()
+            page.click("#show-impact")
+            page.wait_for_selector("#semantic-answer", timeout=120_000)
+            figures["answer"].append(time.perf_counter() - start)
+            page.wait_for_selector("#replay-summary", timeout=600_000)
+            figures["summary"].append(time.perf_counter() - start)
+            page.close()
+        context.close()
+        browser.close()
+    return figures
+
+
 def build_times() -> list[tuple[str, float, str]]:
     """The frontend build in a copy of the dashboard: fresh `.web` (npm cache warm), up to date, restored."""
     out = []
@@ -315,6 +380,7 @@ def main() -> None:
             calls = api_calls(url, demo["owner_key"], options.api_runs)
             exported = exports(url, demo["owner_key"])
             shown = browser_figures(url, demo, options.runs)
+            impact = impact_figures(url, demo, options.runs, options.api_runs)
         build = [] if options.no_build else build_times()
     finally:
         if keep is None:
@@ -339,6 +405,19 @@ def main() -> None:
         table.add_column(column)
     for name, times in calls:
         table.add_row(name, ms(statistics.median(times)), ms(pct(times, 0.99)))
+    console.print(table)
+
+    table = Table(title=f"Impact view of two {IMPACT_RULES}-rule versions: API calls over localhost "
+                        f"({options.api_runs} each) and the page ({options.runs} samples)")
+    for column in ("what", "p50", "p99", "min", "max"):
+        table.add_column(column)
+    labels = {"diff": "POST /v1/policies/{id}/diff (v2 against the active v1)",
+              "replay": "POST /v1/policies/{id}/replay (one page: 1 000 decisions)",
+              "answer": "page: Show impact → the kernel's answer shown",
+              "summary": "page: Show impact → replay summary shown (≤ 20 pages)"}
+    for key, label in labels.items():
+        values = impact[key]
+        table.add_row(label, ms(statistics.median(values)), ms(pct(values, 0.99)), ms(min(values)), ms(max(values)))
     console.print(table)
 
     table = Table(title="Exports (every decision, streamed)")
