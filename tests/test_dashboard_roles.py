@@ -34,7 +34,8 @@ ADMIN_WRITES = (("POST", "/v1/users", "users.manage"), ("POST", f"/v1/users/{NIL
                 ("POST", f"/v1/users/{NIL}/disable", "users.manage"),
                 ("POST", f"/v1/users/{NIL}/invitation", "users.manage"), ("POST", "/v1/keys", "keys.manage"),
                 ("POST", f"/v1/keys/{NIL}/revoke", "keys.manage"), ("POST", f"/v1/keys/{NIL}/rotate", "keys.manage"),
-                ("POST", "/v1/webhooks", "webhooks.manage"), ("PUT", "/v1/approvals/settings", "webhooks.manage"),
+                ("POST", "/v1/webhooks", "webhooks.manage"), ("POST", f"/v1/webhooks/{NIL}/test", "webhooks.manage"),
+                ("PUT", "/v1/approvals/settings", "webhooks.manage"),
                 ("POST", "/v1/delegations?dry_run=true", "delegations.write"),
                 ("POST", f"/v1/delegations/{NIL}/revoke?dry_run=true", "delegations.write"))
 
