@@ -59,8 +59,8 @@ def _mutmut() -> tuple[Any, Any, Any]:
         from mutmut.mutation import file_mutation, mutators, pragma_handling
     except ImportError as exc:
         raise SystemExit(
-            "mutmut 3.8 is not importable: `.tools/bin/uv pip install --python .venv/bin/python --target /tmp/mutmut-lib mutmut==3.8.1` "
-            "and set MUTMUT_LIB=/tmp/mutmut-lib"
+            "mutmut 3.8 is not importable: `.tools/bin/uv pip install --python .venv/bin/python "
+            "--target /tmp/mutmut-lib mutmut==3.8.1` and set MUTMUT_LIB=/tmp/mutmut-lib"
         ) from exc
     return libcst, file_mutation, (mutators, pragma_handling)
 
