@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -438,3 +438,64 @@ def test_a_checkpoint_commit_waits_for_the_wal_on_postgresql_with_synchronous_co
                 await database.dispose()
 
         assert asyncio.run(run()) == ("off", "on")
+
+
+class _LatePostgres:
+    """A port that refuses connections until `open()`, then forwards them to the test PostgreSQL: a
+    database that is down while a server starts, and comes back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+
+    async def open(self) -> None:
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
+
+            async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await source.read(65536):
+                        sink.write(data)
+                        await sink.drain()
+                finally:
+                    sink.close()
+
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer),
+                                 return_exceptions=True)
+
+        self._server = await asyncio.start_server(forward, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def test_a_server_starting_while_postgresql_is_down_waits_for_it(tmp_path: Path) -> None:
+    # scripts/stack found it: a worker uvicorn restarted while PostgreSQL was down failed its start-up
+    # at once, and uvicorn's parent then stopped the healthy workers too.
+    from licet.server.app import create_app
+
+    with pg_database("licet_late_start") as url:
+        asyncio.run(upgrade_async(url))
+        real = make_url(url)
+        late = _LatePostgres(real.host or "127.0.0.1", real.port or 5432)
+        app = create_app(Settings(data_dir=tmp_path, startup_database_wait_seconds=30, database_url=real.set(
+            host="127.0.0.1", port=late.port).render_as_string(hide_password=False)))
+
+        async def start() -> float:
+            started = time.monotonic()
+            async with app.router.lifespan_context(app):
+                return time.monotonic() - started
+
+        async def scenario() -> float:
+            starting = asyncio.ensure_future(start())
+            await asyncio.sleep(2)
+            assert not starting.done(), starting.exception() if starting.done() else None
+            await late.open()
+            try:
+                return await asyncio.wait_for(starting, 60)
+            finally:
+                await late.close()
+
+        assert asyncio.run(scenario()) >= 2

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
@@ -17,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from licet.server import contract, errors, responses
+from licet.server.errors import database_unavailable
 from licet.server.logstore import StoreBehindSignedHead, check_signed_heads
 from licet.server.observability import BodyLimit, Metrics, RequestObserver, UnexpectedErrors, configure_logging
 from licet.server.routers import admin, approvals, auth, capabilities, decide, delegations, evidence, policies
@@ -75,6 +78,28 @@ async def refuse_a_store_behind_its_signed_heads(services: Services) -> None:
         raise StartupError(str(exc)) from exc
 
 
+async def when_the_database_answers(services: Services, step: Callable[[Services], Awaitable[None]]) -> None:
+    """Run a start-up `step`, again while the database is unreachable, for up to
+    `startup_database_wait_seconds`: a worker that uvicorn restarts while PostgreSQL restarts must wait
+    for it, as failing its start-up makes uvicorn stop every worker. `StartupError` once that is up."""
+    log = structlog.get_logger("licet.startup")
+    deadline = time.monotonic() + services.settings.startup_database_wait_seconds
+    pause = 0.25
+    while True:
+        try:
+            await step(services)
+            return
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise StartupError(f"the database did not answer within "
+                                   f"{services.settings.startup_database_wait_seconds} s: {exc!r}") from exc
+            log.warning("waiting for the database", step=step.__name__, error=repr(exc), retry_in=pause)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 5.0)
+
+
 async def seal_secrets_at_rest(services: Services) -> None:
     """Seal the TOTP and webhook secrets still stored in plaintext (written before they were sealed);
     `StartupError` if stored secrets are sealed under another key than this process holds: serving
@@ -98,8 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await refuse_a_store_behind_its_signed_heads(app.state.services)
-        await seal_secrets_at_rest(app.state.services)
+        await when_the_database_answers(app.state.services, refuse_a_store_behind_its_signed_heads)
+        await when_the_database_answers(app.state.services, seal_secrets_at_rest)
         await app.state.dispatcher.start()  # approval jobs: Celery, or the in-process worker
         # What exists now (modules, routes, SQLAlchemy's and the kernel's caches) lives as long as the
         # process: kept out of the cyclic collector, a full collection no longer walks it, which

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_headers: int = 100
     max_plan_steps: int = 10_000
     idempotency_ttl_seconds: int = 24 * 3600
+    # How long a starting server waits for an unreachable database (a worker restarted while it restarts)
+    # before it gives up; uvicorn stops every worker when one fails to start.
+    startup_database_wait_seconds: int = 60
     trusted_proxies: list[str] = []
     log_json: bool = True
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
