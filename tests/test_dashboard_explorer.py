@@ -163,7 +163,8 @@ def test_action_glob_and_time_filters(person: Callable[..., Any], traffic: Demo)
     since = newest[3]["issued_at"][:19]
     page.goto(f"/decisions?since={since}&action=payments.*")
     _decisions(page, _listing(traffic, "/v1/certificates", "certificates", since=since, action="payments.*"))
-    expect(page.locator("#f-since")).to_have_value(since)
+    # A datetime-local field normalises its value: a time on the minute drops its seconds.
+    expect(page.locator("#f-since")).to_have_value(since.removesuffix(":00"))
     page.close()
 
 

@@ -61,7 +61,9 @@ DryRun = Annotated[bool, Query(description="Check and answer as the real call wo
 
 
 @router.post("", status_code=201, summary="Issue a delegation grant (or, with dry_run, only check it)",
-             responses=raises("not_found", "grant_revoked", "not_attenuating", "invalid_policy", "kernel_fault"),
+             responses={**raises("not_found", "grant_revoked", "not_attenuating", "invalid_policy", "kernel_fault"),
+                        200: {"model": responses.GrantView,
+                              "description": "with dry_run: the grant as it would be issued; nothing is stored"}},
              response_model=responses.GrantView)
 async def issue(body: GrantBody, request: Request, response: Response,
                 caller: Annotated[Caller, require("delegations.write")], dry_run: DryRun = False) -> dict[str, Any]:
