@@ -204,6 +204,24 @@ def exports(url: str, owner: str) -> list[tuple[str, int, float]]:
     return out
 
 
+def _signed_in(browser: Any, url: str, person: dict[str, Any], *, code_at: float) -> tuple[Any, Any, float]:
+    """A new browser context signed in as demo `person` (password, then the TOTP code of `code_at`), its
+    page on the overview, and the seconds from the sign-in click to the overview's first figure."""
+    context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto("/login?tenant=demo")
+    page.fill("#email", person["email"])
+    page.fill("#password", person["password"])
+    page.wait_for_timeout(300)
+    start = time.perf_counter()
+    page.click("#sign-in")
+    page.wait_for_selector("#code")
+    page.fill("#code", pyotp.TOTP(person["totp_secret"]).at(code_at))
+    page.click("#verify-code")
+    page.wait_for_selector("#active-policy", timeout=60_000)
+    return context, page, time.perf_counter() - start
+
+
 def browser_figures(url: str, demo: dict[str, Any], runs: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -214,19 +232,8 @@ def browser_figures(url: str, demo: dict[str, Any], runs: int) -> dict[str, Any]
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         contexts = []
         for person in demo["people"]:
-            context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            page.goto("/login?tenant=demo")
-            page.fill("#email", person["email"])
-            page.fill("#password", person["password"])
-            page.wait_for_timeout(300)
-            start = time.perf_counter()
-            page.click("#sign-in")
-            page.wait_for_selector("#code")
-            page.fill("#code", pyotp.TOTP(person["totp_secret"]).now())
-            page.click("#verify-code")
-            page.wait_for_selector("#active-policy", timeout=60_000)
-            figures["sign-in"].append(time.perf_counter() - start)
+            context, page, seconds = _signed_in(browser, url, person, code_at=time.time())
+            figures["sign-in"].append(seconds)
             contexts.append(context)
             page.close()
         context = contexts[0]  # the owner
@@ -278,16 +285,8 @@ def impact_figures(url: str, demo: dict[str, Any], runs: int, api_runs: int) -> 
     owner = next(p for p in demo["people"] if p["email"].startswith("owner@"))
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.goto("/login?tenant=demo")
-        page.fill("#email", owner["email"])
-        page.fill("#password", owner["password"])
-        page.click("#sign-in")
-        page.wait_for_selector("#code")
-        page.fill("#code", pyotp.TOTP(owner["totp_secret"]).at(time.time() + 30))  # browser_figures used now()
-        page.click("#verify-code")
-        page.wait_for_selector("#active-policy", timeout=60_000)
+        # browser_figures used the code of now: a TOTP code is good once.
+        context, page, _ = _signed_in(browser, url, owner, code_at=time.time() + 30)
         first = rules_source(IMPACT_RULES, 0)
         second = first.replace("args.amount <= 100'", "args.amount <= 150'", 1)  # rule r0, a permit, allows more
         made = [browser_fetch(page, "POST", "/v1/policies", {"source": text}) for text in (first, second)]
