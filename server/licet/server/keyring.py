@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -31,6 +29,7 @@ from typing import Any, Literal
 
 from licet import kernel
 from licet.kernel.keys import PRIVATE_KEY_TYPE, KeyPeriod, parse_key_period, rfc3339
+from licet.server.files import replace_durably
 
 KEYRING_TYPE = "licet-keyring/1"
 
@@ -164,36 +163,10 @@ def load_keyring(path: Path) -> Keyring:
         raise KeyringError(f"signing key {path}: {exc}") from exc
 
 
-def _keep_owner(fd: int, path: Path) -> None:
-    """Give the new file the old one's owner where allowed (root rotating a key that the server's
-    user reads, e.g. uid 10001 in the image); otherwise the one who rotates owns it, as any file."""
-    try:
-        old = path.stat()
-        os.fchown(fd, old.st_uid, old.st_gid)
-    except (FileNotFoundError, PermissionError):
-        pass
-
-
 def write_keyring(path: Path, keyring: Keyring) -> None:
     """Replace `path` with `keyring` atomically: a reader sees the old file or the new one, never a
     part; the file is 0600 from its creation and on disk before this returns."""
-    content = json.dumps(keyring.to_json(), indent=2) + "\n"
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
-    try:
-        _keep_owner(fd, path)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
+    replace_durably(path, json.dumps(keyring.to_json(), indent=2) + "\n")
 
 
 class KeyringFile:

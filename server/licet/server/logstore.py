@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from licet.kernel.checkpoint import parse_checkpoint
 from licet.kernel.log import CompletedNode, LogConflict, LogError, MemoryLogStore, TransparencyLog
 from licet.kernel.merkle import NodeId
 from licet.server.db import transaction_state
+from licet.server.files import replace_durably
 from licet.server.models import Base, LogCheckpoint, LogHead, LogLeaf, LogNode
 from licet.server.time import utcnow
 
@@ -316,24 +316,9 @@ class SignedHeads:
             newer = {tenant: note for tenant, note in notes.items()
                      if tenant not in heads or parse_checkpoint(heads[tenant]).size < parse_checkpoint(note).size}
             if newer:
-                _replace_synced(self.path, json.dumps({"heads": {**heads, **newer}}, indent=1, sort_keys=True)
-                                + "\n")
-
-
-def _replace_synced(path: Path, content: str) -> None:
-    # Write aside, sync, rename over, sync the directory: after a crash the file is the old or the new
-    # content, never a torn one, and the rename itself is on disk.
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+                # 0644 as before (what the usual umask gave): a record of public checkpoints.
+                replace_durably(self.path, json.dumps({"heads": {**heads, **newer}}, indent=1, sort_keys=True)
+                                + "\n", mode=0o644)
 
 
 def check_signed_heads(connection: Connection, heads: SignedHeads, origin: Callable[[str], str]) -> None:
